@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The project's entry points for people and CI, so that a fresh machine with Python >= 3.11
+# and Go needs nothing else:
+#   hack/dev.sh test      build/reuse tools, make the venv, start the dev cluster, run every
+#                         check and test, stop the cluster (also on failure)
+#   hack/dev.sh setup     only the tools and the venv
+#   hack/dev.sh check     lint, format, types (no cluster)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+
+log() { printf '[dev %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+setup_venv() {
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    { log "ERROR: Python >= 3.11 is required; $PY is $("$PY" --version 2>&1). Set PYTHON=/path/to/python3.11"; exit 1; }
+  local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  [[ -f "$stamp" ]] && return
+  log "creating the virtualenv in $VENV"
+  [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+  rm -f "$VENV"/.installed-* && touch "$stamp"
+}
+
+setup() {
+  bash "$ROOT/hack/tools.sh" build
+  setup_venv
+  export PATH="$(bash "$ROOT/hack/tools.sh" path):$VENV/bin:$PATH"
+}
+
+check() {
+  log "ruff check"; "$VENV/bin/ruff" check .
+  log "ruff format --check"; "$VENV/bin/ruff" format --check .
+}
+
+run_tests() {
+  local was_running=0
+  "$VENV/bin/python" hack/devcluster.py status >/dev/null 2>&1 && was_running=1
+  if [[ $was_running == 0 ]]; then
+    trap '"$VENV/bin/python" hack/devcluster.py down' EXIT
+    "$VENV/bin/python" hack/devcluster.py up
+  fi
+  log "pytest $*"
+  "$VENV/bin/python" -m pytest "$@"
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  check) setup_venv; check ;;
+  test) shift; setup; check; run_tests "$@" ;;
+  *) echo "usage: $0 setup|check|test [pytest args]" >&2; exit 2 ;;
+esac

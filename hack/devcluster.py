@@ -1,0 +1,641 @@
+#!/usr/bin/env python3
+"""Runs a real Kubernetes control plane on loopback for tests and development.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real binaries built
+by hack/tools.sh; kwok plays the kubelets of fake nodes. Every process is started detached,
+its pid recorded under the state directory, and stopped by that pid. Standard library only,
+so it runs before the project's virtualenv exists.
+
+    hack/devcluster.py up | down | status | env
+    hack/devcluster.py stop|start|restart COMPONENT [--signal KILL]
+    hack/devcluster.py pause|resume COMPONENT      (SIGSTOP / SIGCONT, for fault tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("JOBSCHEDULER_DEVCLUSTER_DIR", ROOT / ".devcluster")).resolve()
+NODES = int(os.environ.get("JOBSCHEDULER_DEVCLUSTER_NODES", "2"))
+NODE_CPU = os.environ.get("JOBSCHEDULER_DEVCLUSTER_NODE_CPU", "16")
+NODE_MEMORY = os.environ.get("JOBSCHEDULER_DEVCLUSTER_NODE_MEMORY", "64Gi")
+NODE_PODS = os.environ.get("JOBSCHEDULER_DEVCLUSTER_NODE_PODS", "1000")
+SERVICE_CIDR = "10.96.0.0/16"
+# Components in start order; stop runs in reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+READY_TIMEOUT = float(os.environ.get("JOBSCHEDULER_DEVCLUSTER_TIMEOUT", "120"))
+
+
+class ClusterError(Exception):
+    """A component failed to start or to become ready; the message says which and why."""
+
+
+def log(msg: str) -> None:
+    print(f"[devcluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Binaries and versions
+
+
+def read_versions() -> dict[str, str]:
+    versions = {}
+    for line in (ROOT / "hack" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            versions[key.strip()] = value.strip()
+    return versions
+
+
+def bin_dir() -> Path:
+    cache = os.environ.get("JOBSCHEDULER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jobscheduler"
+    )
+    return Path(cache) / "bin"
+
+
+def binary(name: str) -> str:
+    path = bin_dir() / name
+    if not path.exists():
+        raise ClusterError(f"{path} is missing: run hack/tools.sh to build the cluster binaries")
+    return str(path.resolve())
+
+
+# ---------------------------------------------------------------------------------------------
+# State: ports, pids, PKI and kubeconfigs under STATE
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+    @classmethod
+    def load_or_pick(cls) -> Ports:
+        path = STATE / "ports.json"
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        ports = cls(*free_ports(6))
+        path.write_text(json.dumps(dataclasses.asdict(ports)))
+        return ports
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def pid_file(component: str) -> Path:
+    return STATE / "pids" / f"{component}.pid"
+
+
+def log_file(component: str) -> Path:
+    return STATE / "logs" / f"{component}.log"
+
+
+def running_pid(component: str) -> int | None:
+    """The component's pid if that process is alive and is still our binary."""
+    try:
+        pid = int(pid_file(component).read_text())
+        # /proc/PID/exe is set at exec; cmdline can read empty for a moment right after it.
+        exe = os.readlink(f"/proc/{pid}/exe")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # A zombie (state Z) has exited; a recycled pid runs some other program.
+    if stat.rsplit(")", 1)[1].split()[0] == "Z" or Path(exe.removesuffix(" (deleted)")).name != component:
+        return None
+    return pid
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_pki() -> None:
+    pki = STATE / "pki"
+    if (pki / "done").exists():
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        f"{pki}/ca.key",
+        "-out",
+        f"{pki}/ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=jobscheduler-devcluster-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+
+    def leaf(name: str, subject: str, usage: str, san: str | None = None) -> None:
+        ext = [
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            "-addext",
+            f"extendedKeyUsage={usage}",
+        ]
+        if san:
+            ext += ["-addext", f"subjectAltName={san}"]
+        openssl(
+            "req",
+            "-x509",
+            *ec,
+            "-CA",
+            f"{pki}/ca.crt",
+            "-CAkey",
+            f"{pki}/ca.key",
+            "-keyout",
+            f"{pki}/{name}.key",
+            "-out",
+            f"{pki}/{name}.crt",
+            "-days",
+            "3650",
+            "-subj",
+            subject,
+            *ext,
+        )
+
+    sans = ",".join(
+        [
+            "IP:127.0.0.1",
+            "IP:10.96.0.1",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
+    leaf("apiserver", "/CN=kube-apiserver", "serverAuth", sans)
+    leaf("admin", "/O=system:masters/CN=jobscheduler-admin", "clientAuth")
+    leaf("controller-manager", "/CN=system:kube-controller-manager", "clientAuth")
+    leaf("scheduler", "/CN=system:kube-scheduler", "clientAuth")
+    # kwok updates node and pod status for many nodes; the admin identity keeps it simple.
+    leaf("kwok", "/O=system:masters/CN=kwok-controller", "clientAuth")
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", f"{pki}/sa.key")
+    openssl("pkey", "-in", f"{pki}/sa.key", "-pubout", "-out", f"{pki}/sa.pub")
+    (pki / "done").touch()
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def write_kubeconfig(path: Path, identity: str, server: str) -> None:
+    pki = STATE / "pki"
+    # JSON is valid YAML; every kubeconfig reader (kubectl, client-go, the Python client)
+    # takes it. Certificates are embedded so the file can be copied elsewhere.
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "devcluster",
+                "cluster": {"server": server, "certificate-authority-data": b64(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": identity,
+                "user": {
+                    "client-certificate-data": b64(pki / f"{identity}.crt"),
+                    "client-key-data": b64(pki / f"{identity}.key"),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "devcluster",
+                "context": {"cluster": "devcluster", "user": identity, "namespace": "default"},
+            }
+        ],
+        "current-context": "devcluster",
+    }
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    path.chmod(0o600)
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to the API server with the admin certificate (stdlib only)
+
+
+class Api:
+    def __init__(self, port: int) -> None:
+        pki = STATE / "pki"
+        self.base = f"https://127.0.0.1:{port}"
+        self.ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        self.ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 5) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, context=self.ctx, timeout=timeout) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw.startswith(b"{") else raw.decode()
+
+
+def http_ok(url: str, *, insecure: bool = False, ctx: ssl.SSLContext | None = None) -> bool:
+    if insecure:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:
+            return resp.status == 200
+    except (OSError, urllib.error.URLError, ssl.SSLError):
+        return False
+
+
+def wait_for(component: str, what: str, check: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if component in COMPONENTS and running_pid(component) is None:
+            raise ClusterError(
+                f"{component} exited while waiting for {what}; last lines of {log_file(component)}:\n"
+                + tail(log_file(component))
+            )
+        time.sleep(0.2)
+    raise ClusterError(
+        f"{component}: timed out after {timeout:.0f}s waiting for {what}; last lines of "
+        f"{log_file(component)}:\n" + tail(log_file(component))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Components
+
+
+def command(component: str, ports: Ports) -> list[str]:
+    pki, data = STATE / "pki", STATE / "data"
+    if component == "etcd":
+        peer = f"http://127.0.0.1:{ports.etcd_peer}"
+        client = f"http://127.0.0.1:{ports.etcd_client}"
+        return [
+            binary("etcd"),
+            "--name=devcluster",
+            f"--data-dir={data}/etcd",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=devcluster={peer}",
+            "--initial-cluster-state=new",
+            # Throwaway test data: skip fsync so a busy 2-core machine stays responsive.
+            "--unsafe-no-fsync",
+            "--quota-backend-bytes=8589934592",
+            "--log-level=warn",
+        ]
+    if component == "kube-apiserver":
+        return [
+            binary("kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports.apiserver}",
+            f"--cert-dir={data}/apiserver",
+            f"--tls-cert-file={pki}/apiserver.crt",
+            f"--tls-private-key-file={pki}/apiserver.key",
+            f"--client-ca-file={pki}/ca.crt",
+            "--authorization-mode=Node,RBAC",
+            # PodSecurity is among the default admission plugins; named here so it is never lost.
+            "--enable-admission-plugins=NodeRestriction,PodSecurity",
+            # Privileged pods are allowed by the server so that PodSecurity, not this flag,
+            # is what rejects them in restricted namespaces.
+            "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki}/sa.pub",
+            f"--service-account-signing-key-file={pki}/sa.key",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Endpoints may not hold loopback addresses; nothing in-cluster dials the apiserver
+            # through the kubernetes Service here.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            "--v=1",
+        ]
+    if component == "kube-controller-manager":
+        kc = STATE / "controller-manager.kubeconfig"
+        return [
+            binary("kube-controller-manager"),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.controller_manager}",
+            f"--cert-dir={data}/controller-manager",
+            "--leader-elect=false",
+            # Every default controller: job, cronjob, garbage-collector, ttl-after-finished,
+            # namespace, serviceaccount, serviceaccount-token, podgc, node-lifecycle, ...
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki}/sa.key",
+            f"--root-ca-file={pki}/ca.crt",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--concurrent-job-syncs=10",
+            "--concurrent-cron-job-syncs=5",
+            "--profiling=false",
+            "--v=1",
+        ]
+    if component == "kube-scheduler":
+        kc = STATE / "scheduler.kubeconfig"
+        return [
+            binary("kube-scheduler"),
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports.scheduler}",
+            f"--cert-dir={data}/scheduler",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+    if component == "kwok":
+        return [
+            binary("kwok"),
+            f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
+            f"--config={ROOT / 'hack' / 'kwok' / 'stages.yaml'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--server-address=127.0.0.1:{ports.kwok}",
+            "--node-ip=127.0.0.1",
+            "--cidr=10.244.0.0/16",
+            "--node-lease-duration-seconds=40",
+        ]
+    raise ClusterError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
+
+
+def ready_check(component: str, ports: Ports) -> tuple[str, Callable[[], bool]]:
+    if component == "etcd":
+        return "/health", lambda: http_ok(f"http://127.0.0.1:{ports.etcd_client}/health")
+    if component == "kube-apiserver":
+        api = Api(ports.apiserver)
+        return "/readyz", lambda: http_ok(f"{api.base}/readyz", ctx=api.ctx)
+    if component == "kube-controller-manager":
+        return "/healthz", lambda: http_ok(
+            f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure=True
+        )
+    if component == "kube-scheduler":
+        return "/healthz", lambda: http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure=True)
+    if component == "kwok":
+        return "/healthz", lambda: http_ok(f"http://127.0.0.1:{ports.kwok}/healthz")
+    raise ClusterError(f"unknown component {component!r}")
+
+
+def start(component: str, ports: Ports) -> None:
+    if running_pid(component):
+        return
+    (STATE / "pids").mkdir(parents=True, exist_ok=True)
+    (STATE / "logs").mkdir(parents=True, exist_ok=True)
+    (STATE / "data").mkdir(parents=True, exist_ok=True)
+    argv = command(component, ports)
+    with open(log_file(component), "ab") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(argv)}\n".encode())
+        out.flush()
+        # A session of its own: the component outlives this script and ignores its terminal.
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=STATE,
+        )
+    pid_file(component).write_text(str(proc.pid))
+    what, check = ready_check(component, ports)
+    started = time.monotonic()
+    wait_for(component, what, check)
+    log(f"{component} ready (pid {proc.pid}, {time.monotonic() - started:.1f}s)")
+
+
+def stop(component: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> bool:
+    pid = running_pid(component)
+    if pid is None:
+        pid_file(component).unlink(missing_ok=True)
+        return False
+    os.kill(pid, sig)
+    if sig in (signal.SIGSTOP, signal.SIGCONT):
+        return True
+    # A stopped process cannot act on SIGTERM until it is continued.
+    os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running_pid(component) == pid:
+        time.sleep(0.05)
+    if running_pid(component) == pid:
+        log(f"{component} (pid {pid}) ignored {sig.name} for {timeout:.0f}s: sending SIGKILL")
+        os.kill(pid, signal.SIGKILL)
+        while running_pid(component) == pid:
+            time.sleep(0.05)
+    pid_file(component).unlink(missing_ok=True)
+    log(f"{component} stopped (pid {pid}, {sig.name})")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster-level operations
+
+
+def bootstrap(ports: Ports) -> None:
+    """Fake nodes, then wait until they are Ready and the default ServiceAccount exists."""
+    api = Api(ports.apiserver)
+    for i in range(NODES):
+        name = f"kwok-node-{i}"
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "node-role.kubernetes.io/agent": "",
+                },
+            },
+            "spec": {},
+            "status": {
+                "allocatable": {"cpu": NODE_CPU, "memory": NODE_MEMORY, "pods": NODE_PODS},
+                "capacity": {"cpu": NODE_CPU, "memory": NODE_MEMORY, "pods": NODE_PODS},
+            },
+        }
+        try:
+            api.request("POST", "/api/v1/nodes", node)
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise ClusterError(f"creating node {name}: HTTP {e.code}: {e.read()[:300]!r}") from e
+
+    def nodes_ready() -> bool:
+        items = api.request("GET", "/api/v1/nodes?labelSelector=type%3Dkwok")["items"]
+        ready = [
+            n
+            for n in items
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+            and not any(t.get("effect") == "NoSchedule" for t in n["spec"].get("taints", []))
+        ]
+        return len(ready) >= NODES
+
+    wait_for("kwok", f"{NODES} Ready, schedulable fake nodes", nodes_ready)
+
+    def default_sa() -> bool:
+        try:
+            api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+            return True
+        except urllib.error.HTTPError:
+            return False
+
+    wait_for("kube-controller-manager", "the default ServiceAccount", default_sa)
+
+
+def up() -> None:
+    started = time.monotonic()
+    STATE.mkdir(parents=True, exist_ok=True)
+    if all(running_pid(c) for c in COMPONENTS) and (STATE / "kubeconfig").exists():
+        log(f"already running; kubeconfig: {STATE / 'kubeconfig'}")
+        return
+    versions = read_versions()
+    for name in COMPONENTS:
+        binary(name)  # fail early, before starting anything, if a binary is missing
+    ports = Ports.load_or_pick()
+    make_pki()
+    server = f"https://127.0.0.1:{ports.apiserver}"
+    write_kubeconfig(STATE / "kubeconfig", "admin", server)
+    write_kubeconfig(STATE / "controller-manager.kubeconfig", "controller-manager", server)
+    write_kubeconfig(STATE / "scheduler.kubeconfig", "scheduler", server)
+    write_kubeconfig(STATE / "kwok.kubeconfig", "kwok", server)
+    log(
+        f"starting Kubernetes {versions['KUBERNETES_VERSION']} (etcd {versions['ETCD_VERSION']}, "
+        f"kwok {versions['KWOK_VERSION']}) in {STATE}"
+    )
+    try:
+        for component in COMPONENTS:
+            start(component, ports)
+        bootstrap(ports)
+    except (ClusterError, OSError, urllib.error.URLError) as e:
+        log(f"ERROR: {e}")
+        log("stopping what was started; logs are kept in " + str(STATE / "logs"))
+        for component in reversed(COMPONENTS):
+            stop(component)
+        raise SystemExit(1) from None
+    log(f"cluster ready in {time.monotonic() - started:.1f}s; " f"export KUBECONFIG={STATE / 'kubeconfig'}")
+
+
+def down() -> None:
+    for component in reversed(COMPONENTS):
+        stop(component)
+    if STATE.exists():
+        shutil.rmtree(STATE)
+    log(f"cluster down; removed {STATE}")
+
+
+def status() -> int:
+    if not STATE.exists():
+        print("not running")
+        return 1
+    ports = Ports.load_or_pick()
+    code = 0
+    for component in COMPONENTS:
+        pid = running_pid(component)
+        what, check = ready_check(component, ports)
+        state = "ready" if pid and check() else ("running, not ready" if pid else "stopped")
+        code |= 0 if state == "ready" else 1
+        print(f"{component:24} {state:20} pid={pid or '-'}")
+    print(f"kubeconfig: {STATE / 'kubeconfig'}")
+    return code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "action", choices=["up", "down", "status", "env", "stop", "start", "restart", "pause", "resume"]
+    )
+    parser.add_argument("component", nargs="?", choices=COMPONENTS)
+    parser.add_argument("--signal", default="TERM", help="signal for stop/restart (TERM, KILL)")
+    args = parser.parse_args()
+    try:
+        if args.action == "up":
+            up()
+        elif args.action == "down":
+            down()
+        elif args.action == "status":
+            return status()
+        elif args.action == "env":
+            print(f"export KUBECONFIG={STATE / 'kubeconfig'}")
+        else:
+            if not args.component:
+                parser.error(f"{args.action} needs a component: {', '.join(COMPONENTS)}")
+            if not (STATE / "ports.json").exists():
+                raise ClusterError("no cluster state: run `hack/devcluster.py up` first")
+            ports = Ports.load_or_pick()
+            sig = signal.Signals[f"SIG{args.signal.upper().removeprefix('SIG')}"]
+            if args.action in ("stop", "restart"):
+                stop(args.component, sig)
+            if args.action in ("start", "restart"):
+                start(args.component, ports)
+            if args.action == "pause":
+                stop(args.component, signal.SIGSTOP)
+            if args.action == "resume":
+                stop(args.component, signal.SIGCONT)
+    except ClusterError as e:
+        log(f"ERROR: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

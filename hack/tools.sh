@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Builds the external tools the project needs (Kubernetes control plane, etcd, kwok, grpcurl,
+# ghz, task) from Go modules, once per pinned version, into a cache outside the work tree.
+# A warm cache makes this a no-op; `hack/tools.sh path` prints the bin dir to put on PATH.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=versions.env
+source "$ROOT/hack/versions.env"
+
+CACHE="${JOBSCHEDULER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobscheduler}"
+BIN="$CACHE/bin"
+export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath" GOTOOLCHAIN=local
+
+log() { printf '[tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# One directory per tool and version; the symlinks in $BIN point at the pinned ones.
+tool_dir() { echo "$CACHE/tools/$1-$2"; }
+
+stamp_ok() { [[ -f "$(tool_dir "$1" "$2")/.done" ]]; }
+
+finish() { # name version binaries...
+  local name=$1 version=$2 dir; shift 2
+  dir="$(tool_dir "$name" "$version")"
+  mkdir -p "$BIN"
+  for b in "$@"; do
+    [[ -x "$dir/bin/$b" ]] || { log "ERROR: $name $version did not produce $b"; exit 1; }
+    ln -sfn "$dir/bin/$b" "$BIN/$b"
+  done
+  touch "$dir/.done"
+}
+
+go_install() { # name version module-path binaries...
+  local name=$1 version=$2 pkg=$3; shift 3
+  stamp_ok "$name" "$version" && { relink "$name" "$version" "$@"; return; }
+  local dir start=$SECONDS
+  dir="$(tool_dir "$name" "$version")"
+  log "building $name $version ($pkg)"
+  mkdir -p "$dir/bin"
+  for b in "$@"; do
+    GOBIN="$dir/bin" go install "$pkg/$b@$version"
+  done
+  finish "$name" "$version" "$@"
+  log "built $name $version in $((SECONDS - start)) s"
+}
+
+relink() { # name version binaries...: warm path, just (re)point the symlinks
+  local dir; dir="$(tool_dir "$1" "$2")"; shift 2
+  mkdir -p "$BIN"
+  for b in "$@"; do
+    [[ "$(readlink "$BIN/$b" 2>/dev/null)" == "$dir/bin/$b" ]] || ln -sfn "$dir/bin/$b" "$BIN/$b"
+  done
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION
+  stamp_ok etcd "$v" && { relink etcd "$v" etcd; return; }
+  local dir start=$SECONDS
+  dir="$(tool_dir etcd "$v")"
+  log "building etcd $v (wrapper module: etcd's own go.mod has replace lines)"
+  rm -rf "$dir/src" && mkdir -p "$dir/src" "$dir/bin"
+  (
+    cd "$dir/src"
+    go mod init jobscheduler.local/etcd-build >/dev/null 2>&1
+    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go
+    go get "go.etcd.io/etcd/server/v3@$v"
+    go mod tidy
+    go build -o "$dir/bin/etcd" \
+      -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${v}" go.etcd.io/etcd/server/v3
+  )
+  finish etcd "$v" etcd
+  log "built etcd $v in $((SECONDS - start)) s"
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION
+  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  stamp_ok kubernetes "$v" && { relink kubernetes "$v" "${bins[@]}"; return; }
+  local dir start=$SECONDS staging_v major minor gomod
+  dir="$(tool_dir kubernetes "$v")"
+  staging_v="v0.${v#v1.}"
+  major=1 minor="$(cut -d. -f2 <<<"$v")"
+  log "building Kubernetes $v: ${bins[*]} (cold build: expect 15-40 min on 2 cores)"
+  rm -rf "$dir/src" && mkdir -p "$dir/src" "$dir/bin"
+  (
+    cd "$dir/src"
+    go mod init jobscheduler.local/kubernetes-build >/dev/null 2>&1
+    # k8s.io/kubernetes replaces every staging module with ./staging/...; mirror that list
+    # from the release's own go.mod, pointing each at its published module instead.
+    gomod="$(go mod download -json "k8s.io/kubernetes@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    go mod edit -require "k8s.io/kubernetes@$v"
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}' | sort -u | while read -r m; do
+      go mod edit -replace "$m=$m@$staging_v"
+    done
+    log "  $(grep -c '=> k8s.io' go.mod) staging modules replaced by their $staging_v releases"
+    {
+      printf '//go:build tools\n\npackage tools\n\nimport (\n'
+      printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${bins[@]}"
+      printf ')\n'
+    } >tools.go
+    log "  resolving dependencies (go mod tidy)"
+    go mod tidy
+    local ver="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor"
+    ver+=" -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    ver+=" -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+    for b in "${bins[@]}"; do
+      log "  compiling $b"
+      go build -o "$dir/bin/$b" -ldflags "-s -w $ver" "k8s.io/kubernetes/cmd/$b"
+    done
+  )
+  finish kubernetes "$v" "${bins[@]}"
+  log "built Kubernetes $v in $((SECONDS - start)) s"
+}
+
+build_all() {
+  command -v go >/dev/null || { log "ERROR: Go is required (https://go.dev/doc/install); none found on PATH"; exit 1; }
+  go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd kwok kwokctl
+  go_install grpcurl "$GRPCURL_VERSION" github.com/fullstorydev/grpcurl/cmd grpcurl
+  go_install ghz "$GHZ_VERSION" github.com/bojand/ghz/cmd ghz
+  go_install task "$TASK_VERSION" github.com/go-task/task/v3/cmd task
+  build_etcd
+  build_kubernetes
+}
+
+case "${1:-build}" in
+  build) build_all; log "all tools ready in $BIN" ;;
+  path) echo "$BIN" ;;
+  *) echo "usage: $0 [build|path]" >&2; exit 2 ;;
+esac
