@@ -3,8 +3,11 @@
 # and Go needs nothing else:
 #   hack/dev.sh test      build/reuse tools, make the venv, start the dev cluster, run every
 #                         check and test, stop the cluster (also on failure)
+#   hack/dev.sh run       build/reuse tools, make the venv, start the dev cluster and serve the
+#                         gRPC API on :50054 against it (Ctrl-C stops the service; the cluster
+#                         keeps running until `hack/devcluster.py down`)
 #   hack/dev.sh setup     only the tools and the venv
-#   hack/dev.sh check     lint, format, types (no cluster)
+#   hack/dev.sh check     lint, format, types, layers, generated code (no cluster)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,12 +32,16 @@ setup_venv() {
 setup() {
   bash "$ROOT/hack/tools.sh" build
   setup_venv
+  bash hack/buildinfo.sh >/dev/null
   export PATH="$(bash "$ROOT/hack/tools.sh" path):$VENV/bin:$PATH"
 }
 
 check() {
   log "ruff check"; "$VENV/bin/ruff" check .
   log "ruff format --check"; "$VENV/bin/ruff" format --check .
+  log "mypy --strict"; "$VENV/bin/mypy"
+  log "import-linter (layers)"; "$VENV/bin/lint-imports" --no-cache
+  log "generated protobuf code is fresh"; PY="$VENV/bin/python" bash hack/protogen.sh --check
 }
 
 run_tests() {
@@ -48,8 +55,17 @@ run_tests() {
   "$VENV/bin/python" -m pytest "$@"
 }
 
+run_local() {
+  "$VENV/bin/python" hack/devcluster.py up
+  log "serving on :${GRPC_PORT:-50054} against the dev cluster (Ctrl-C to stop)"
+  log "try: grpcurl -plaintext -d '{}' localhost:${GRPC_PORT:-50054} jobscheduler.JobScheduler/ListJobs"
+  IN_CLUSTER=false KUBECONFIG="$ROOT/.devcluster/kubeconfig" LOG_FORMAT="${LOG_FORMAT:-console}" \
+    METRICS_PORT="${METRICS_PORT:-8080}" exec "$VENV/bin/jobscheduler" serve
+}
+
 case "${1:-}" in
   setup) setup ;;
+  run) setup; run_local ;;
   check) setup_venv; check ;;
   test) shift; setup; check; run_tests "$@" ;;
   *) echo "usage: $0 setup|check|test [pytest args]" >&2; exit 2 ;;

@@ -1,0 +1,144 @@
+"""Service configuration: one frozen settings object built from the environment at start-up.
+
+Every field documents its variable, unit and default (the defaults are the original Go
+service's). A bad value fails start-up with one line naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from jobscheduler.errors import JobSchedulerError
+from jobscheduler.validation import is_dns1123_label, parse_quantity
+
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+
+
+class ConfigError(JobSchedulerError):
+    """A configuration variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    grpc_port: int = 50054
+    """GRPC_PORT: TCP port of the gRPC API (0 picks a free one, for tests)."""
+    grpc_host: str = "[::]"
+    """GRPC_HOST: address to bind; `[::]` is every interface."""
+    namespace: str = "default"
+    """K8S_NAMESPACE: namespace used when a request names none."""
+    in_cluster: bool = True
+    """IN_CLUSTER: true uses the pod's ServiceAccount; false reads KUBECONFIG or ~/.kube/config."""
+    kubeconfig: str | None = None
+    """KUBECONFIG: kubeconfig path when IN_CLUSTER=false (default ~/.kube/config)."""
+    log_level: str = "info"
+    """LOG_LEVEL: trace, debug, info, warn or error."""
+    log_format: str = "json"
+    """LOG_FORMAT: json (default) or console (readable, for a terminal)."""
+    timer_image: str = "timer-service:latest"
+    """TIMER_IMAGE: image of the timer workload when a request names none."""
+    timer_command: tuple[str, ...] = ("jobscheduler-timer",)
+    """TIMER_COMMAND: space-separated container command for timer jobs; empty keeps the image's."""
+    default_cpu_request: str = "100m"
+    """DEFAULT_CPU_REQUEST: CPU request (Kubernetes quantity) when a request sets none."""
+    default_memory_request: str = "64Mi"
+    """DEFAULT_MEMORY_REQUEST: memory request (Kubernetes quantity) when a request sets none."""
+    max_timer_duration_seconds: int = 86400
+    """MAX_TIMER_DURATION_SECONDS: longest timer a request may ask for, in seconds."""
+    default_ttl_seconds_after_finished: int | None = 86400
+    """DEFAULT_TTL_SECONDS_AFTER_FINISHED: seconds a finished Job is kept (retention); empty: forever."""
+    metrics_port: int = 8080
+    """METRICS_PORT: Prometheus /metrics port (0 disables)."""
+    shutdown_grace_seconds: float = 20.0
+    """SHUTDOWN_GRACE_SECONDS: time in-flight calls get to finish after SIGTERM."""
+    health_interval_seconds: float = 2.0
+    """HEALTH_INTERVAL_SECONDS: how often the Kubernetes API is probed for the health service."""
+    kube_timeout_seconds: float = 10.0
+    """KUBE_TIMEOUT_SECONDS: budget of one Kubernetes call, retries included, without a caller deadline."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def get(name: str, default: str) -> str:
+            return env.get(name, default).strip()
+
+        def integer(name: str, default: int, *, low: int, high: int) -> int:
+            raw = get(name, str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r}: not an integer") from None
+            if not low <= value <= high:
+                raise ConfigError(f"{name}={raw!r}: must be between {low} and {high}")
+            return value
+
+        def number(name: str, default: float) -> float:
+            raw = get(name, str(default))
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r}: not a number") from None
+            if value <= 0:
+                raise ConfigError(f"{name}={raw!r}: must be positive")
+            return value
+
+        def boolean(name: str, default: bool) -> bool:
+            raw = get(name, "true" if default else "false").lower()
+            if raw in ("1", "true", "yes", "on"):
+                return True
+            if raw in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+        def choice(name: str, default: str, options: tuple[str, ...]) -> str:
+            raw = get(name, default).lower()
+            if raw == "warning":
+                raw = "warn"
+            if raw not in options:
+                raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(options)}")
+            return raw
+
+        def quantity(name: str, default: str) -> str:
+            raw = get(name, default)
+            try:
+                parse_quantity(raw)
+            except ValueError as e:
+                raise ConfigError(f"{name}={raw!r}: {e}") from None
+            return raw
+
+        namespace = get("K8S_NAMESPACE", d.namespace)
+        if not is_dns1123_label(namespace):
+            raise ConfigError(f"K8S_NAMESPACE={namespace!r}: not a valid namespace name (DNS-1123 label)")
+        ttl_raw = get("DEFAULT_TTL_SECONDS_AFTER_FINISHED", str(d.default_ttl_seconds_after_finished))
+        ttl = (
+            None
+            if ttl_raw == ""
+            else integer("DEFAULT_TTL_SECONDS_AFTER_FINISHED", 86400, low=0, high=2**31 - 1)
+        )
+        image = get("TIMER_IMAGE", d.timer_image)
+        if not image or any(c.isspace() for c in image):
+            raise ConfigError(f"TIMER_IMAGE={image!r}: not an image reference")
+        return cls(
+            grpc_port=integer("GRPC_PORT", d.grpc_port, low=0, high=65535),
+            grpc_host=get("GRPC_HOST", d.grpc_host),
+            namespace=namespace,
+            in_cluster=boolean("IN_CLUSTER", d.in_cluster),
+            kubeconfig=env.get("KUBECONFIG") or None,
+            log_level=choice("LOG_LEVEL", d.log_level, LOG_LEVELS),
+            log_format=choice("LOG_FORMAT", d.log_format, ("json", "console")),
+            timer_image=image,
+            timer_command=tuple(get("TIMER_COMMAND", " ".join(d.timer_command)).split()),
+            default_cpu_request=quantity("DEFAULT_CPU_REQUEST", d.default_cpu_request),
+            default_memory_request=quantity("DEFAULT_MEMORY_REQUEST", d.default_memory_request),
+            max_timer_duration_seconds=integer(
+                "MAX_TIMER_DURATION_SECONDS", d.max_timer_duration_seconds, low=1, high=2**31 - 1
+            ),
+            default_ttl_seconds_after_finished=ttl,
+            metrics_port=integer("METRICS_PORT", d.metrics_port, low=0, high=65535),
+            shutdown_grace_seconds=number("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds),
+            health_interval_seconds=number("HEALTH_INTERVAL_SECONDS", d.health_interval_seconds),
+            kube_timeout_seconds=number("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),
+        )

@@ -1,0 +1,1 @@
+"""The built-in job types, registered through the jobscheduler.job_types entry-point group."""

@@ -1,0 +1,57 @@
+"""Domain values shared by every layer: job states, statuses and the names of the labels and
+annotations that tie Kubernetes objects to this service."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Every object the service creates carries these; the watch cache and ListJobs select on them.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "jobscheduler"
+JOB_TYPE_LABEL = "jobscheduler.io/job-type"
+NAME_LABEL = "jobscheduler.io/name"
+# Label values are limited to 63 characters; the request id itself is kept in an annotation.
+REQUEST_ID_ANNOTATION = "jobscheduler.io/request-id"
+CANCELLED_AT_ANNOTATION = "jobscheduler.io/cancelled-at"
+PARAMETERS_ANNOTATION = "jobscheduler.io/parameters"
+
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+
+
+class JobState(enum.Enum):
+    PENDING = "PENDING"  # accepted, no pod running yet
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """What the service reports about one job; derived from the Job and its pods."""
+
+    job_id: str
+    namespace: str
+    name: str
+    job_type: str
+    state: JobState
+    reason: str = ""  # machine-readable: Unschedulable, ImagePullBackOff, OOMKilled, ...
+    message: str = ""  # for people
+    attempts: int = 0  # pods that failed
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    pods: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    request_id: str = ""

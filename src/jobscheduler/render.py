@@ -1,0 +1,220 @@
+"""Turns a validated request into a complete batch/v1 Job manifest (a plain dict).
+
+Pure: the same request, job id and settings always render the same manifest. Every pod it
+renders satisfies PodSecurity `restricted`, whatever the job type contributes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from jobscheduler.config import Settings
+from jobscheduler.errors import InvalidArgumentError
+from jobscheduler.models import (
+    JOB_TYPE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    NAME_LABEL,
+    REQUEST_ID_ANNOTATION,
+)
+from jobscheduler.registry import JobType
+from jobscheduler.validation import (
+    check_annotations,
+    check_dns_label,
+    check_labels,
+    parse_quantity,
+)
+
+REQUEST_HASH_ANNOTATION = "jobscheduler.io/request-hash"
+# The UID the project's image runs as; restricted PodSecurity wants a non-root user.
+WORKLOAD_UID = 10001
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+MAX_REQUEST_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpu_request: str = ""
+    memory_request: str = ""
+    cpu_limit: str = ""
+    memory_limit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """A ScheduleJob request in domain terms; params are the job type's own parameters."""
+
+    job_type: str
+    params: Mapping[str, Any]
+    name: str = ""
+    namespace: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    backoff_limit: int | None = None
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+    request_id: str = ""
+
+
+def new_job_id() -> str:
+    """A fresh Job name: `job-` and ten random lower-case letters and digits."""
+    return "job-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+def job_id_for_request(namespace: str, request_id: str) -> str:
+    """The Job name a request_id always maps to, so retries on any replica meet one Job."""
+    digest = hashlib.sha256(f"{namespace}\n{request_id}".encode()).digest()
+    return "job-" + base64.b32encode(digest).decode().lower()[:16]
+
+
+def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
+    """Fingerprint of what a request asks for; a reused request_id must ask for the same."""
+    body = asdict(request) | {"params": params}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def check_request(request: JobRequest, settings: Settings) -> JobRequest:
+    """Validates the fields every job type shares; returns the request with defaults applied."""
+    namespace = request.namespace or settings.namespace
+    check_dns_label("namespace", namespace, what="namespace name")
+    name = (request.name or request.job_type).strip().lower()
+    check_dns_label("name", name, what="job name (it must become a DNS-1123 label)")
+    check_labels("labels", request.labels)
+    check_annotations("annotations", request.annotations)
+    if len(request.request_id) > MAX_REQUEST_ID or any(ord(c) < 32 for c in request.request_id):
+        raise InvalidArgumentError("request_id", f"must be at most {MAX_REQUEST_ID} printable characters")
+    for field_name, value, low in (
+        ("backoff_limit", request.backoff_limit, 0),
+        ("active_deadline_seconds", request.active_deadline_seconds, 1),
+        ("ttl_seconds_after_finished", request.ttl_seconds_after_finished, 0),
+    ):
+        if value is not None and not low <= value <= 2**31 - 1:
+            raise InvalidArgumentError(field_name, f"must be between {low} and {2**31 - 1} (got {value})")
+    if request.backoff_limit is not None and request.backoff_limit > 1000:
+        raise InvalidArgumentError("backoff_limit", f"must be at most 1000 (got {request.backoff_limit})")
+    return JobRequest(
+        job_type=request.job_type,
+        params=request.params,
+        name=name,
+        namespace=namespace,
+        labels=dict(request.labels),
+        annotations=dict(request.annotations),
+        resources=_resources(request.resources, settings),
+        backoff_limit=request.backoff_limit,
+        active_deadline_seconds=request.active_deadline_seconds,
+        ttl_seconds_after_finished=(
+            request.ttl_seconds_after_finished
+            if request.ttl_seconds_after_finished is not None
+            else settings.default_ttl_seconds_after_finished
+        ),
+        request_id=request.request_id,
+    )
+
+
+def _resources(res: Resources, settings: Settings) -> Resources:
+    def quantity(field_name: str, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        try:
+            amount = parse_quantity(value)
+        except ValueError as e:
+            raise InvalidArgumentError(f"resources.{field_name}", str(e)) from None
+        if amount <= 0:
+            raise InvalidArgumentError(f"resources.{field_name}", f"{value!r} must be greater than zero")
+        return value
+
+    out = {}
+    for kind, default in (("cpu", settings.default_cpu_request), ("memory", settings.default_memory_request)):
+        request = quantity(f"{kind}_request", getattr(res, f"{kind}_request"))
+        limit = quantity(f"{kind}_limit", getattr(res, f"{kind}_limit"))
+        if not request:
+            # As Kubernetes does, a lone limit also serves as the request when it is the smaller.
+            request = limit if limit and parse_quantity(limit) < parse_quantity(default) else default
+        if limit and parse_quantity(limit) < parse_quantity(request):
+            raise InvalidArgumentError(
+                f"resources.{kind}_limit", f"limit {limit!r} is less than the request {request!r}"
+            )
+        out[f"{kind}_request"], out[f"{kind}_limit"] = request, limit
+    return Resources(**out)
+
+
+def render_job(
+    request: JobRequest,
+    *,
+    job_type: JobType,
+    params: Mapping[str, Any],
+    job_id: str,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The Job manifest for a request already passed through check_request and the type's validate."""
+    workload = job_type.render(params, job_id=job_id, settings=settings)
+    labels = {
+        **request.labels,
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        JOB_TYPE_LABEL: job_type.name,
+        NAME_LABEL: request.name,
+    }
+    annotations = {**workload.annotations, REQUEST_HASH_ANNOTATION: request_hash(request, params)}
+    if request.request_id:
+        annotations[REQUEST_ID_ANNOTATION] = request.request_id
+    res = request.resources
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": res.cpu_request, "memory": res.memory_request},
+    }
+    limits = {k: v for k, v in (("cpu", res.cpu_limit), ("memory", res.memory_limit)) if v}
+    if limits:
+        resources["limits"] = limits
+    container = {
+        **workload.container,
+        "resources": resources,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+    }
+    spec: dict[str, Any] = {
+        "backoffLimit": request.backoff_limit if request.backoff_limit is not None else 0,
+        "template": {
+            "metadata": {"labels": dict(labels), "annotations": dict(request.annotations)},
+            "spec": {
+                "restartPolicy": "Never",
+                # Workloads never call the Kubernetes API: no token in the pod.
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": WORKLOAD_UID,
+                    "runAsGroup": WORKLOAD_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+            },
+        },
+    }
+    if request.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = request.active_deadline_seconds
+    if request.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = request.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_id,
+            "namespace": request.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }

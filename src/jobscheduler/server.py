@@ -1,0 +1,143 @@
+"""Wiring: the gRPC server with the JobScheduler, health and reflection services, the health
+monitor that tracks the Kubernetes API, and graceful shutdown.
+
+Concurrency model: a synchronous grpc server whose thread pool runs each RPC to completion
+on one thread, calling the (thread-safe, pooled) Kubernetes client directly; one background
+thread probes the API server for the health service. No asyncio anywhere.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from jobscheduler.api import scheduler_pb2 as pb
+from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.config import Settings
+from jobscheduler.gateway import KubeGateway
+from jobscheduler.registry import Registry
+from jobscheduler.service import JobService
+from jobscheduler.servicer import JobSchedulerServicer
+
+log = structlog.get_logger("jobscheduler.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class HealthMonitor:
+    """SERVING only while the Kubernetes API answers /readyz; probed in the background and
+    flipped at once when an RPC finds the API unavailable."""
+
+    def __init__(self, gateway: KubeGateway, servicer: health.HealthServicer, *, interval: float) -> None:
+        self.gateway = gateway
+        self.servicer = servicer
+        self.interval = interval
+        self._stop = threading.Event()
+        self._serving: bool | None = None
+        self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
+
+    def start(self) -> None:
+        self.probe()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def probe(self) -> bool:
+        ok = self.gateway.ready(timeout=min(2.0, self.interval))
+        self._set(ok)
+        return ok
+
+    def report_unavailable(self) -> None:
+        self._set(False)
+
+    def _set(self, serving: bool) -> None:
+        if self._stop.is_set() or serving == self._serving:
+            return
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            self.servicer.set(name, status)
+        if serving:
+            log.info("kubernetes api reachable: SERVING")
+        else:
+            log.warning("kubernetes api unreachable: NOT_SERVING")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.probe()
+
+
+@dataclass
+class App:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    monitor: HealthMonitor
+
+    def stop(self, grace: float) -> threading.Event:
+        """NOT_SERVING first (so load balancers drain), then refuse new calls and give
+        in-flight ones `grace` seconds."""
+        self.monitor.stop()
+        self.health.enter_graceful_shutdown()
+        return self.server.stop(grace)
+
+
+def build_server(
+    settings: Settings, gateway: KubeGateway, registry: Registry, *, max_workers: int = 32
+) -> App:
+    """The wired server, bound (port 0 picks a free one) but not started."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    monitor = HealthMonitor(gateway, health_servicer, interval=settings.health_interval_seconds)
+    service = JobService(gateway, registry, settings)
+    pb_grpc.add_JobSchedulerServicer_to_server(
+        JobSchedulerServicer(service, registry, on_unavailable=monitor.report_unavailable), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    return App(server=server, port=port, health=health_servicer, monitor=monitor)
+
+
+def serve(settings: Settings, gateway: KubeGateway, registry: Registry) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    app = build_server(settings, gateway, registry)
+    app.monitor.start()
+    app.server.start()
+    log.info("serving", port=app.port, namespace=settings.namespace, job_types=registry.names())
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info(
+            "shutting down", signal=signal.Signals(signum).name, grace_seconds=settings.shutdown_grace_seconds
+        )
+        threading.Thread(target=lambda: app.stop(settings.shutdown_grace_seconds).wait(), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app.server.wait_for_termination()
+    log.info("stopped")

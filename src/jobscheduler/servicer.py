@@ -1,0 +1,242 @@
+"""The gRPC face of JobService: proto ⇄ domain, and domain errors ⇄ gRPC status codes.
+
+Thin on purpose: every decision lives in the domain. One table maps error classes to codes;
+anything unexpected is logged with its traceback and returned as a generic INTERNAL.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import structlog
+import yaml
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jobscheduler.api import scheduler_pb2 as pb
+from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    JobSchedulerError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from jobscheduler.models import JobState, JobStatus
+from jobscheduler.registry import Registry
+from jobscheduler.render import JobRequest, Resources
+from jobscheduler.service import JobQuery, JobService
+
+log = structlog.get_logger("jobscheduler.rpc")
+T = TypeVar("T")
+
+STATUS_CODES: dict[type[JobSchedulerError], grpc.StatusCode] = {
+    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
+}
+
+STATE_TO_PROTO = {
+    JobState.PENDING: pb.JOB_STATE_PENDING,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+
+
+def status_code_for(error: JobSchedulerError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
+    def __init__(
+        self, service: JobService, registry: Registry, *, on_unavailable: Callable[[], None] | None = None
+    ) -> None:
+        self.service = service
+        self.registry = registry
+        self.on_unavailable = on_unavailable or (lambda: None)
+
+    def ScheduleJob(
+        self, request: pb.ScheduleJobRequest, context: grpc.ServicerContext
+    ) -> pb.ScheduleJobResponse:
+        with self._rpc("ScheduleJob", context, namespace=request.namespace) as deadline:
+            job_request = self._to_job_request(request)
+            result = self.service.schedule(job_request, dry_run=request.dry_run, deadline=deadline)
+            structlog.contextvars.bind_contextvars(job_id=result.status.job_id)
+            log.info(
+                "job scheduled" if result.created else "job request handled",
+                created=result.created,
+                dry_run=request.dry_run,
+                job_type=job_request.job_type,
+            )
+            return pb.ScheduleJobResponse(
+                job_id=result.status.job_id,
+                namespace=result.status.namespace,
+                status=to_proto_status(result.status),
+                created=result.created,
+                manifest=yaml.safe_dump(result.manifest, sort_keys=False) if result.manifest else "",
+                message=_schedule_message(result.created, request.dry_run),
+            )
+
+    def GetJobStatus(
+        self, request: pb.GetJobStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetJobStatusResponse:
+        with self._rpc(
+            "GetJobStatus", context, namespace=request.namespace, job_id=request.job_id
+        ) as deadline:
+            status = self.service.get_status(request.namespace, request.job_id, deadline=deadline)
+            return pb.GetJobStatusResponse(status=to_proto_status(status))
+
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
+        with self._rpc("ListJobs", context, namespace=request.namespace) as deadline:
+            states = set()
+            for i, value in enumerate(request.states):
+                if value not in PROTO_TO_STATE:
+                    raise InvalidArgumentError(f"states[{i}]", f"{value} is not a job state")
+                states.add(PROTO_TO_STATE[value])
+            if request.page_size < 0:
+                raise InvalidArgumentError("page_size", f"must not be negative (got {request.page_size})")
+            page = self.service.list_jobs(
+                JobQuery(
+                    namespace=request.namespace,
+                    states=frozenset(states),
+                    job_type=request.job_type,
+                    label_selector=request.label_selector,
+                    name=request.name,
+                    page_size=request.page_size,
+                    page_token=request.page_token,
+                ),
+                deadline=deadline,
+            )
+            return pb.ListJobsResponse(
+                jobs=[to_proto_status(s) for s in page.jobs], next_page_token=page.next_page_token
+            )
+
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
+        with self._rpc("CancelJob", context, namespace=request.namespace, job_id=request.job_id) as deadline:
+            status = self.service.cancel(request.namespace, request.job_id, deadline=deadline)
+            log.info("job cancelled", state=status.state.value)
+            return pb.CancelJobResponse(status=to_proto_status(status))
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _to_job_request(self, request: pb.ScheduleJobRequest) -> JobRequest:
+        which = request.WhichOneof("job_type")
+        if which is None:
+            raise InvalidArgumentError(
+                "job_type", f"no job type set; set one of: {', '.join(self._request_fields())}"
+            )
+        job_type = self.registry.for_request_field(which)
+        params = MessageToDict(getattr(request, which), preserving_proto_field_name=True)
+        res = request.resources
+        return JobRequest(
+            job_type=job_type.name,
+            params=params,
+            name=request.name,
+            namespace=request.namespace,
+            labels=dict(request.labels),
+            annotations=dict(request.annotations),
+            resources=Resources(
+                cpu_request=res.cpu_request,
+                memory_request=res.memory_request,
+                cpu_limit=res.cpu_limit,
+                memory_limit=res.memory_limit,
+            ),
+            backoff_limit=request.backoff_limit if request.HasField("backoff_limit") else None,
+            active_deadline_seconds=(
+                request.active_deadline_seconds if request.HasField("active_deadline_seconds") else None
+            ),
+            ttl_seconds_after_finished=(
+                request.ttl_seconds_after_finished if request.HasField("ttl_seconds_after_finished") else None
+            ),
+            request_id=request.request_id,
+        )
+
+    def _request_fields(self) -> list[str]:
+        return [f.name for f in pb.ScheduleJobRequest.DESCRIPTOR.oneofs_by_name["job_type"].fields]
+
+    @contextmanager
+    def _rpc(self, method: str, context: grpc.ServicerContext, **fields: Any) -> Iterator[float | None]:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc=method, **{k: v for k, v in fields.items() if v})
+        remaining = context.time_remaining()
+        # grpc reports "no deadline" as a very large number.
+        deadline = time.monotonic() + remaining if remaining is not None and remaining < 1e8 else None
+        started = time.perf_counter()
+        try:
+            yield deadline
+            log.debug("rpc ok", duration_ms=round((time.perf_counter() - started) * 1000, 2))
+        except JobSchedulerError as e:
+            code = status_code_for(e)
+            if code is grpc.StatusCode.UNAVAILABLE:
+                self.on_unavailable()
+            log.info("rpc failed", code=code.name, error=str(e))
+            _abort(context, code, str(e))
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("rpc crashed", incident=incident)
+            _abort(
+                context,
+                grpc.StatusCode.INTERNAL,
+                f"internal error (incident {incident}); see the service logs",
+            )
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+def _schedule_message(created: bool, dry_run: bool) -> str:
+    if dry_run:
+        return "dry run: the manifest was accepted by the API server; nothing was created"
+    return "job created" if created else "a job for this request_id already exists; returning it"
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def to_proto_status(status: JobStatus) -> pb.JobStatus:
+    return pb.JobStatus(
+        job_id=status.job_id,
+        namespace=status.namespace,
+        name=status.name,
+        job_type=status.job_type,
+        state=STATE_TO_PROTO[status.state],
+        reason=status.reason,
+        message=status.message,
+        attempts=status.attempts,
+        active=status.active,
+        succeeded=status.succeeded,
+        failed=status.failed,
+        created_at=_timestamp(status.created_at),
+        started_at=_timestamp(status.started_at),
+        finished_at=_timestamp(status.finished_at),
+        pods=list(status.pods),
+        labels=dict(status.labels),
+        exit_code=status.exit_code,
+        request_id=status.request_id,
+    )

@@ -1,0 +1,132 @@
+"""Syntax rules Kubernetes imposes on names, labels, quantities and environment variables.
+
+Checked before anything is sent to the API server, so a caller learns which field is wrong
+from the service instead of from a 422, and nothing is created for a bad request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+
+from jobscheduler.errors import InvalidArgumentError
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = _QUALIFIED_NAME
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUANTITY = re.compile(r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+
+# Keys the service or the Job controller owns on the objects it creates; callers may not set
+# them, or a caller could forge another job's identity or break the Job's pod selector.
+RESERVED_PREFIXES = frozenset({"jobscheduler.io", "batch.kubernetes.io"})
+RESERVED_KEYS = frozenset({"app.kubernetes.io/managed-by", "job-name", "controller-uid"})
+MAX_ANNOTATIONS_BYTES = 128 * 1024
+
+
+def is_dns1123_label(value: str) -> bool:
+    return len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
+
+
+def is_dns1123_subdomain(value: str) -> bool:
+    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+
+
+def parse_quantity(value: str) -> Decimal:
+    """A Kubernetes quantity ("100m", "0.5", "64Mi", "1e3") as a number; ValueError if malformed."""
+    match = _QUANTITY.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 100m, 0.5, 64Mi, 1Gi)")
+    try:
+        number = Decimal(match["num"])
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity") from None
+    suffix = match["suffix"] or ""
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix[:1] in ("e", "E"):
+        return number * (Decimal(10) ** int(suffix[1:]))
+    return number * _DECIMAL[suffix]
+
+
+def check_qualified_key(field: str, key: str) -> None:
+    """A label or annotation key: optional DNS-subdomain prefix, '/', and a name of ≤63 chars."""
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and not prefix:
+        raise InvalidArgumentError(field, f"key {key!r}: the prefix before '/' is empty")
+    if prefix and not is_dns1123_subdomain(prefix):
+        raise InvalidArgumentError(
+            field,
+            f"key {key!r}: prefix {prefix!r} must be a DNS subdomain "
+            "(lower-case letters, digits, '-' and '.')",
+        )
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        raise InvalidArgumentError(
+            field,
+            f"key {key!r}: name part must be 1-63 characters of letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit",
+        )
+
+
+def check_not_reserved(field: str, key: str) -> None:
+    prefix = key.rpartition("/")[0]
+    if key in RESERVED_KEYS or prefix in RESERVED_PREFIXES:
+        raise InvalidArgumentError(field, f"key {key!r} is reserved for the service and Kubernetes")
+
+
+def check_labels(field: str, labels: Mapping[str, str]) -> None:
+    for key, value in labels.items():
+        check_qualified_key(field, key)
+        check_not_reserved(field, key)
+        if len(value) > 63 or (value and not _LABEL_VALUE.match(value)):
+            raise InvalidArgumentError(
+                f"{field}[{key}]",
+                f"value {value!r} must be at most 63 characters of "
+                "letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            )
+
+
+def check_annotations(field: str, annotations: Mapping[str, str]) -> None:
+    size = 0
+    for key, value in annotations.items():
+        check_qualified_key(field, key)
+        check_not_reserved(field, key)
+        size += len(key.encode()) + len(value.encode())
+    if size > MAX_ANNOTATIONS_BYTES:
+        raise InvalidArgumentError(field, f"annotations total {size} bytes; at most {MAX_ANNOTATIONS_BYTES}")
+
+
+def check_env(field: str, env: Mapping[str, str], *, reserved: frozenset[str] = frozenset()) -> None:
+    for name in env:
+        if not _C_IDENTIFIER.match(name):
+            raise InvalidArgumentError(
+                field,
+                f"{name!r} is not a valid variable name "
+                "(letters, digits and '_', not starting with a digit)",
+            )
+        if name in reserved:
+            raise InvalidArgumentError(field, f"{name!r} is set by the service and cannot be overridden")
+
+
+def check_dns_label(field: str, value: str, *, what: str) -> None:
+    if not is_dns1123_label(value):
+        raise InvalidArgumentError(
+            field,
+            f"{value!r} is not a valid {what}: at most 63 lower-case letters, "
+            "digits or '-', starting and ending with a letter or digit",
+        )

@@ -1,0 +1,116 @@
+"""Fixtures for the gRPC service: the real server on a free port with a real channel, talking
+to the real cluster, and a way to run `jobscheduler serve` as its own process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.config import Settings
+from jobscheduler.gateway import KubeGateway, RetryPolicy, load_api_client
+from jobscheduler.registry import Registry
+from jobscheduler.server import App, build_server
+from tests.conftest import Cluster
+
+
+@dataclass
+class Service:
+    app: App
+    channel: grpc.Channel
+    stub: pb_grpc.JobSchedulerStub
+    health: health_pb2_grpc.HealthStub
+    address: str
+
+    def health_status(self, service: str = "") -> int:
+        return int(self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
+
+
+@pytest.fixture(scope="session")
+def service(cluster: Cluster) -> Iterator[Service]:
+    """One in-process server for the session (requests name their own namespaces)."""
+    settings = Settings(
+        grpc_port=0,
+        grpc_host="127.0.0.1",
+        in_cluster=False,
+        kubeconfig=str(cluster.kubeconfig),
+        health_interval_seconds=0.5,
+        timer_image="registry.example/jobscheduler:test",
+    )
+    api = load_api_client(in_cluster=False, kubeconfig=str(cluster.kubeconfig))
+    app = build_server(
+        settings, KubeGateway(api, retry=RetryPolicy(default_timeout=5)), Registry.from_entry_points()
+    )
+    app.monitor.start()
+    app.server.start()
+    address = f"127.0.0.1:{app.port}"
+    channel = grpc.insecure_channel(address)
+    try:
+        yield Service(
+            app, channel, pb_grpc.JobSchedulerStub(channel), health_pb2_grpc.HealthStub(channel), address
+        )
+    finally:
+        channel.close()
+        app.stop(0).wait()
+        api.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServeProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def start_serve(
+    cluster: Cluster, tmp_path: Path, *, port: int, env: dict[str, str] | None = None
+) -> ServeProcess:
+    """`jobscheduler serve` as a real process, waiting until its port accepts connections."""
+    log = tmp_path / f"serve-{port}.log"
+    full_env = {
+        **os.environ,
+        "IN_CLUSTER": "false",
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "GRPC_PORT": str(port),
+        "METRICS_PORT": "0",
+        "LOG_LEVEL": "debug",
+        **(env or {}),
+    }
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobscheduler.cli", "serve"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return ServeProcess(proc, port, log)
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"serve did not listen on {port} within 20s:\n{log.read_text()}")

@@ -1,0 +1,119 @@
+"""Domain errors become the right gRPC status codes, and surprises become a generic INTERNAL.
+
+Runs the real grpc server on a free port with a real channel; the service behind the servicer
+is a stand-in that raises (it is not a Kubernetes client: nothing here talks to a cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+import structlog
+
+from jobscheduler import errors
+from jobscheduler.api import scheduler_pb2 as pb
+from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.gateway import ConflictError
+from jobscheduler.registry import Registry
+from jobscheduler.servicer import JobSchedulerServicer, status_code_for
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.InvalidArgumentError("name", "bad"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.NotFoundError("gone"), grpc.StatusCode.NOT_FOUND),
+        (errors.AlreadyExistsError("dup"), grpc.StatusCode.ALREADY_EXISTS),
+        (errors.FailedPreconditionError("finished"), grpc.StatusCode.FAILED_PRECONDITION),
+        (ConflictError("changed"), grpc.StatusCode.FAILED_PRECONDITION),
+        (errors.PermissionDeniedError("rbac"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.UnavailableError("down"), grpc.StatusCode.UNAVAILABLE),
+        (errors.DeadlineExceededError("late"), grpc.StatusCode.UNAVAILABLE),
+        (errors.JobSchedulerError("unclassified"), grpc.StatusCode.INTERNAL),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v.name,
+)
+def test_each_domain_error_maps_to_one_status_code(
+    error: errors.JobSchedulerError, code: grpc.StatusCode
+) -> None:
+    assert status_code_for(error) is code
+
+
+class Raising:
+    """Stands in for JobService: every use case raises the given exception."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def get_status(self, *_: Any, **__: Any) -> Any:
+        raise self.exc
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    servers: list[grpc.Server] = []
+    unavailable: list[bool] = []
+
+    def start(exc: Exception) -> pb_grpc.JobSchedulerStub:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        servicer = JobSchedulerServicer(
+            Raising(exc),
+            Registry([]),  # type: ignore[arg-type]
+            on_unavailable=lambda: unavailable.append(True),
+        )
+        pb_grpc.add_JobSchedulerServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return pb_grpc.JobSchedulerStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+
+    start.unavailable = unavailable  # type: ignore[attr-defined]
+    yield start
+    for server in servers:
+        server.stop(0)
+
+
+def test_unexpected_exception_is_internal_with_a_generic_message_and_a_logged_traceback(serve: Any) -> None:
+    stub = serve(RuntimeError("secret detail from deep inside"))
+    with structlog.testing.capture_logs() as logs, pytest.raises(grpc.RpcError) as err:
+        stub.GetJobStatus(pb.GetJobStatusRequest(job_id="job-1"), timeout=5)
+
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret detail" not in err.value.details()
+    assert "incident" in err.value.details()
+    [crash] = [e for e in logs if e["event"] == "rpc crashed"]
+    assert crash["log_level"] == "error"
+    assert crash["exc_info"] is True
+    assert crash["incident"] in err.value.details()
+
+
+def test_domain_error_keeps_its_message_and_code(serve: Any) -> None:
+    stub = serve(errors.NotFoundError("job 'job-1' not found in namespace 'default'"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetJobStatus(pb.GetJobStatusRequest(job_id="job-1"), timeout=5)
+
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert err.value.details() == "job 'job-1' not found in namespace 'default'"
+
+
+def test_unavailable_flips_health_at_once(serve: Any) -> None:
+    stub = serve(errors.UnavailableError("Kubernetes API unavailable"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetJobStatus(pb.GetJobStatusRequest(job_id="job-1"), timeout=5)
+
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert serve.unavailable == [True]
+
+
+def test_schedule_without_a_job_type_names_the_field(serve: Any) -> None:
+    stub = serve(RuntimeError("not reached"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ScheduleJob(pb.ScheduleJobRequest(name="x"), timeout=5)
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("job_type:")
+    assert "timer_job" in err.value.details()
