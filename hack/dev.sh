@@ -41,6 +41,7 @@ check() {
   log "ruff format --check"; "$VENV/bin/ruff" format --check .
   log "mypy --strict"; "$VENV/bin/mypy"
   log "import-linter (layers)"; "$VENV/bin/lint-imports" --no-cache
+  log "hadolint Dockerfile"; "$VENV/bin/hadolint" Dockerfile
   log "generated protobuf code is fresh"; PY="$VENV/bin/python" bash hack/protogen.sh --check
 }
 

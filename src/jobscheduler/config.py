@@ -6,6 +6,7 @@ service's). A bad value fails start-up with one line naming the variable and the
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,8 +82,8 @@ class Settings:
                 value = float(raw)
             except ValueError:
                 raise ConfigError(f"{name}={raw!r}: not a number") from None
-            if value <= 0:
-                raise ConfigError(f"{name}={raw!r}: must be positive")
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name}={raw!r}: must be a positive, finite number")
             return value
 
         def boolean(name: str, default: bool) -> bool:
@@ -104,9 +105,11 @@ class Settings:
         def quantity(name: str, default: str) -> str:
             raw = get(name, default)
             try:
-                parse_quantity(raw)
+                amount = parse_quantity(raw)
             except ValueError as e:
                 raise ConfigError(f"{name}={raw!r}: {e}") from None
+            if amount <= 0:
+                raise ConfigError(f"{name}={raw!r}: must be greater than zero")
             return raw
 
         namespace = get("K8S_NAMESPACE", d.namespace)

@@ -56,6 +56,11 @@ class Registry:
         for job_type in types:
             if job_type.name in self._by_name:
                 raise RegistryError(f"job type {job_type.name!r} is registered twice")
+            if job_type.request_field in self._by_field:
+                raise RegistryError(
+                    f"job types {self._by_field[job_type.request_field].name!r} and {job_type.name!r} "
+                    f"both claim request field {job_type.request_field!r}"
+                )
             self._by_name[job_type.name] = job_type
             self._by_field[job_type.request_field] = job_type
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobscheduler.config import Settings
-from jobscheduler.errors import InvalidArgumentError
+from jobscheduler.errors import InvalidArgumentError, JobSchedulerError
 from jobscheduler.models import (
     JOB_TYPE_LABEL,
     MANAGED_BY_LABEL,
@@ -37,6 +37,15 @@ REQUEST_HASH_ANNOTATION = "jobscheduler.io/request-hash"
 WORKLOAD_UID = 10001
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 MAX_REQUEST_ID = 256
+# What a job type may put in its container. Everything that touches the node or privileges
+# (securityContext, ports with hostPort, volume mounts, ...) is the renderer's alone.
+ALLOWED_CONTAINER_KEYS = frozenset(
+    {"name", "image", "imagePullPolicy", "command", "args", "env", "workingDir"}
+)
+
+
+class RenderError(JobSchedulerError):
+    """A job type rendered something the restricted pod does not allow (a bug in the type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,10 @@ class JobRequest:
     request_id: str = ""
 
 
+def _is_control(c: str) -> bool:
+    return ord(c) < 32 or 127 <= ord(c) <= 159  # C0, DEL and C1
+
+
 def new_job_id() -> str:
     """A fresh Job name: `job-` and ten random lower-case letters and digits."""
     return "job-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
@@ -89,7 +102,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
     check_dns_label("name", name, what="job name (it must become a DNS-1123 label)")
     check_labels("labels", request.labels)
     check_annotations("annotations", request.annotations)
-    if len(request.request_id) > MAX_REQUEST_ID or any(ord(c) < 32 for c in request.request_id):
+    if len(request.request_id) > MAX_REQUEST_ID or any(_is_control(c) for c in request.request_id):
         raise InvalidArgumentError("request_id", f"must be at most {MAX_REQUEST_ID} printable characters")
     for field_name, value, low in (
         ("backoff_limit", request.backoff_limit, 0),
@@ -157,6 +170,11 @@ def render_job(
 ) -> dict[str, Any]:
     """The Job manifest for a request already passed through check_request and the type's validate."""
     workload = job_type.render(params, job_id=job_id, settings=settings)
+    extra = set(workload.container) - ALLOWED_CONTAINER_KEYS
+    if extra:
+        raise RenderError(
+            f"job type {job_type.name!r} rendered container fields it may not set: {sorted(extra)}"
+        )
     labels = {
         **request.labels,
         MANAGED_BY_LABEL: MANAGED_BY_VALUE,

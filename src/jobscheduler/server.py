@@ -29,6 +29,9 @@ from jobscheduler.servicer import JobSchedulerServicer
 
 log = structlog.get_logger("jobscheduler.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
+# SERVING while the process answers at all, whatever the Kubernetes API does: for liveness
+# probes, so an API server outage makes replicas unready instead of restarting them.
+LIVENESS_NAME = "liveness"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -106,6 +109,7 @@ def build_server(
         ],
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer.set(LIVENESS_NAME, health_pb2.HealthCheckResponse.SERVING)
     monitor = HealthMonitor(gateway, health_servicer, interval=settings.health_interval_seconds)
     service = JobService(gateway, registry, settings)
     pb_grpc.add_JobSchedulerServicer_to_server(

@@ -12,12 +12,15 @@ from decimal import Decimal, InvalidOperation
 
 from jobscheduler.errors import InvalidArgumentError
 
+# Always used with fullmatch: `$` would also match before a trailing newline.
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE = _QUALIFIED_NAME
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUANTITY = re.compile(r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+_QUANTITY = re.compile(
+    r"^(?P<num>[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
     "n": Decimal("1e-9"),
@@ -40,16 +43,16 @@ MAX_ANNOTATIONS_BYTES = 128 * 1024
 
 
 def is_dns1123_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
+    return len(value) <= 63 and bool(_DNS1123_LABEL.fullmatch(value))
 
 
 def is_dns1123_subdomain(value: str) -> bool:
-    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.fullmatch(value))
 
 
 def parse_quantity(value: str) -> Decimal:
     """A Kubernetes quantity ("100m", "0.5", "64Mi", "1e3") as a number; ValueError if malformed."""
-    match = _QUANTITY.match(value)
+    match = _QUANTITY.fullmatch(value)
     if not match:
         raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 100m, 0.5, 64Mi, 1Gi)")
     try:
@@ -75,7 +78,7 @@ def check_qualified_key(field: str, key: str) -> None:
             f"key {key!r}: prefix {prefix!r} must be a DNS subdomain "
             "(lower-case letters, digits, '-' and '.')",
         )
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         raise InvalidArgumentError(
             field,
             f"key {key!r}: name part must be 1-63 characters of letters, digits, "
@@ -93,7 +96,7 @@ def check_labels(field: str, labels: Mapping[str, str]) -> None:
     for key, value in labels.items():
         check_qualified_key(field, key)
         check_not_reserved(field, key)
-        if len(value) > 63 or (value and not _LABEL_VALUE.match(value)):
+        if len(value) > 63 or (value and not _LABEL_VALUE.fullmatch(value)):
             raise InvalidArgumentError(
                 f"{field}[{key}]",
                 f"value {value!r} must be at most 63 characters of "
@@ -113,7 +116,7 @@ def check_annotations(field: str, annotations: Mapping[str, str]) -> None:
 
 def check_env(field: str, env: Mapping[str, str], *, reserved: frozenset[str] = frozenset()) -> None:
     for name in env:
-        if not _C_IDENTIFIER.match(name):
+        if not _C_IDENTIFIER.fullmatch(name):
             raise InvalidArgumentError(
                 field,
                 f"{name!r} is not a valid variable name "

@@ -1,0 +1,267 @@
+"""The k8s/ manifests on the real cluster: they validate and apply, and the ServiceAccount's
+Role is exactly enough. The service runs out of cluster with that ServiceAccount's token and
+does everything it does; `kubectl auth can-i --list` shows that it may do nothing more."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes import client
+
+from jobscheduler.api import scheduler_pb2 as pb
+from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, Cluster
+from tests.helpers import wait_until
+from tests.integration.conftest import free_port, start_serve
+
+NAMESPACE = "jobscheduler"  # as in k8s/kustomization.yaml: operators apply it unchanged
+SA = f"system:serviceaccount:{NAMESPACE}:jobscheduler"
+TIMER = pb.TimerJob(duration_seconds=60, timer_name="t", control_plane_endpoint="http://cp:50053")
+
+# `kubectl auth can-i --list` for the ServiceAccount: our Role's two rules, plus what every
+# authenticated identity gets from the default ClusterRoles (system:basic-user,
+# system:discovery, system:public-info-viewer, system:service-account-issuer-discovery).
+EXPECTED_RESOURCE_RULES = {
+    ("jobs.batch", "create get list patch"),
+    ("pods", "list"),
+    ("selfsubjectreviews.authentication.k8s.io", "create"),
+    ("selfsubjectaccessreviews.authorization.k8s.io", "create"),
+    ("selfsubjectrulesreviews.authorization.k8s.io", "create"),
+}
+EXPECTED_NON_RESOURCE_URLS = {
+    "/.well-known/openid-configuration/",
+    "/.well-known/openid-configuration",
+    "/api/*",
+    "/api",
+    "/apis/*",
+    "/apis",
+    "/healthz",
+    "/livez",
+    "/openapi/*",
+    "/openapi",
+    "/openid/v1/jwks/",
+    "/openid/v1/jwks",
+    "/readyz",
+    "/version/",
+    "/version",
+}
+
+
+def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("kubectl") or str(Path.home() / ".cache/jobscheduler/bin/kubectl")
+    return subprocess.run(
+        [binary, "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster: Cluster) -> Iterator[str]:
+    """k8s/ applied as an operator would: Namespace first (a server-side dry run of objects
+    in a namespace that does not exist yet cannot pass), then the dry run, then for real."""
+    core = client.CoreV1Api(cluster.api)
+    if not _namespace_gone(core):  # left over from an interrupted run
+        core.delete_namespace(NAMESPACE)
+        wait_until("old namespace gone", lambda: _namespace_gone(core), timeout=60)
+    ns = kubectl(cluster, "apply", "-f", str(ROOT / "k8s" / "namespace.yaml"))
+    assert ns.returncode == 0, ns.stderr
+    dry = kubectl(cluster, "apply", "--dry-run=server", "-k", str(ROOT / "k8s"))
+    assert dry.returncode == 0, dry.stderr
+    applied = kubectl(cluster, "apply", "-k", str(ROOT / "k8s"))
+    assert applied.returncode == 0, applied.stderr
+    try:
+        yield dry.stdout
+    finally:
+        core.delete_namespace(NAMESPACE, propagation_policy="Background")
+
+
+def _namespace_gone(core: client.CoreV1Api) -> bool:
+    try:
+        core.read_namespace(NAMESPACE)
+    except client.ApiException as e:
+        return e.status == 404
+    return False
+
+
+def test_server_side_dry_run_accepts_every_manifest(deployed: str) -> None:
+    kinds = set(
+        re.findall(r"^([a-z0-9.]+)/\S+ (?:created|configured|unchanged) \(server dry run\)$", deployed, re.M)
+    )
+    assert kinds == {
+        "namespace",
+        "serviceaccount",
+        "role.rbac.authorization.k8s.io",
+        "rolebinding.rbac.authorization.k8s.io",
+        "configmap",
+        "service",
+        "deployment.apps",
+        "poddisruptionbudget.policy",
+        "networkpolicy.networking.k8s.io",
+    }
+
+
+@pytest.mark.usefixtures("deployed")
+def test_deployment_runs_two_restricted_replicas_with_grpc_probes(cluster: Cluster) -> None:
+    apps = client.AppsV1Api(cluster.api)
+    deployment = wait_until(
+        "2 available replicas",
+        lambda: (
+            d
+            if (d := apps.read_namespaced_deployment("jobscheduler", NAMESPACE)).status.available_replicas
+            == 2
+            else None
+        ),
+        timeout=60,
+    )
+    pod = deployment.spec.template.spec
+    [container] = pod.containers
+    assert deployment.spec.replicas == 2
+    assert container.readiness_probe.grpc.port == 50054
+    assert container.readiness_probe.grpc.service == "jobscheduler.JobScheduler"
+    assert container.liveness_probe.grpc.service == "liveness"
+    assert pod.security_context.run_as_non_root is True
+    assert pod.security_context.seccomp_profile.type == "RuntimeDefault"
+    sc = container.security_context
+    assert (sc.read_only_root_filesystem, sc.allow_privilege_escalation, sc.capabilities.drop) == (
+        True,
+        False,
+        ["ALL"],
+    )
+    assert container.resources.requests
+    assert container.resources.limits
+    assert {
+        p.port
+        for p in client.CoreV1Api(cluster.api).read_namespaced_service("jobscheduler", NAMESPACE).spec.ports
+    } == {50054, 8080}
+    labels = client.CoreV1Api(cluster.api).read_namespace(NAMESPACE).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def _service_account_kubeconfig(cluster: Cluster, path: Path) -> Path:
+    token = (
+        client.CoreV1Api(cluster.api)
+        .create_namespaced_service_account_token(
+            "jobscheduler",
+            NAMESPACE,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+            ),
+        )
+        .status.token
+    )
+    ca = Path(cluster.api.configuration.ssl_ca_cert).read_bytes()
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cluster.api.configuration.host,
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": NAMESPACE}}
+                ],
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.usefixtures("deployed")
+def test_the_role_is_sufficient_for_the_full_grpc_flow(cluster: Cluster, tmp_path: Path) -> None:
+    kubeconfig = _service_account_kubeconfig(cluster, tmp_path / "sa.kubeconfig")
+    server = start_serve(
+        cluster, tmp_path, port=free_port(), env={"KUBECONFIG": str(kubeconfig), "K8S_NAMESPACE": NAMESPACE}
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.JobSchedulerStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
+
+            dry = stub.ScheduleJob(
+                pb.ScheduleJobRequest(name="dry", timer_job=TIMER, dry_run=True), timeout=10
+            )
+            assert "kind: Job" in dry.manifest
+
+            quick = stub.ScheduleJob(
+                pb.ScheduleJobRequest(name="quick", timer_job=TIMER, request_id="r1"), timeout=10
+            )
+            again = stub.ScheduleJob(
+                pb.ScheduleJobRequest(name="quick", timer_job=TIMER, request_id="r1"), timeout=10
+            )
+            assert (again.job_id, again.created) == (quick.job_id, False)
+            wait_until(
+                "SUCCEEDED",
+                lambda: stub.GetJobStatus(
+                    pb.GetJobStatusRequest(job_id=quick.job_id), timeout=10
+                ).status.state
+                == pb.JOB_STATE_SUCCEEDED,
+            )
+
+            slow = stub.ScheduleJob(
+                pb.ScheduleJobRequest(
+                    name="slow", timer_job=TIMER, annotations={"sim.jobscheduler.io/duration": "10m"}
+                ),
+                timeout=10,
+            )
+            wait_until(
+                "RUNNING",
+                lambda: stub.GetJobStatus(pb.GetJobStatusRequest(job_id=slow.job_id), timeout=10).status.state
+                == pb.JOB_STATE_RUNNING,
+            )
+            cancelled = stub.CancelJob(pb.CancelJobRequest(job_id=slow.job_id), timeout=10)
+            assert cancelled.status.state == pb.JOB_STATE_CANCELLED
+
+            listed = stub.ListJobs(pb.ListJobsRequest(label_selector="", page_size=10), timeout=10)
+            assert {j.job_id for j in listed.jobs} == {quick.job_id, slow.job_id}
+
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetJobStatus(pb.GetJobStatusRequest(job_id="job-missing"), timeout=10)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            # Nothing outside its namespace: Kubernetes refuses, and the caller is told why.
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ScheduleJob(
+                    pb.ScheduleJobRequest(name="x", namespace="default", timer_job=TIMER), timeout=10
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+    assert "rpc crashed" not in server.output()
+
+
+@pytest.mark.usefixtures("deployed")
+def test_the_role_grants_nothing_more(cluster: Cluster) -> None:
+    out = kubectl(cluster, "auth", "can-i", "--list", f"--as={SA}", "-n", NAMESPACE)
+    assert out.returncode == 0, out.stderr
+    resource_rules, urls = set(), set()
+    for line in out.stdout.splitlines()[1:]:
+        fields = re.findall(r"\[[^\]]*\]|\S+", line)
+        verbs = fields[-1].strip("[]")
+        if fields[0].startswith("["):  # a non-resource URL line: [url] [] [verbs]
+            assert verbs == "get", line
+            urls.add(fields[0].strip("[]"))
+        else:
+            resource_rules.add((fields[0], verbs))
+    assert resource_rules == EXPECTED_RESOURCE_RULES
+    assert urls == EXPECTED_NON_RESOURCE_URLS

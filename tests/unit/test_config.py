@@ -1,0 +1,224 @@
+"""Settings.from_env: the documented defaults, how each variable is parsed, and that a bad value
+fails start-up with a message naming both the variable and the value."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from jobscheduler.config import ConfigError, Settings
+
+# Every variable from_env reads; cleared before the test that reads the real environment.
+VARIABLES = (
+    "GRPC_PORT",
+    "GRPC_HOST",
+    "K8S_NAMESPACE",
+    "IN_CLUSTER",
+    "KUBECONFIG",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "TIMER_IMAGE",
+    "TIMER_COMMAND",
+    "DEFAULT_CPU_REQUEST",
+    "DEFAULT_MEMORY_REQUEST",
+    "MAX_TIMER_DURATION_SECONDS",
+    "DEFAULT_TTL_SECONDS_AFTER_FINISHED",
+    "METRICS_PORT",
+    "SHUTDOWN_GRACE_SECONDS",
+    "HEALTH_INTERVAL_SECONDS",
+    "KUBE_TIMEOUT_SECONDS",
+)
+
+
+DOCUMENTED_DEFAULTS: dict[str, Any] = {
+    "grpc_port": 50054,
+    "grpc_host": "[::]",
+    "namespace": "default",
+    "in_cluster": True,
+    "kubeconfig": None,
+    "log_level": "info",
+    "log_format": "json",
+    "timer_image": "timer-service:latest",
+    "timer_command": ("jobscheduler-timer",),
+    "default_cpu_request": "100m",
+    "default_memory_request": "64Mi",
+    "max_timer_duration_seconds": 86400,
+    "default_ttl_seconds_after_finished": 86400,
+    "metrics_port": 8080,
+    "shutdown_grace_seconds": 20.0,
+    "health_interval_seconds": 2.0,
+    "kube_timeout_seconds": 10.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [pytest.param(attribute, expected, id=attribute) for attribute, expected in DOCUMENTED_DEFAULTS.items()],
+)
+def test_empty_environment_gives_documented_default(attribute: str, expected: Any) -> None:
+    assert getattr(Settings.from_env({}), attribute) == expected
+
+
+def test_every_setting_has_a_documented_default_checked_here() -> None:
+    assert set(DOCUMENTED_DEFAULTS) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def test_empty_environment_equals_class_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "attribute", "expected"),
+    [
+        pytest.param({"GRPC_PORT": "6000"}, "grpc_port", 6000, id="grpc-port"),
+        pytest.param({"GRPC_PORT": " 0 "}, "grpc_port", 0, id="grpc-port-0-free-port-whitespace-stripped"),
+        pytest.param({"GRPC_PORT": "65535"}, "grpc_port", 65535, id="grpc-port-max"),
+        pytest.param({"GRPC_HOST": "127.0.0.1"}, "grpc_host", "127.0.0.1", id="grpc-host"),
+        pytest.param({"K8S_NAMESPACE": "team-a"}, "namespace", "team-a", id="namespace"),
+        pytest.param({"IN_CLUSTER": "false"}, "in_cluster", False, id="in-cluster-false"),
+        pytest.param({"IN_CLUSTER": "FALSE"}, "in_cluster", False, id="in-cluster-FALSE-upper"),
+        pytest.param({"IN_CLUSTER": "0"}, "in_cluster", False, id="in-cluster-0"),
+        pytest.param({"IN_CLUSTER": " no "}, "in_cluster", False, id="in-cluster-no-padded"),
+        pytest.param({"IN_CLUSTER": "off"}, "in_cluster", False, id="in-cluster-off"),
+        pytest.param({"IN_CLUSTER": "true"}, "in_cluster", True, id="in-cluster-true"),
+        pytest.param({"IN_CLUSTER": "1"}, "in_cluster", True, id="in-cluster-1"),
+        pytest.param({"IN_CLUSTER": "Yes"}, "in_cluster", True, id="in-cluster-Yes"),
+        pytest.param({"IN_CLUSTER": "on"}, "in_cluster", True, id="in-cluster-on"),
+        pytest.param({"KUBECONFIG": "/etc/kube/config"}, "kubeconfig", "/etc/kube/config", id="kubeconfig"),
+        pytest.param({"KUBECONFIG": ""}, "kubeconfig", None, id="kubeconfig-empty-is-none"),
+        pytest.param({"LOG_LEVEL": "debug"}, "log_level", "debug", id="log-level-debug"),
+        pytest.param({"LOG_LEVEL": "ERROR"}, "log_level", "error", id="log-level-upper-lowered"),
+        pytest.param({"LOG_LEVEL": "warning"}, "log_level", "warn", id="log-level-warning-is-warn"),
+        pytest.param({"LOG_LEVEL": "WARNING"}, "log_level", "warn", id="log-level-WARNING-is-warn"),
+        pytest.param({"LOG_FORMAT": "Console"}, "log_format", "console", id="log-format-console"),
+        pytest.param(
+            {"TIMER_IMAGE": "reg.example/timer:1.2"}, "timer_image", "reg.example/timer:1.2", id="timer-image"
+        ),
+        pytest.param(
+            {"TIMER_COMMAND": "python -m jobscheduler.workloads.timer"},
+            "timer_command",
+            ("python", "-m", "jobscheduler.workloads.timer"),
+            id="timer-command-split-on-spaces",
+        ),
+        pytest.param(
+            {"TIMER_COMMAND": "  run   --fast "},
+            "timer_command",
+            ("run", "--fast"),
+            id="timer-command-repeated-spaces",
+        ),
+        pytest.param(
+            {"TIMER_COMMAND": ""}, "timer_command", (), id="timer-command-empty-keeps-image-entrypoint"
+        ),
+        pytest.param({"DEFAULT_CPU_REQUEST": "250m"}, "default_cpu_request", "250m", id="cpu-request"),
+        pytest.param({"DEFAULT_MEMORY_REQUEST": "1Gi"}, "default_memory_request", "1Gi", id="memory-request"),
+        pytest.param(
+            {"MAX_TIMER_DURATION_SECONDS": "60"}, "max_timer_duration_seconds", 60, id="max-duration"
+        ),
+        pytest.param(
+            {"DEFAULT_TTL_SECONDS_AFTER_FINISHED": "600"}, "default_ttl_seconds_after_finished", 600, id="ttl"
+        ),
+        pytest.param(
+            {"DEFAULT_TTL_SECONDS_AFTER_FINISHED": "0"},
+            "default_ttl_seconds_after_finished",
+            0,
+            id="ttl-zero-deletes-at-once",
+        ),
+        pytest.param(
+            {"DEFAULT_TTL_SECONDS_AFTER_FINISHED": ""},
+            "default_ttl_seconds_after_finished",
+            None,
+            id="ttl-empty-keeps-forever",
+        ),
+        pytest.param(
+            {"DEFAULT_TTL_SECONDS_AFTER_FINISHED": "  "},
+            "default_ttl_seconds_after_finished",
+            None,
+            id="ttl-blank-keeps-forever",
+        ),
+        pytest.param({"METRICS_PORT": "0"}, "metrics_port", 0, id="metrics-port-0-disables"),
+        pytest.param({"SHUTDOWN_GRACE_SECONDS": "2.5"}, "shutdown_grace_seconds", 2.5, id="shutdown-grace"),
+        pytest.param(
+            {"HEALTH_INTERVAL_SECONDS": "0.5"}, "health_interval_seconds", 0.5, id="health-interval"
+        ),
+        pytest.param({"KUBE_TIMEOUT_SECONDS": "30"}, "kube_timeout_seconds", 30.0, id="kube-timeout"),
+    ],
+)
+def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) -> None:
+    assert getattr(Settings.from_env(env), attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        pytest.param("GRPC_PORT", "abc", id="grpc-port-not-integer"),
+        pytest.param("GRPC_PORT", "70000", id="grpc-port-above-65535"),
+        pytest.param("GRPC_PORT", "-1", id="grpc-port-negative"),
+        pytest.param("GRPC_PORT", "50054.0", id="grpc-port-float"),
+        pytest.param("METRICS_PORT", "65536", id="metrics-port-above-65535"),
+        pytest.param("LOG_LEVEL", "loud", id="log-level-unknown"),
+        pytest.param("LOG_FORMAT", "xml", id="log-format-unknown"),
+        pytest.param("IN_CLUSTER", "maybe", id="in-cluster-not-boolean"),
+        pytest.param("IN_CLUSTER", "", id="in-cluster-empty"),
+        pytest.param("DEFAULT_CPU_REQUEST", "100x", id="cpu-request-bad-suffix"),
+        pytest.param("DEFAULT_CPU_REQUEST", "", id="cpu-request-empty"),
+        pytest.param("DEFAULT_MEMORY_REQUEST", "64 Mi", id="memory-request-inner-space"),
+        pytest.param("K8S_NAMESPACE", "Bad_NS", id="namespace-not-dns-label"),
+        pytest.param("K8S_NAMESPACE", "", id="namespace-empty"),
+        pytest.param("K8S_NAMESPACE", "a" * 64, id="namespace-64-chars"),
+        pytest.param("MAX_TIMER_DURATION_SECONDS", "0", id="max-duration-zero"),
+        pytest.param("MAX_TIMER_DURATION_SECONDS", "2147483648", id="max-duration-above-int32"),
+        pytest.param("DEFAULT_TTL_SECONDS_AFTER_FINISHED", "-5", id="ttl-negative"),
+        pytest.param("DEFAULT_TTL_SECONDS_AFTER_FINISHED", "1d", id="ttl-not-integer"),
+        pytest.param("SHUTDOWN_GRACE_SECONDS", "-1", id="shutdown-grace-negative"),
+        pytest.param("SHUTDOWN_GRACE_SECONDS", "0", id="shutdown-grace-zero"),
+        pytest.param("SHUTDOWN_GRACE_SECONDS", "soon", id="shutdown-grace-not-number"),
+        pytest.param("HEALTH_INTERVAL_SECONDS", "0", id="health-interval-zero"),
+        pytest.param("KUBE_TIMEOUT_SECONDS", "-3", id="kube-timeout-negative"),
+        pytest.param("TIMER_IMAGE", "timer service:latest", id="timer-image-with-space"),
+        pytest.param("TIMER_IMAGE", "timer-service:\tlatest", id="timer-image-with-tab"),
+        pytest.param("TIMER_IMAGE", "", id="timer-image-empty"),
+    ],
+)
+def test_bad_value_raises_config_error_naming_variable_and_value(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    message = str(caught.value)
+    assert variable in message
+    assert repr(value) in message
+
+
+def test_from_env_without_argument_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GRPC_PORT", "12345")
+    monkeypatch.setenv("K8S_NAMESPACE", "from-os-environ")
+
+    settings = Settings.from_env()
+
+    assert (settings.grpc_port, settings.namespace) == (12345, "from-os-environ")
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.grpc_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DEFAULT_MEMORY_REQUEST", "0"),
+        ("DEFAULT_MEMORY_REQUEST", "-1"),
+        ("DEFAULT_CPU_REQUEST", "0m"),
+        ("SHUTDOWN_GRACE_SECONDS", "nan"),
+        ("HEALTH_INTERVAL_SECONDS", "inf"),
+        ("KUBE_TIMEOUT_SECONDS", "-inf"),
+    ],
+)
+def test_zero_negative_and_non_finite_values_are_refused(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({variable: value})
+    assert variable in str(err.value)
+    assert value in str(err.value)
