@@ -43,6 +43,7 @@ check() {
   log "import-linter (layers)"; "$VENV/bin/lint-imports" --no-cache
   log "hadolint Dockerfile"; "$VENV/bin/hadolint" Dockerfile
   log "generated protobuf code is fresh"; PY="$VENV/bin/python" bash hack/protogen.sh --check
+  log "docs/api.md is fresh"; "$VENV/bin/python" hack/apidoc.py --check
 }
 
 run_tests() {

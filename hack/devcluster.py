@@ -138,6 +138,15 @@ def running_pid(component: str) -> int | None:
     return pid
 
 
+def gone(pid: int) -> bool:
+    """The process has fully exited (reaped, or a zombie): its sockets and files are closed.
+    Checked by /proc/PID/stat, not by the binary: the exe link vanishes before the sockets do."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -434,9 +443,36 @@ def ready_check(component: str, ports: Ports) -> tuple[str, Callable[[], bool]]:
     raise ClusterError(f"unknown component {component!r}")
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's listeners do
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def listen_ports(component: str, ports: Ports) -> list[int]:
+    return {
+        "etcd": [ports.etcd_client, ports.etcd_peer],
+        "kube-apiserver": [ports.apiserver],
+        "kube-controller-manager": [ports.controller_manager],
+        "kube-scheduler": [ports.scheduler],
+        "kwok": [ports.kwok],
+    }[component]
+
+
 def start(component: str, ports: Ports) -> None:
     if running_pid(component):
         return
+    # A process just killed may hold its listening socket a moment longer than its pid.
+    deadline = time.monotonic() + 15
+    for port in listen_ports(component, ports):
+        while not port_free(port):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{component}: port {port} is still in use by another process")
+            time.sleep(0.1)
     (STATE / "pids").mkdir(parents=True, exist_ok=True)
     (STATE / "logs").mkdir(parents=True, exist_ok=True)
     (STATE / "data").mkdir(parents=True, exist_ok=True)
@@ -460,7 +496,7 @@ def start(component: str, ports: Ports) -> None:
     log(f"{component} ready (pid {proc.pid}, {time.monotonic() - started:.1f}s)")
 
 
-def stop(component: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 15) -> bool:
+def stop(component: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 5) -> bool:
     pid = running_pid(component)
     if pid is None:
         pid_file(component).unlink(missing_ok=True)
@@ -471,12 +507,12 @@ def stop(component: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 
     # A stopped process cannot act on SIGTERM until it is continued.
     os.kill(pid, signal.SIGCONT)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running_pid(component) == pid:
+    while time.monotonic() < deadline and not gone(pid):
         time.sleep(0.05)
-    if running_pid(component) == pid:
+    if not gone(pid):
         log(f"{component} (pid {pid}) ignored {sig.name} for {timeout:.0f}s: sending SIGKILL")
         os.kill(pid, signal.SIGKILL)
-        while running_pid(component) == pid:
+        while not gone(pid):
             time.sleep(0.05)
     pid_file(component).unlink(missing_ok=True)
     log(f"{component} stopped (pid {pid}, {sig.name})")
@@ -538,6 +574,49 @@ def bootstrap(ports: Ports) -> None:
             return False
 
     wait_for("kube-controller-manager", "the default ServiceAccount", default_sa)
+
+
+def settle(ports: Ports) -> None:
+    """After an API server restart, waits until the controllers' watches have caught up: their
+    client-go reflectors back off while it is down, and a namespace created before they resume
+    gets no ServiceAccount for a while. A probe namespace getting one proves they are back."""
+    api = Api(ports.apiserver)
+    name = f"devcluster-probe-{os.getpid()}-{int(time.monotonic() * 1000) % 100000}"
+    api.request(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+
+    def has_sa() -> bool:
+        try:
+            api.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+            return True
+        except urllib.error.HTTPError:
+            return False
+
+    try:
+        wait_for(
+            "kube-controller-manager",
+            "controllers to resume after the API server restart",
+            has_sa,
+            timeout=READY_TIMEOUT,
+        )
+    finally:
+        api.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+def restart_dependents(ports: Ports) -> None:
+    """Restarts the components that watch the API server, then waits until they are back.
+
+    While the API server is down, their client-go reflectors back off (up to 30 s between
+    tries, and the first tries after a restart meet 403s until RBAC has synced), so pods and
+    ServiceAccounts could lag by a minute or more. Tests restart the API server to observe
+    *this service's* recovery; a fresh controller-manager, scheduler and kwok keep the rest of
+    the cluster from adding that minute to every such test."""
+    for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        if running_pid(component):
+            stop(component)
+            start(component, ports)
+    settle(ports)
 
 
 def up() -> None:
@@ -627,6 +706,8 @@ def main() -> int:
                 stop(args.component, sig)
             if args.action in ("start", "restart"):
                 start(args.component, ports)
+                if args.component == "kube-apiserver":
+                    restart_dependents(ports)
             if args.action == "pause":
                 stop(args.component, signal.SIGSTOP)
             if args.action == "resume":

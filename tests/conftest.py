@@ -114,7 +114,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
         )
     )
     # Pods are refused until the ServiceAccount controller has made the default account.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
             core.read_namespaced_service_account("default", name)

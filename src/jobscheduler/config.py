@@ -51,6 +51,11 @@ class Settings:
     """DEFAULT_TTL_SECONDS_AFTER_FINISHED: seconds a finished Job is kept (retention); empty: forever."""
     metrics_port: int = 8080
     """METRICS_PORT: Prometheus /metrics port (0 disables)."""
+    watch_namespaces: tuple[str, ...] | None = ("default",)
+    """WATCH_NAMESPACES: comma-separated namespaces the watch cache serves (default: K8S_NAMESPACE;
+    `*`: every namespace, which needs a ClusterRole; `-`: no cache, every read goes to the API)."""
+    max_watch_streams: int = 128
+    """MAX_WATCH_STREAMS: concurrent WatchJob/WatchJobs streams; more get RESOURCE_EXHAUSTED."""
     shutdown_grace_seconds: float = 20.0
     """SHUTDOWN_GRACE_SECONDS: time in-flight calls get to finish after SIGTERM."""
     health_interval_seconds: float = 2.0
@@ -121,6 +126,17 @@ class Settings:
             if ttl_raw == ""
             else integer("DEFAULT_TTL_SECONDS_AFTER_FINISHED", 86400, low=0, high=2**31 - 1)
         )
+        watch_raw = get("WATCH_NAMESPACES", namespace)
+        watch: tuple[str, ...] | None
+        if watch_raw == "-":
+            watch = None
+        elif watch_raw == "*":
+            watch = ("",)
+        else:
+            watch = tuple(sorted({n.strip() for n in watch_raw.split(",") if n.strip()}))
+            bad = [n for n in watch if not is_dns1123_label(n)]
+            if bad or not watch:
+                raise ConfigError(f"WATCH_NAMESPACES={watch_raw!r}: expected namespace names, '*' or '-'")
         image = get("TIMER_IMAGE", d.timer_image)
         if not image or any(c.isspace() for c in image):
             raise ConfigError(f"TIMER_IMAGE={image!r}: not an image reference")
@@ -141,6 +157,8 @@ class Settings:
             ),
             default_ttl_seconds_after_finished=ttl,
             metrics_port=integer("METRICS_PORT", d.metrics_port, low=0, high=65535),
+            watch_namespaces=watch,
+            max_watch_streams=integer("MAX_WATCH_STREAMS", d.max_watch_streams, low=0, high=10000),
             shutdown_grace_seconds=number("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds),
             health_interval_seconds=number("HEALTH_INTERVAL_SECONDS", d.health_interval_seconds),
             kube_timeout_seconds=number("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),

@@ -29,6 +29,7 @@ from jobscheduler.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
+from jobscheduler.metrics import KUBE_DURATION, KUBE_REQUESTS
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -38,6 +39,10 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 class ConflictError(FailedPreconditionError):
     """The object changed since it was read (HTTP 409 on an update with a resourceVersion)."""
+
+
+class GoneError(UnavailableError):
+    """A watch asked for a resourceVersion the API server no longer has (HTTP 410): relist."""
 
 
 class GatewayConfigError(JobSchedulerError):
@@ -70,12 +75,20 @@ def load_api_client(*, in_cluster: bool, kubeconfig: str | None, pool_size: int 
     return client.ApiClient(configuration)
 
 
+# Collection paths by resource; the gateway only ever touches these two.
+RESOURCES = {"jobs": "/apis/batch/v1", "pods": "/api/v1"}
+
+
+def collection_path(resource: str, namespace: str) -> str:
+    """The REST path of a collection; an empty namespace means every namespace."""
+    prefix = RESOURCES[resource]
+    return f"{prefix}/namespaces/{namespace}/{resource}" if namespace else f"{prefix}/{resource}"
+
+
 class KubeGateway:
     def __init__(self, api: client.ApiClient, *, retry: RetryPolicy | None = None) -> None:
         self.api = api
         self.retry = retry or RetryPolicy()
-        self._batch = client.BatchV1Api(api)
-        self._core = client.CoreV1Api(api)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -83,29 +96,20 @@ class KubeGateway:
         self, namespace: str, manifest: Obj, *, dry_run: bool = False, deadline: float | None = None
     ) -> Obj:
         """POST the Job (kubectl create -f; with dry_run, kubectl create --dry-run=server)."""
-        kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        query = [("dryRun", "All")] if dry_run else []
+        path = collection_path("jobs", namespace)
         return self._json(
-            "create",
-            deadline,
-            lambda t: self._batch.create_namespaced_job(
-                namespace, manifest, _preload_content=False, _request_timeout=t, **kwargs
-            ),
+            "create", deadline, lambda t: self._raw("POST", path, body=manifest, query=query, timeout=t)
         )
 
     def get_job(self, namespace: str, name: str, *, deadline: float | None = None) -> Obj:
         """GET one Job (kubectl get job NAME -n NAMESPACE -o json)."""
-        return self._json(
-            "get",
-            deadline,
-            lambda t: self._batch.read_namespaced_job(
-                name, namespace, _preload_content=False, _request_timeout=t
-            ),
-        )
+        path = f"{collection_path('jobs', namespace)}/{name}"
+        return self._json("get", deadline, lambda t: self._raw("GET", path, timeout=t))
 
     def patch_job(self, namespace: str, name: str, patch: Obj, *, deadline: float | None = None) -> Obj:
         """JSON merge patch (kubectl patch job NAME --type=merge -p PATCH)."""
-        # The client would send a dict as a JSON *Patch*; merge patch needs its own content type.
-        path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+        path = f"{collection_path('jobs', namespace)}/{name}"
         return self._json(
             "patch",
             deadline,
@@ -116,37 +120,95 @@ class KubeGateway:
 
     def list_jobs(self, namespace: str, *, label_selector: str, deadline: float | None = None) -> list[Obj]:
         """Every Job matching the selector, all pages (kubectl get jobs -l SELECTOR)."""
-        return list(
-            self._list(
-                "list_jobs",
-                deadline,
-                lambda t, cont: self._batch.list_namespaced_job(
-                    namespace,
-                    label_selector=label_selector,
-                    limit=500,
-                    _continue=cont,
-                    _preload_content=False,
-                    _request_timeout=t,
-                ),
-            )
-        )
+        return self.list_all("jobs", namespace, label_selector=label_selector, deadline=deadline)[0]
 
     def list_pods(self, namespace: str, *, label_selector: str, deadline: float | None = None) -> list[Obj]:
         """Every Pod matching the selector, all pages (kubectl get pods -l SELECTOR)."""
-        return list(
-            self._list(
-                "list_pods",
+        return self.list_all("pods", namespace, label_selector=label_selector, deadline=deadline)[0]
+
+    def list_all(
+        self,
+        resource: str,
+        namespace: str,
+        *,
+        label_selector: str,
+        page_size: int = 500,
+        deadline: float | None = None,
+    ) -> tuple[list[Obj], str]:
+        """Every object of a collection, paged, and the list's resourceVersion (to watch from)."""
+        items: list[Obj] = []
+        cont = ""
+        while True:
+            query = [("labelSelector", label_selector), ("limit", str(page_size))]
+            if cont:
+                query.append(("continue", cont))
+            page = self._json(
+                f"list_{resource}",
                 deadline,
-                lambda t, cont: self._core.list_namespaced_pod(
-                    namespace,
-                    label_selector=label_selector,
-                    limit=500,
-                    _continue=cont,
-                    _preload_content=False,
-                    _request_timeout=t,
+                lambda t, q=query: self._raw(  # type: ignore[misc]
+                    "GET", collection_path(resource, namespace), query=q, timeout=t
                 ),
             )
-        )
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            cont = meta.get("continue") or ""
+            if not cont:
+                return items, str(meta.get("resourceVersion", ""))
+
+    def watch(
+        self,
+        resource: str,
+        namespace: str,
+        *,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> Iterator[Obj]:
+        """Watch events from resource_version on, with bookmarks (kubectl get -w), as dicts
+        {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}. Ends when the server
+        closes the stream (after about timeout_seconds); raises UnavailableError on a broken
+        connection and GoneError when resource_version is too old to resume from."""
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("labelSelector", label_selector),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        try:
+            resp = self._raw(
+                "GET",
+                collection_path(resource, namespace),
+                query=query,
+                timeout=(5.0, timeout_seconds + 30.0),
+            )
+        except ApiException as e:
+            KUBE_REQUESTS.labels(f"watch_{resource}", str(e.status)).inc()
+            if e.status == 410:
+                raise GoneError(f"resourceVersion {resource_version} of {resource} is gone") from e
+            raise translate(e, f"watch_{resource}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            KUBE_REQUESTS.labels(f"watch_{resource}", "0").inc()
+            raise UnavailableError(
+                f"Kubernetes API unavailable for watch of {resource} ({_describe(e)})"
+            ) from e
+        KUBE_REQUESTS.labels(f"watch_{resource}", "200").inc()
+        try:
+            buffer = b""
+            for chunk in resp.stream(64 * 1024, decode_content=True):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event: Obj = json.loads(line)
+                    if event.get("type") == "ERROR" and (event.get("object") or {}).get("code") == 410:
+                        raise GoneError(f"watch of {resource}: {event['object'].get('message', 'gone')}")
+                    yield event
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise UnavailableError(f"watch of {resource} broke ({_describe(e)})") from e
+        finally:
+            resp.release_conn()
 
     def ready(self, *, timeout: float = 2.0) -> bool:
         """Whether the API server answers /readyz (kubectl get --raw /readyz); never raises."""
@@ -163,6 +225,7 @@ class KubeGateway:
         path: str,
         *,
         body: Obj | None = None,
+        query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
         timeout: float | tuple[float, float],
     ) -> Any:
@@ -170,6 +233,7 @@ class KubeGateway:
         return self.api.call_api(
             path,
             method,
+            query_params=query or [],
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             body=body,
             auth_settings=["BearerToken"],
@@ -177,17 +241,6 @@ class KubeGateway:
             _request_timeout=timeout,
             _return_http_data_only=True,
         )
-
-    def _list(
-        self, verb: str, deadline: float | None, call: Callable[[tuple[float, float], str | None], Any]
-    ) -> Iterator[Obj]:
-        cont: str | None = None
-        while True:
-            page = self._json(verb, deadline, lambda t, cont=cont: call(t, cont))  # type: ignore[misc]
-            yield from page.get("items") or []
-            cont = (page.get("metadata") or {}).get("continue") or None
-            if not cont:
-                return
 
     def _json(self, verb: str, deadline: float | None, call: Callable[[tuple[float, float]], Any]) -> Obj:
         resp = self._with_retries(verb, deadline, call)
@@ -198,6 +251,7 @@ class KubeGateway:
         if deadline is None:
             deadline = time.monotonic() + self.retry.default_timeout
         backoff, attempt = self.retry.initial_backoff, 0
+        duration = KUBE_DURATION.labels(verb)
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
@@ -206,14 +260,21 @@ class KubeGateway:
                     f"Kubernetes API did not answer {verb} within the deadline "
                     f"({attempt - 1} attempts); retry later"
                 )
+            started = time.perf_counter()
             try:
-                return call((min(remaining, 5.0), remaining))
+                result = call((min(remaining, 5.0), remaining))
+                duration.observe(time.perf_counter() - started)
+                KUBE_REQUESTS.labels(verb, str(getattr(result, "status", 200))).inc()
+                return result
             except ApiException as e:
+                duration.observe(time.perf_counter() - started)
+                KUBE_REQUESTS.labels(verb, str(e.status)).inc()
                 if e.status not in RETRYABLE_STATUS:
                     raise translate(e, verb) from e
                 wait = _retry_after(e) or backoff
                 last: Exception = e
             except (urllib3.exceptions.HTTPError, OSError) as e:
+                KUBE_REQUESTS.labels(verb, "0").inc()
                 wait, last = backoff, e
             if time.monotonic() + wait >= deadline:
                 raise UnavailableError(

@@ -71,6 +71,7 @@ class JobRequest:
     active_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
     request_id: str = ""
+    suspend: bool = False
 
 
 def _is_control(c: str) -> bool:
@@ -129,6 +130,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
             else settings.default_ttl_seconds_after_finished
         ),
         request_id=request.request_id,
+        suspend=request.suspend,
     )
 
 
@@ -221,6 +223,8 @@ def render_job(
             },
         },
     }
+    if request.suspend:
+        spec["suspend"] = True
     if request.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = request.active_deadline_seconds
     if request.ttl_seconds_after_finished is not None:

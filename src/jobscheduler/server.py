@@ -21,8 +21,10 @@ from grpc_reflection.v1alpha import reflection
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.cache import JobCache
 from jobscheduler.config import Settings
 from jobscheduler.gateway import KubeGateway
+from jobscheduler.metrics import register_cache, serve_metrics
 from jobscheduler.registry import Registry
 from jobscheduler.service import JobService
 from jobscheduler.servicer import JobSchedulerServicer
@@ -33,6 +35,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
 # probes, so an API server outage makes replicas unready instead of restarting them.
 LIVENESS_NAME = "liveness"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+UNARY_WORKERS = 32
 
 
 class HealthMonitor:
@@ -58,6 +61,9 @@ class HealthMonitor:
         ok = self.gateway.ready(timeout=min(2.0, self.interval))
         self._set(ok)
         return ok
+
+    def serving(self) -> bool:
+        return bool(self._serving)
 
     def report_unavailable(self) -> None:
         self._set(False)
@@ -87,12 +93,21 @@ class App:
     port: int
     health: health.HealthServicer
     monitor: HealthMonitor
+    cache: JobCache | None
+
+    def start(self) -> None:
+        self.monitor.start()
+        if self.cache is not None:
+            self.cache.start()
+        self.server.start()
 
     def stop(self, grace: float) -> threading.Event:
         """NOT_SERVING first (so load balancers drain), then refuse new calls and give
-        in-flight ones `grace` seconds."""
+        in-flight ones `grace` seconds. Open watch streams end with the cache."""
         self.monitor.stop()
         self.health.enter_graceful_shutdown()
+        if self.cache is not None:
+            self.cache.stop()
         return self.server.stop(grace)
 
 
@@ -111,25 +126,37 @@ def build_server(
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_servicer.set(LIVENESS_NAME, health_pb2.HealthCheckResponse.SERVING)
     monitor = HealthMonitor(gateway, health_servicer, interval=settings.health_interval_seconds)
-    service = JobService(gateway, registry, settings)
-    pb_grpc.add_JobSchedulerServicer_to_server(
-        JobSchedulerServicer(service, registry, on_unavailable=monitor.report_unavailable), server
+    cache = JobCache(gateway, settings.watch_namespaces) if settings.watch_namespaces else None
+    if cache is not None:
+        register_cache(cache.counts)
+    service = JobService(gateway, registry, settings, cache=cache, api_reachable=monitor.serving)
+    servicer = JobSchedulerServicer(
+        service, registry, on_unavailable=monitor.report_unavailable, max_streams=settings.max_watch_streams
     )
+    pb_grpc.add_JobSchedulerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return App(server=server, port=port, health=health_servicer, monitor=monitor)
+    return App(server=server, port=port, health=health_servicer, monitor=monitor, cache=cache)
 
 
 def serve(settings: Settings, gateway: KubeGateway, registry: Registry) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     app = build_server(settings, gateway, registry)
-    app.monitor.start()
-    app.server.start()
-    log.info("serving", port=app.port, namespace=settings.namespace, job_types=registry.names())
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port)
+    app.start()
+    log.info(
+        "serving",
+        port=app.port,
+        namespace=settings.namespace,
+        job_types=registry.names(),
+        metrics_port=settings.metrics_port or None,
+        watch_namespaces=[n or "*" for n in settings.watch_namespaces or ()],
+    )
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -11,11 +11,12 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from jobscheduler.cache import Event, JobCache, iter_events, sort_key, terminal
 from jobscheduler.config import Settings
 from jobscheduler.errors import (
     AlreadyExistsError,
@@ -44,6 +45,7 @@ from jobscheduler.render import (
     new_job_id,
     render_job,
 )
+from jobscheduler.selector import compile_selector
 from jobscheduler.status import derive_status
 from jobscheduler.validation import check_dns_label
 
@@ -79,10 +81,28 @@ class JobPage:
 
 
 class JobService:
-    def __init__(self, gateway: KubeGateway, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self,
+        gateway: KubeGateway,
+        registry: Registry,
+        settings: Settings,
+        *,
+        cache: JobCache | None = None,
+        api_reachable: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.gateway = gateway
         self.registry = registry
         self.settings = settings
+        self.cache = cache
+        self.api_reachable = api_reachable
+
+    def _cached(self, namespace: str) -> JobCache | None:
+        """The cache, when it may answer for this namespace. Not while the API server is
+        unreachable: a watch can look healthy for a while after its server died, and a stale
+        answer must not pass for a current one."""
+        if self.cache is None or not self.cache.covers(namespace) or not self.api_reachable():
+            return None
+        return self.cache
 
     # -- ScheduleJob ---------------------------------------------------------------------------
 
@@ -111,6 +131,8 @@ class JobService:
             return self._existing(request, manifest, deadline=deadline)
         if dry_run:
             return ScheduleResult(status=derive_status(created, []), created=False, manifest=manifest)
+        if self.cache is not None:
+            self.cache.observe_job(created)
         return ScheduleResult(status=derive_status(created, []), created=True)
 
     def _existing(self, request: JobRequest, manifest: Obj, *, deadline: float | None) -> ScheduleResult:
@@ -133,6 +155,11 @@ class JobService:
     # -- GetJobStatus --------------------------------------------------------------------------
 
     def get_status(self, namespace: str, job_id: str, *, deadline: float | None = None) -> JobStatus:
+        namespace = namespace or self.settings.namespace
+        cache = self._cached(namespace)
+        if cache is not None and job_id and (status := cache.get(namespace, job_id)) is not None:
+            return status
+        # A miss may be a job another replica created a moment ago: one API read settles it.
         job = self._get_managed(namespace, job_id, deadline=deadline)
         return self._status_of(job, deadline=deadline)
 
@@ -175,6 +202,9 @@ class JobService:
                 "page_size", f"must be between 1 and {MAX_PAGE_SIZE} (got {query.page_size})"
             )
         after = _decode_token(query.page_token) if query.page_token else None
+        cache = self._cached(namespace)
+        if cache is not None:
+            return self._list_cached(cache, namespace, query, page_size=page_size, after=after)
         selector = [MANAGED_SELECTOR]
         if query.job_type:
             check_dns_label("job_type", query.job_type, what="job type")
@@ -209,6 +239,137 @@ class JobService:
         token = _encode_token(_newest_first(page[-1])) if len(statuses) > page_size else ""
         return JobPage(jobs=page, next_page_token=token)
 
+    def _list_cached(
+        self,
+        cache: JobCache,
+        namespace: str,
+        query: JobQuery,
+        *,
+        page_size: int,
+        after: tuple[float, str] | None,
+    ) -> JobPage:
+        match = self.matcher(query.job_type, query.name, query.label_selector, query.states)
+        jobs, more = cache.query(namespace, match, after=after, limit=page_size)
+        return JobPage(jobs=jobs, next_page_token=_encode_token(sort_key(jobs[-1])) if more else "")
+
+    def matcher(
+        self, job_type: str, name: str, label_selector: str, states: frozenset[JobState]
+    ) -> Callable[[Mapping[str, str], JobStatus], bool]:
+        """The filter ListJobs and WatchJobs apply, on a Job's labels and its status."""
+        if job_type:
+            check_dns_label("job_type", job_type, what="job type")
+        if name:
+            check_dns_label("name", name.lower(), what="job name")
+        selects = compile_selector(label_selector)
+        wanted = {JOB_TYPE_LABEL: job_type, NAME_LABEL: name.lower()}
+        wanted = {k: v for k, v in wanted.items() if v}
+
+        def match(labels: Mapping[str, str], status: JobStatus) -> bool:
+            return (
+                all(labels.get(k) == v for k, v in wanted.items())
+                and (not states or status.state in states)
+                and selects(labels)
+            )
+
+        return match
+
+    # -- WatchJob / WatchJobs ------------------------------------------------------------------
+
+    def watch_job(
+        self, namespace: str, job_id: str, *, alive: Callable[[], bool], poll_interval: float = 1.0
+    ) -> Iterator[Event]:
+        """The current status, then every change, until the job ends or disappears."""
+        namespace = namespace or self.settings.namespace
+        current = self.get_status(namespace, job_id)  # NOT_FOUND before the stream starts
+        cache = self._cached(namespace)
+        if cache is None:
+            yield from self._poll_job(namespace, job_id, current, alive=alive, interval=poll_interval)
+            return
+        sub = cache.subscribe(
+            lambda _labels, s: s.job_id == job_id and s.namespace == namespace,
+            initial=False,
+            namespace=namespace,
+        )
+        try:
+            # Subscribed first, then read: a change between the two is not lost, only repeated.
+            current = cache.get(namespace, job_id) or current
+            yield Event("INITIAL", current, datetime.now(UTC))
+            if terminal(current):
+                return
+            last = current
+            for event in iter_events(sub, alive=alive):
+                if event.status == last and event.kind != "DELETED":
+                    continue
+                yield Event(
+                    "UPDATED" if event.kind == "INITIAL" else event.kind, event.status, event.observed_at
+                )
+                last = event.status
+                if event.kind == "DELETED" or terminal(event.status):
+                    return
+        finally:
+            cache.unsubscribe(sub)
+
+    def _poll_job(
+        self, namespace: str, job_id: str, current: JobStatus, *, alive: Callable[[], bool], interval: float
+    ) -> Iterator[Event]:
+        """WatchJob for a namespace the cache does not serve: one API read per interval."""
+        yield Event("INITIAL", current, datetime.now(UTC))
+        last = current
+        while not terminal(last) and alive():
+            time.sleep(interval)
+            try:
+                status = self.get_status(namespace, job_id)
+            except NotFoundError:
+                yield Event("DELETED", last, datetime.now(UTC))
+                return
+            if status != last:
+                yield Event("UPDATED", status, datetime.now(UTC))
+                last = status
+
+    def watch_jobs(
+        self,
+        namespace: str,
+        *,
+        job_type: str,
+        label_selector: str,
+        states: frozenset[JobState],
+        initial: bool,
+        alive: Callable[[], bool],
+    ) -> Iterator[Event]:
+        namespace = namespace or self.settings.namespace
+        check_dns_label("namespace", namespace, what="namespace name")
+        match = self.matcher(job_type, "", label_selector, states)
+        cache = self._cached(namespace)
+        if cache is None:
+            watched = "none" if self.cache is None else ", ".join(n or "*" for n in self.cache.namespaces)
+            raise FailedPreconditionError(
+                f"namespace {namespace!r} is not watched by this service (WATCH_NAMESPACES: {watched}), "
+                "or its watch is down; add it to WATCH_NAMESPACES, or poll ListJobs"
+            )
+        sub = cache.subscribe(match, initial=initial, namespace=namespace)
+        try:
+            for event in iter_events(sub, alive=alive):
+                if event.status.namespace == namespace:
+                    yield event
+        finally:
+            cache.unsubscribe(sub)
+
+    # -- ResumeJob -----------------------------------------------------------------------------
+
+    def resume(self, namespace: str, job_id: str, *, deadline: float | None = None) -> JobStatus:
+        job = self._get_managed(namespace, job_id, deadline=deadline)
+        status = self._status_of(job, deadline=deadline)
+        if status.state.terminal:
+            raise FailedPreconditionError(f"job {job_id!r} already finished ({status.state.value})")
+        if not (job.get("spec") or {}).get("suspend"):
+            return status  # not held: resuming again is a no-op
+        patched = self.gateway.patch_job(
+            status.namespace, job_id, {"spec": {"suspend": False}}, deadline=deadline
+        )
+        if self.cache is not None:
+            self.cache.observe_job(patched)
+        return self._status_of(patched, deadline=deadline)
+
     # -- CancelJob -----------------------------------------------------------------------------
 
     def cancel(self, namespace: str, job_id: str, *, deadline: float | None = None) -> JobStatus:
@@ -237,18 +398,13 @@ class JobService:
                 patched = self.gateway.patch_job(status.namespace, job_id, patch, deadline=deadline)
             except ConflictError:
                 continue  # changed under us (e.g. it just finished): look again
+            if self.cache is not None:
+                self.cache.observe_job(patched)
             return self._status_of(patched, deadline=deadline)
         raise FailedPreconditionError(f"job {job_id!r} kept changing while being cancelled; try again")
 
 
-def _newest_first(status: JobStatus) -> tuple[float, str]:
-    created = status.created_at.timestamp() if status.created_at else 0.0
-    return (-created, _reverse(status.job_id))
-
-
-def _reverse(name: str) -> str:
-    # Names descend within one creation second, so ties sort newest-looking first consistently.
-    return "".join(chr(0x10FFFF - ord(c)) for c in name)
+_newest_first = sort_key
 
 
 def _encode_token(key: tuple[float, str]) -> str:

@@ -6,9 +6,10 @@ anything unexpected is logged with its traceback and returned as a generic INTER
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
@@ -21,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.cache import Event, SubscriptionOverflowError
 from jobscheduler.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -30,6 +32,7 @@ from jobscheduler.errors import (
     PermissionDeniedError,
     UnavailableError,
 )
+from jobscheduler.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
 from jobscheduler.models import JobState, JobStatus
 from jobscheduler.registry import Registry
 from jobscheduler.render import JobRequest, Resources
@@ -45,6 +48,7 @@ STATUS_CODES: dict[type[JobSchedulerError], grpc.StatusCode] = {
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    SubscriptionOverflowError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 STATE_TO_PROTO = {
@@ -66,11 +70,18 @@ def status_code_for(error: JobSchedulerError) -> grpc.StatusCode:
 
 class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def __init__(
-        self, service: JobService, registry: Registry, *, on_unavailable: Callable[[], None] | None = None
+        self,
+        service: JobService,
+        registry: Registry,
+        *,
+        on_unavailable: Callable[[], None] | None = None,
+        max_streams: int = 128,
     ) -> None:
         self.service = service
         self.registry = registry
         self.on_unavailable = on_unavailable or (lambda: None)
+        # Each open stream holds a server thread; bounding them keeps threads for unary calls.
+        self._streams = threading.BoundedSemaphore(max_streams) if max_streams else None
 
     def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.ServicerContext
@@ -79,6 +90,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             job_request = self._to_job_request(request)
             result = self.service.schedule(job_request, dry_run=request.dry_run, deadline=deadline)
             structlog.contextvars.bind_contextvars(job_id=result.status.job_id)
+            if result.created:
+                JOBS_SCHEDULED.labels(job_request.job_type).inc()
             log.info(
                 "job scheduled" if result.created else "job request handled",
                 created=result.created,
@@ -105,11 +118,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         with self._rpc("ListJobs", context, namespace=request.namespace) as deadline:
-            states = set()
-            for i, value in enumerate(request.states):
-                if value not in PROTO_TO_STATE:
-                    raise InvalidArgumentError(f"states[{i}]", f"{value} is not a job state")
-                states.add(PROTO_TO_STATE[value])
+            states = self._states(request.states)
             if request.page_size < 0:
                 raise InvalidArgumentError("page_size", f"must not be negative (got {request.page_size})")
             page = self.service.list_jobs(
@@ -134,7 +143,56 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             log.info("job cancelled", state=status.state.value)
             return pb.CancelJobResponse(status=to_proto_status(status))
 
+    def ResumeJob(self, request: pb.ResumeJobRequest, context: grpc.ServicerContext) -> pb.ResumeJobResponse:
+        with self._rpc("ResumeJob", context, namespace=request.namespace, job_id=request.job_id) as deadline:
+            status = self.service.resume(request.namespace, request.job_id, deadline=deadline)
+            log.info("job resumed", state=status.state.value)
+            return pb.ResumeJobResponse(status=to_proto_status(status))
+
+    def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
+        with self._stream("WatchJob", context, namespace=request.namespace, job_id=request.job_id):
+            for event in self.service.watch_job(request.namespace, request.job_id, alive=context.is_active):
+                yield to_proto_event(event)
+
+    def WatchJobs(self, request: pb.WatchJobsRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
+        with self._stream("WatchJobs", context, namespace=request.namespace):
+            states = self._states(request.states)
+            events = self.service.watch_jobs(
+                request.namespace,
+                job_type=request.job_type,
+                label_selector=request.label_selector,
+                states=frozenset(states),
+                initial=not request.skip_initial,
+                alive=context.is_active,
+            )
+            for event in events:
+                yield to_proto_event(event)
+
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _states(self, values: Iterable[pb.JobState.ValueType]) -> set[JobState]:
+        states = set()
+        for i, value in enumerate(values):
+            if value not in PROTO_TO_STATE:
+                raise InvalidArgumentError(f"states[{i}]", f"{value} is not a job state")
+            states.add(PROTO_TO_STATE[value])
+        return states
+
+    @contextmanager
+    def _stream(self, method: str, context: grpc.ServicerContext, **fields: Any) -> Iterator[None]:
+        if self._streams is not None and not self._streams.acquire(blocking=False):
+            RPC_REQUESTS.labels(method, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
+            _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many open watch streams on this replica (MAX_WATCH_STREAMS); retry later or elsewhere",
+            )
+        try:
+            with self._rpc(method, context, observe_latency=False, **fields):
+                yield
+        finally:
+            if self._streams is not None:
+                self._streams.release()
 
     def _to_job_request(self, request: pb.ScheduleJobRequest) -> JobRequest:
         which = request.WhichOneof("job_type")
@@ -166,19 +224,23 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
                 request.ttl_seconds_after_finished if request.HasField("ttl_seconds_after_finished") else None
             ),
             request_id=request.request_id,
+            suspend=request.suspend,
         )
 
     def _request_fields(self) -> list[str]:
         return [f.name for f in pb.ScheduleJobRequest.DESCRIPTOR.oneofs_by_name["job_type"].fields]
 
     @contextmanager
-    def _rpc(self, method: str, context: grpc.ServicerContext, **fields: Any) -> Iterator[float | None]:
+    def _rpc(
+        self, method: str, context: grpc.ServicerContext, *, observe_latency: bool = True, **fields: Any
+    ) -> Iterator[float | None]:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=method, **{k: v for k, v in fields.items() if v})
         remaining = context.time_remaining()
         # grpc reports "no deadline" as a very large number.
         deadline = time.monotonic() + remaining if remaining is not None and remaining < 1e8 else None
         started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
             yield deadline
             log.debug("rpc ok", duration_ms=round((time.perf_counter() - started) * 1000, 2))
@@ -189,14 +251,14 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             log.info("rpc failed", code=code.name, error=str(e))
             _abort(context, code, str(e))
         except Exception:
+            code = grpc.StatusCode.INTERNAL
             incident = uuid.uuid4().hex[:12]
             log.exception("rpc crashed", incident=incident)
-            _abort(
-                context,
-                grpc.StatusCode.INTERNAL,
-                f"internal error (incident {incident}); see the service logs",
-            )
+            _abort(context, code, f"internal error (incident {incident}); see the service logs")
         finally:
+            RPC_REQUESTS.labels(method, code.name).inc()
+            if observe_latency:
+                RPC_DURATION.labels(method).observe(time.perf_counter() - started)
             structlog.contextvars.clear_contextvars()
 
 
@@ -217,6 +279,21 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     ts = Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+EVENT_TYPES = {
+    "INITIAL": pb.JOB_EVENT_TYPE_INITIAL,
+    "UPDATED": pb.JOB_EVENT_TYPE_UPDATED,
+    "DELETED": pb.JOB_EVENT_TYPE_DELETED,
+}
+
+
+def to_proto_event(event: Event) -> pb.JobEvent:
+    return pb.JobEvent(
+        type=EVENT_TYPES[event.kind],
+        status=to_proto_status(event.status),
+        observed_at=_timestamp(event.observed_at),
+    )
 
 
 def to_proto_status(status: JobStatus) -> pb.JobStatus:

@@ -68,7 +68,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         reason=verdict.reason,
         message=verdict.message,
         # With restartPolicy Never each attempt is a pod, and status.failed counts the failed ones.
-        attempts=_count(job_status, "failed"),
+        attempts=_attempts(job_status, pods),
         active=_count(job_status, "active"),
         succeeded=_count(job_status, "succeeded"),
         failed=_count(job_status, "failed"),
@@ -209,6 +209,12 @@ def _unfinished(
             detail = _string(unschedulable, "message") or "no node can run it"
             return _Verdict(JobState.PENDING, "Unschedulable", f"pod {_name(pod)}: {detail}")
 
+    if not live and any(_phase(pod) == "Succeeded" for pod in pods):
+        # The pod has finished; the Job controller has yet to record the Job as Complete (it
+        # takes a sync, sometimes seconds). Going back to PENDING here would make a job appear
+        # to run twice, so it stays RUNNING until the Complete condition lands.
+        return _Verdict(JobState.RUNNING, "Completing", "the pod succeeded; waiting for the Job to complete")
+
     failures = _count(job_status, "failed")
     if failures and not live and not _count(job_status, "active"):
         # Between attempts the Job controller waits an exponential back-off (10s, 20s, 40s, ...)
@@ -222,6 +228,20 @@ def _unfinished(
     if failures:
         message += f" after {failures} failed attempt{'s' if failures != 1 else ''}"
     return _Verdict(JobState.PENDING, "Created", message)
+
+
+def _attempts(job_status: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int:
+    """Failed pods. status.failed lags: the Job controller first lists finished pods under
+    uncountedTerminatedPods (and may set FailureTarget) before it counts them, so a watcher that
+    sees the job fail early would otherwise read 0 attempts."""
+    uncounted = _mapping(job_status, "uncountedTerminatedPods")
+    counted = _count(job_status, "failed") + len(_list_of_str(uncounted, "failed"))
+    return max(counted, sum(1 for pod in pods if _phase(pod) == "Failed"))
+
+
+def _list_of_str(obj: Mapping[str, Any], key: str) -> list[str]:
+    value = obj.get(key)
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _is_running(pod: Mapping[str, Any]) -> bool:

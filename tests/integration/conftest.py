@@ -36,9 +36,7 @@ class Service:
         return int(self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
 
 
-@pytest.fixture(scope="session")
-def service(cluster: Cluster) -> Iterator[Service]:
-    """One in-process server for the session (requests name their own namespaces)."""
+def _start_service(cluster: Cluster, *, watch: tuple[str, ...] | None) -> tuple[App, object]:
     settings = Settings(
         grpc_port=0,
         grpc_host="127.0.0.1",
@@ -46,13 +44,24 @@ def service(cluster: Cluster) -> Iterator[Service]:
         kubeconfig=str(cluster.kubeconfig),
         health_interval_seconds=0.5,
         timer_image="registry.example/jobscheduler:test",
+        watch_namespaces=watch,
     )
     api = load_api_client(in_cluster=False, kubeconfig=str(cluster.kubeconfig))
     app = build_server(
         settings, KubeGateway(api, retry=RetryPolicy(default_timeout=5)), Registry.from_entry_points()
     )
-    app.monitor.start()
-    app.server.start()
+    app.start()
+    if app.cache is not None:
+        assert app.cache.wait_synced(30), "the watch cache did not sync"
+    return app, api
+
+
+@pytest.fixture(scope="session", params=["cache", "api"])
+def service(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Service]:
+    """One in-process server per mode for the session (requests name their own namespaces):
+    "cache" serves reads from the watch cache (every namespace watched); "api" has no cache,
+    so every read goes to the API server. Tests using it run against both."""
+    app, api = _start_service(cluster, watch=("",) if request.param == "cache" else None)
     address = f"127.0.0.1:{app.port}"
     channel = grpc.insecure_channel(address)
     try:
@@ -62,7 +71,7 @@ def service(cluster: Cluster) -> Iterator[Service]:
     finally:
         channel.close()
         app.stop(0).wait()
-        api.close()
+        api.close()  # type: ignore[attr-defined]
 
 
 def free_port() -> int:

@@ -29,6 +29,8 @@ VARIABLES = (
     "SHUTDOWN_GRACE_SECONDS",
     "HEALTH_INTERVAL_SECONDS",
     "KUBE_TIMEOUT_SECONDS",
+    "WATCH_NAMESPACES",
+    "MAX_WATCH_STREAMS",
 )
 
 
@@ -50,6 +52,8 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "shutdown_grace_seconds": 20.0,
     "health_interval_seconds": 2.0,
     "kube_timeout_seconds": 10.0,
+    "watch_namespaces": ("default",),  # follows K8S_NAMESPACE
+    "max_watch_streams": 128,
 }
 
 
@@ -222,3 +226,22 @@ def test_zero_negative_and_non_finite_values_are_refused(variable: str, value: s
         Settings.from_env({variable: value})
     assert variable in str(err.value)
     assert value in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({"K8S_NAMESPACE": "team-a"}, ("team-a",), id="follows-k8s-namespace"),
+        pytest.param({"WATCH_NAMESPACES": "b, a,a"}, ("a", "b"), id="list-deduplicated-sorted"),
+        pytest.param({"WATCH_NAMESPACES": "*"}, ("",), id="all-namespaces"),
+        pytest.param({"WATCH_NAMESPACES": "-"}, None, id="no-cache"),
+    ],
+)
+def test_watch_namespaces(env: dict[str, str], expected: tuple[str, ...] | None) -> None:
+    assert Settings.from_env(env).watch_namespaces == expected
+
+
+@pytest.mark.parametrize("value", ["Bad_NS", ",", "a,,B"])
+def test_bad_watch_namespaces_name_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="WATCH_NAMESPACES"):
+        Settings.from_env({"WATCH_NAMESPACES": value})

@@ -704,19 +704,22 @@ def test_timestamps_parse_to_utc(raw: str, expected: datetime | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("job", "pods"),
+    ("job", "pods", "attempts"),
     [
-        pytest.param({}, [], id="empty-job"),
-        pytest.param({"metadata": None, "status": None}, [{}], id="nulls-and-empty-pod"),
+        pytest.param({}, [], 0, id="empty-job"),
+        pytest.param({"metadata": None, "status": None}, [{}], 0, id="nulls-and-empty-pod"),
         pytest.param(
             {"metadata": {"name": "j"}, "status": {"conditions": None, "failed": None}},
             [{"metadata": {}, "status": {"phase": "Failed", "containerStatuses": None}}],
+            1,  # the failed pod is an attempt even though the Job has not counted it
             id="null-lists-and-counts",
         ),
     ],
 )
-def test_missing_fields_are_tolerated(job: Obj, pods: list[Obj]) -> None:
-    assert_fields(job, pods, {"state": JobState.PENDING, "reason": "Created", "pods": (), "attempts": 0})
+def test_missing_fields_are_tolerated(job: Obj, pods: list[Obj], attempts: int) -> None:
+    assert_fields(
+        job, pods, {"state": JobState.PENDING, "reason": "Created", "pods": (), "attempts": attempts}
+    )
 
 
 @pytest.mark.parametrize(
@@ -741,3 +744,51 @@ def test_missing_fields_are_tolerated(job: Obj, pods: list[Obj]) -> None:
 )
 def test_exit_detail(pod: Obj, expected: tuple[int | None, str]) -> None:
     assert exit_detail(pod) == expected
+
+
+def test_a_succeeded_pod_of_a_job_not_yet_complete_keeps_it_running() -> None:
+    """Between the pod finishing and the Job controller's Complete condition, the job must not
+    look PENDING again (it would seem to start over)."""
+    job = {
+        "metadata": {"name": "job-a", "namespace": "ns", "creationTimestamp": "2026-11-27T10:00:00Z"},
+        "status": {"active": 0, "startTime": "2026-11-27T10:00:00Z"},
+    }
+    pod = {
+        "metadata": {"name": "job-a-x", "creationTimestamp": "2026-11-27T10:00:00Z"},
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {
+                    "name": "main",
+                    "state": {
+                        "terminated": {
+                            "exitCode": 0,
+                            "reason": "Completed",
+                            "startedAt": "2026-11-27T10:00:01Z",
+                            "finishedAt": "2026-11-27T10:00:02Z",
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    status = derive_status(job, [pod])
+    assert (status.state, status.reason) == (JobState.RUNNING, "Completing")
+
+
+@pytest.mark.parametrize(
+    ("job_status", "pod_phases", "attempts"),
+    [
+        pytest.param({"failed": 2}, [], 2, id="counted"),
+        pytest.param(
+            {"failed": 1, "uncountedTerminatedPods": {"failed": ["u2"]}}, [], 2, id="uncounted-added"
+        ),
+        pytest.param({}, ["Failed", "Failed", "Running"], 2, id="failed-pods-before-any-count"),
+    ],
+)
+def test_attempts_count_failed_pods_the_job_controller_has_not_counted_yet(
+    job_status: dict[str, object], pod_phases: list[str], attempts: int
+) -> None:
+    job = {"metadata": {"name": "job-a", "namespace": "ns"}, "status": job_status}
+    pods = [{"metadata": {"name": f"p{i}"}, "status": {"phase": phase}} for i, phase in enumerate(pod_phases)]
+    assert derive_status(job, pods).attempts == attempts

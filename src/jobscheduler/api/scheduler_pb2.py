@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jobscheduler/api/scheduler.proto\x12\x0cjobscheduler\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x08TimerJob\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x05\x12\x12\n\ntimer_name\x18\x02 \x01(\t\x12\x1e\n\x16\x63ontrol_plane_endpoint\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x11\n\tlog_level\x18\x05 \x01(\t\x12,\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1f.jobscheduler.TimerJob.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\tResources\x12\x13\n\x0b\x63pu_request\x18\x01 \x01(\t\x12\x16\n\x0ememory_request\x18\x02 \x01(\t\x12\x11\n\tcpu_limit\x18\x03 \x01(\t\x12\x14\n\x0cmemory_limit\x18\x04 \x01(\t\"\xe0\x04\n\x12ScheduleJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12<\n\x06labels\x18\x03 \x03(\x0b\x32,.jobscheduler.ScheduleJobRequest.LabelsEntry\x12\x46\n\x0b\x61nnotations\x18\x04 \x03(\x0b\x32\x31.jobscheduler.ScheduleJobRequest.AnnotationsEntry\x12*\n\tresources\x18\x05 \x01(\x0b\x32\x17.jobscheduler.Resources\x12\x1a\n\rbackoff_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12$\n\x17\x61\x63tive_deadline_seconds\x18\x07 \x01(\x03H\x02\x88\x01\x01\x12\'\n\x1attl_seconds_after_finished\x18\x08 \x01(\x05H\x03\x88\x01\x01\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07\x64ry_run\x18\n \x01(\x08\x12+\n\ttimer_job\x18\x14 \x01(\x0b\x32\x16.jobscheduler.TimerJobH\x00\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08job_typeB\x10\n\x0e_backoff_limitB\x1a\n\x18_active_deadline_secondsB\x1d\n\x1b_ttl_seconds_after_finished\"\x95\x01\n\x13ScheduleJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0b\x32\x17.jobscheduler.JobStatus\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12\x10\n\x08manifest\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x98\x04\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08job_type\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.jobscheduler.JobState\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x05\x12\x11\n\tsucceeded\x18\n \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pods\x18\x0f \x03(\t\x12\x33\n\x06labels\x18\x10 \x03(\x0b\x32#.jobscheduler.JobStatus.LabelsEntry\x12\x16\n\texit_code\x18\x11 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x12 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code\"8\n\x13GetJobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"?\n\x14GetJobStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobStatus\"\xab\x01\n\x0fListJobsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.jobscheduler.JobState\x12\x10\n\x08job_type\x18\x03 \x01(\t\x12\x16\n\x0elabel_selector\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.jobscheduler.JobStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"<\n\x11\x43\x61ncelJobResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobStatus*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xd2\x02\n\x0cJobScheduler\x12R\n\x0bScheduleJob\x12 .jobscheduler.ScheduleJobRequest\x1a!.jobscheduler.ScheduleJobResponse\x12U\n\x0cGetJobStatus\x12!.jobscheduler.GetJobStatusRequest\x1a\".jobscheduler.GetJobStatusResponse\x12I\n\x08ListJobs\x12\x1d.jobscheduler.ListJobsRequest\x1a\x1e.jobscheduler.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.jobscheduler.CancelJobRequest\x1a\x1f.jobscheduler.CancelJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jobscheduler/api/scheduler.proto\x12\x0cjobscheduler\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x08TimerJob\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x05\x12\x12\n\ntimer_name\x18\x02 \x01(\t\x12\x1e\n\x16\x63ontrol_plane_endpoint\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x11\n\tlog_level\x18\x05 \x01(\t\x12,\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1f.jobscheduler.TimerJob.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\tResources\x12\x13\n\x0b\x63pu_request\x18\x01 \x01(\t\x12\x16\n\x0ememory_request\x18\x02 \x01(\t\x12\x11\n\tcpu_limit\x18\x03 \x01(\t\x12\x14\n\x0cmemory_limit\x18\x04 \x01(\t\"\xf1\x04\n\x12ScheduleJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12<\n\x06labels\x18\x03 \x03(\x0b\x32,.jobscheduler.ScheduleJobRequest.LabelsEntry\x12\x46\n\x0b\x61nnotations\x18\x04 \x03(\x0b\x32\x31.jobscheduler.ScheduleJobRequest.AnnotationsEntry\x12*\n\tresources\x18\x05 \x01(\x0b\x32\x17.jobscheduler.Resources\x12\x1a\n\rbackoff_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12$\n\x17\x61\x63tive_deadline_seconds\x18\x07 \x01(\x03H\x02\x88\x01\x01\x12\'\n\x1attl_seconds_after_finished\x18\x08 \x01(\x05H\x03\x88\x01\x01\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07\x64ry_run\x18\n \x01(\x08\x12\x0f\n\x07suspend\x18\x0b \x01(\x08\x12+\n\ttimer_job\x18\x14 \x01(\x0b\x32\x16.jobscheduler.TimerJobH\x00\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08job_typeB\x10\n\x0e_backoff_limitB\x1a\n\x18_active_deadline_secondsB\x1d\n\x1b_ttl_seconds_after_finished\"\x95\x01\n\x13ScheduleJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0b\x32\x17.jobscheduler.JobStatus\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12\x10\n\x08manifest\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x98\x04\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08job_type\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.jobscheduler.JobState\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x05\x12\x11\n\tsucceeded\x18\n \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x0b \x01(\x05\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04pods\x18\x0f \x03(\t\x12\x33\n\x06labels\x18\x10 \x03(\x0b\x32#.jobscheduler.JobStatus.LabelsEntry\x12\x16\n\texit_code\x18\x11 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x12 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code\"8\n\x13GetJobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"?\n\x14GetJobStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobStatus\"\xab\x01\n\x0fListJobsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12&\n\x06states\x18\x02 \x03(\x0e\x32\x16.jobscheduler.JobState\x12\x10\n\x08job_type\x18\x03 \x01(\t\x12\x16\n\x0elabel_selector\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"R\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.jobscheduler.JobStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"<\n\x11\x43\x61ncelJobResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobStatus\"5\n\x10ResumeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"<\n\x11ResumeJobResponse\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobStatus\"4\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"\x8d\x01\n\x10WatchJobsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08job_type\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12&\n\x06states\x18\x04 \x03(\x0e\x32\x16.jobscheduler.JobState\x12\x14\n\x0cskip_initial\x18\x05 \x01(\x08\"\x8e\x01\n\x08JobEvent\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.jobscheduler.JobEventType\x12\'\n\x06status\x18\x02 \x01(\x0b\x32\x17.jobscheduler.JobStatus\x12/\n\x0bobserved_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\x82\x01\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16JOB_EVENT_TYPE_INITIAL\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_UPDATED\x10\x02\x12\x1a\n\x16JOB_EVENT_TYPE_DELETED\x10\x03\x32\xac\x04\n\x0cJobScheduler\x12R\n\x0bScheduleJob\x12 .jobscheduler.ScheduleJobRequest\x1a!.jobscheduler.ScheduleJobResponse\x12U\n\x0cGetJobStatus\x12!.jobscheduler.GetJobStatusRequest\x1a\".jobscheduler.GetJobStatusResponse\x12I\n\x08ListJobs\x12\x1d.jobscheduler.ListJobsRequest\x1a\x1e.jobscheduler.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.jobscheduler.CancelJobRequest\x1a\x1f.jobscheduler.CancelJobResponse\x12L\n\tResumeJob\x12\x1e.jobscheduler.ResumeJobRequest\x1a\x1f.jobscheduler.ResumeJobResponse\x12\x43\n\x08WatchJob\x12\x1d.jobscheduler.WatchJobRequest\x1a\x16.jobscheduler.JobEvent0\x01\x12\x45\n\tWatchJobs\x12\x1e.jobscheduler.WatchJobsRequest\x1a\x16.jobscheduler.JobEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,8 +40,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULEJOBREQUEST_ANNOTATIONSENTRY']._serialized_options = b'8\001'
   _globals['_JOBSTATUS_LABELSENTRY']._loaded_options = None
   _globals['_JOBSTATUS_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2198
-  _globals['_JOBSTATE']._serialized_end=2353
+  _globals['_JOBSTATE']._serialized_start=2675
+  _globals['_JOBSTATE']._serialized_end=2830
+  _globals['_JOBEVENTTYPE']._serialized_start=2833
+  _globals['_JOBEVENTTYPE']._serialized_end=2963
   _globals['_TIMERJOB']._serialized_start=84
   _globals['_TIMERJOB']._serialized_end=296
   _globals['_TIMERJOB_ENVENTRY']._serialized_start=254
@@ -49,29 +51,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCES']._serialized_start=298
   _globals['_RESOURCES']._serialized_end=395
   _globals['_SCHEDULEJOBREQUEST']._serialized_start=398
-  _globals['_SCHEDULEJOBREQUEST']._serialized_end=1006
-  _globals['_SCHEDULEJOBREQUEST_LABELSENTRY']._serialized_start=820
-  _globals['_SCHEDULEJOBREQUEST_LABELSENTRY']._serialized_end=865
-  _globals['_SCHEDULEJOBREQUEST_ANNOTATIONSENTRY']._serialized_start=867
-  _globals['_SCHEDULEJOBREQUEST_ANNOTATIONSENTRY']._serialized_end=917
-  _globals['_SCHEDULEJOBRESPONSE']._serialized_start=1009
-  _globals['_SCHEDULEJOBRESPONSE']._serialized_end=1158
-  _globals['_JOBSTATUS']._serialized_start=1161
-  _globals['_JOBSTATUS']._serialized_end=1697
-  _globals['_JOBSTATUS_LABELSENTRY']._serialized_start=820
-  _globals['_JOBSTATUS_LABELSENTRY']._serialized_end=865
-  _globals['_GETJOBSTATUSREQUEST']._serialized_start=1699
-  _globals['_GETJOBSTATUSREQUEST']._serialized_end=1755
-  _globals['_GETJOBSTATUSRESPONSE']._serialized_start=1757
-  _globals['_GETJOBSTATUSRESPONSE']._serialized_end=1820
-  _globals['_LISTJOBSREQUEST']._serialized_start=1823
-  _globals['_LISTJOBSREQUEST']._serialized_end=1994
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1996
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2078
-  _globals['_CANCELJOBREQUEST']._serialized_start=2080
-  _globals['_CANCELJOBREQUEST']._serialized_end=2133
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2135
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2195
-  _globals['_JOBSCHEDULER']._serialized_start=2356
-  _globals['_JOBSCHEDULER']._serialized_end=2694
+  _globals['_SCHEDULEJOBREQUEST']._serialized_end=1023
+  _globals['_SCHEDULEJOBREQUEST_LABELSENTRY']._serialized_start=837
+  _globals['_SCHEDULEJOBREQUEST_LABELSENTRY']._serialized_end=882
+  _globals['_SCHEDULEJOBREQUEST_ANNOTATIONSENTRY']._serialized_start=884
+  _globals['_SCHEDULEJOBREQUEST_ANNOTATIONSENTRY']._serialized_end=934
+  _globals['_SCHEDULEJOBRESPONSE']._serialized_start=1026
+  _globals['_SCHEDULEJOBRESPONSE']._serialized_end=1175
+  _globals['_JOBSTATUS']._serialized_start=1178
+  _globals['_JOBSTATUS']._serialized_end=1714
+  _globals['_JOBSTATUS_LABELSENTRY']._serialized_start=837
+  _globals['_JOBSTATUS_LABELSENTRY']._serialized_end=882
+  _globals['_GETJOBSTATUSREQUEST']._serialized_start=1716
+  _globals['_GETJOBSTATUSREQUEST']._serialized_end=1772
+  _globals['_GETJOBSTATUSRESPONSE']._serialized_start=1774
+  _globals['_GETJOBSTATUSRESPONSE']._serialized_end=1837
+  _globals['_LISTJOBSREQUEST']._serialized_start=1840
+  _globals['_LISTJOBSREQUEST']._serialized_end=2011
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2013
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2095
+  _globals['_CANCELJOBREQUEST']._serialized_start=2097
+  _globals['_CANCELJOBREQUEST']._serialized_end=2150
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2152
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2212
+  _globals['_RESUMEJOBREQUEST']._serialized_start=2214
+  _globals['_RESUMEJOBREQUEST']._serialized_end=2267
+  _globals['_RESUMEJOBRESPONSE']._serialized_start=2269
+  _globals['_RESUMEJOBRESPONSE']._serialized_end=2329
+  _globals['_WATCHJOBREQUEST']._serialized_start=2331
+  _globals['_WATCHJOBREQUEST']._serialized_end=2383
+  _globals['_WATCHJOBSREQUEST']._serialized_start=2386
+  _globals['_WATCHJOBSREQUEST']._serialized_end=2527
+  _globals['_JOBEVENT']._serialized_start=2530
+  _globals['_JOBEVENT']._serialized_end=2672
+  _globals['_JOBSCHEDULER']._serialized_start=2966
+  _globals['_JOBSCHEDULER']._serialized_end=3522
 # @@protoc_insertion_point(module_scope)

@@ -47,6 +47,31 @@ JOB_STATE_FAILED: JobState.ValueType  # 4
 JOB_STATE_CANCELLED: JobState.ValueType  # 5
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
+class _JobEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_EVENT_TYPE_UNSPECIFIED: _JobEventType.ValueType  # 0
+    JOB_EVENT_TYPE_INITIAL: _JobEventType.ValueType  # 1
+    """the status when the watch began"""
+    JOB_EVENT_TYPE_UPDATED: _JobEventType.ValueType  # 2
+    """the status changed"""
+    JOB_EVENT_TYPE_DELETED: _JobEventType.ValueType  # 3
+    """the Job is gone (retention, or deleted by someone)"""
+
+class JobEventType(_JobEventType, metaclass=_JobEventTypeEnumTypeWrapper): ...
+
+JOB_EVENT_TYPE_UNSPECIFIED: JobEventType.ValueType  # 0
+JOB_EVENT_TYPE_INITIAL: JobEventType.ValueType  # 1
+"""the status when the watch began"""
+JOB_EVENT_TYPE_UPDATED: JobEventType.ValueType  # 2
+"""the status changed"""
+JOB_EVENT_TYPE_DELETED: JobEventType.ValueType  # 3
+"""the Job is gone (retention, or deleted by someone)"""
+Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
+
 @_typing.final
 class TimerJob(_message.Message):
     """Waits duration_seconds, then reports completion to control_plane_endpoint."""
@@ -124,9 +149,13 @@ class Resources(_message.Message):
     CPU_LIMIT_FIELD_NUMBER: _builtins.int
     MEMORY_LIMIT_FIELD_NUMBER: _builtins.int
     cpu_request: _builtins.str
+    """default DEFAULT_CPU_REQUEST (or the limit, when that is smaller)"""
     memory_request: _builtins.str
+    """default DEFAULT_MEMORY_REQUEST (or the limit, when that is smaller)"""
     cpu_limit: _builtins.str
+    """must be at least the request; unset: no limit"""
     memory_limit: _builtins.str
+    """must be at least the request; unset: no limit"""
     def __init__(
         self,
         *,
@@ -197,6 +226,7 @@ class ScheduleJobRequest(_message.Message):
     TTL_SECONDS_AFTER_FINISHED_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    SUSPEND_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """human name; DNS-1123 label once lower-cased"""
@@ -205,11 +235,15 @@ class ScheduleJobRequest(_message.Message):
     backoff_limit: _builtins.int
     """retries before FAILED (default 0)"""
     active_deadline_seconds: _builtins.int
+    """wall-clock limit, then FAILED / DeadlineExceeded"""
     ttl_seconds_after_finished: _builtins.int
+    """retention (default DEFAULT_TTL_SECONDS_AFTER_FINISHED)"""
     request_id: _builtins.str
     """idempotency key: same key, same job"""
     dry_run: _builtins.bool
     """render and return the manifest, create nothing"""
+    suspend: _builtins.bool
+    """create the Job held (no pods) until ResumeJob"""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """added to the Job and its pods"""
@@ -219,9 +253,13 @@ class ScheduleJobRequest(_message.Message):
         """added to the pod template"""
 
     @_builtins.property
-    def resources(self) -> Global___Resources: ...
+    def resources(self) -> Global___Resources:
+        """requests and limits of the job's container"""
+
     @_builtins.property
-    def timer_job(self) -> Global___TimerJob: ...
+    def timer_job(self) -> Global___TimerJob:
+        """the Timer job type"""
+
     def __init__(
         self,
         *,
@@ -235,11 +273,12 @@ class ScheduleJobRequest(_message.Message):
         ttl_seconds_after_finished: _builtins.int | None = ...,
         request_id: _builtins.str = ...,
         dry_run: _builtins.bool = ...,
+        suspend: _builtins.bool = ...,
         timer_job: Global___TimerJob | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "job_type", b"job_type", "resources", b"resources", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "dry_run", b"dry_run", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "request_id", b"request_id", "resources", b"resources", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "dry_run", b"dry_run", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "request_id", b"request_id", "resources", b"resources", "suspend", b"suspend", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
@@ -279,7 +318,9 @@ class ScheduleJobResponse(_message.Message):
     """dry_run only: the rendered Job as YAML"""
     message: _builtins.str
     @_builtins.property
-    def status(self) -> Global___JobStatus: ...
+    def status(self) -> Global___JobStatus:
+        """the job's status right after this call"""
+
     def __init__(
         self,
         *,
@@ -341,9 +382,12 @@ class JobStatus(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """the Kubernetes Job's name"""
     namespace: _builtins.str
     name: _builtins.str
+    """the request's name"""
     job_type: _builtins.str
+    """e.g. timer"""
     state: Global___JobState.ValueType
     reason: _builtins.str
     """machine-readable: Unschedulable, ImagePullBackOff, OOMKilled, ..."""
@@ -352,20 +396,35 @@ class JobStatus(_message.Message):
     attempts: _builtins.int
     """pods that failed"""
     active: _builtins.int
+    """pods running now"""
     succeeded: _builtins.int
+    """pods that succeeded"""
     failed: _builtins.int
+    """pods that failed"""
     exit_code: _builtins.int
+    """of the failed (or succeeded: 0) container"""
     request_id: _builtins.str
+    """the idempotency key it was created with"""
     @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """when the Job was created"""
+
     @_builtins.property
-    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """when a container first started"""
+
     @_builtins.property
-    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """when it reached its terminal state"""
+
     @_builtins.property
-    def pods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def pods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the job's pod names, oldest first"""
+
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the caller's labels"""
+
     def __init__(
         self,
         *,
@@ -405,6 +464,7 @@ class GetJobStatusRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """as returned by ScheduleJob"""
     namespace: _builtins.str
     """default K8S_NAMESPACE"""
     def __init__(
@@ -427,7 +487,9 @@ class GetJobStatusResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def status(self) -> Global___JobStatus: ...
+    def status(self) -> Global___JobStatus:
+        """the job's current status"""
+
     def __init__(
         self,
         *,
@@ -495,7 +557,9 @@ class ListJobsResponse(_message.Message):
     next_page_token: _builtins.str
     """empty on the last page"""
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobStatus]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobStatus]:
+        """newest first"""
+
     def __init__(
         self,
         *,
@@ -518,6 +582,7 @@ class CancelJobRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     namespace: _builtins.str
+    """default K8S_NAMESPACE"""
     def __init__(
         self,
         *,
@@ -538,7 +603,9 @@ class CancelJobResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def status(self) -> Global___JobStatus: ...
+    def status(self) -> Global___JobStatus:
+        """CANCELLED"""
+
     def __init__(
         self,
         *,
@@ -551,3 +618,137 @@ class CancelJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelJobResponse: _TypeAlias = CancelJobResponse  # noqa: Y015
+
+@_typing.final
+class ResumeJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeJobRequest: _TypeAlias = ResumeJobRequest  # noqa: Y015
+
+@_typing.final
+class ResumeJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def status(self) -> Global___JobStatus:
+        """the job's status after the release"""
+
+    def __init__(
+        self,
+        *,
+        status: Global___JobStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeJobResponse: _TypeAlias = ResumeJobResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    JOB_TYPE_FIELD_NUMBER: _builtins.int
+    LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    SKIP_INITIAL_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    job_type: _builtins.str
+    label_selector: _builtins.str
+    """equality-based: "team=a,tier=batch" """
+    skip_initial: _builtins.bool
+    """do not send the current status of every matching job first"""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
+        """only events whose new state is one of these; empty: all"""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        job_type: _builtins.str = ...,
+        label_selector: _builtins.str = ...,
+        states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
+        skip_initial: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "label_selector", b"label_selector", "namespace", b"namespace", "skip_initial", b"skip_initial", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
+
+@_typing.final
+class JobEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    type: Global___JobEventType.ValueType
+    @_builtins.property
+    def status(self) -> Global___JobStatus: ...
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp:
+        """when this service saw the change"""
+
+    def __init__(
+        self,
+        *,
+        type: Global___JobEventType.ValueType = ...,
+        status: Global___JobStatus | None = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015

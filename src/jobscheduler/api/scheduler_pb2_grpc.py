@@ -54,6 +54,21 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ResumeJob',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/jobscheduler.JobScheduler/WatchJob',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/jobscheduler.JobScheduler/WatchJobs',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -88,6 +103,27 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeJob(self, request, context):
+        """Releases a job scheduled with suspend=true: its pods start.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job's current status at once, then an event on every change; ends after the terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJobs(self, request, context):
+        """Every change to the jobs matching a filter, first the current status of each; never ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +146,21 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.CancelJobRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +271,87 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/CancelJob',
             jobscheduler_dot_api_dot_scheduler__pb2.CancelJobRequest.SerializeToString,
             jobscheduler_dot_api_dot_scheduler__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ResumeJob',
+            jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/WatchJob',
+            jobscheduler_dot_api_dot_scheduler__pb2.WatchJobRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/WatchJobs',
+            jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,12 @@ class JobSchedulerStub:
     """Jobs managed by this service, newest first, filtered and paged."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelJobRequest, _scheduler_pb2.CancelJobResponse]
     """Stops a job's pods; the job then reads CANCELLED until retention removes it."""
+    ResumeJob: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeJobRequest, _scheduler_pb2.ResumeJobResponse]
+    """Releases a job scheduled with suspend=true: its pods start."""
+    WatchJob: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobRequest, _scheduler_pb2.JobEvent]
+    """The job's current status at once, then an event on every change; ends after the terminal state."""
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]
+    """Every change to the jobs matching a filter, first the current status of each; never ends."""
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -57,6 +63,12 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """Jobs managed by this service, newest first, filtered and paged."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelJobRequest, _scheduler_pb2.CancelJobResponse]  # type: ignore[assignment]
     """Stops a job's pods; the job then reads CANCELLED until retention removes it."""
+    ResumeJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeJobRequest, _scheduler_pb2.ResumeJobResponse]  # type: ignore[assignment]
+    """Releases a job scheduled with suspend=true: its pods start."""
+    WatchJob: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobRequest, _scheduler_pb2.JobEvent]  # type: ignore[assignment]
+    """The job's current status at once, then an event on every change; ends after the terminal state."""
+    WatchJobs: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]  # type: ignore[assignment]
+    """Every change to the jobs matching a filter, first the current status of each; never ends."""
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -92,5 +104,29 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.CancelJobResponse, _abc.Awaitable[_scheduler_pb2.CancelJobResponse]]:
         """Stops a job's pods; the job then reads CANCELLED until retention removes it."""
+
+    @_abc_1.abstractmethod
+    def ResumeJob(
+        self,
+        request: _scheduler_pb2.ResumeJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ResumeJobResponse, _abc.Awaitable[_scheduler_pb2.ResumeJobResponse]]:
+        """Releases a job scheduled with suspend=true: its pods start."""
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _scheduler_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.JobEvent], _abc.AsyncIterator[_scheduler_pb2.JobEvent]]:
+        """The job's current status at once, then an event on every change; ends after the terminal state."""
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _scheduler_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.JobEvent], _abc.AsyncIterator[_scheduler_pb2.JobEvent]]:
+        """Every change to the jobs matching a filter, first the current status of each; never ends."""
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
