@@ -56,12 +56,8 @@ def _start_service(cluster: Cluster, *, watch: tuple[str, ...] | None) -> tuple[
     return app, api
 
 
-@pytest.fixture(scope="session", params=["cache", "api"])
-def service(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Service]:
-    """One in-process server per mode for the session (requests name their own namespaces):
-    "cache" serves reads from the watch cache (every namespace watched); "api" has no cache,
-    so every read goes to the API server. Tests using it run against both."""
-    app, api = _start_service(cluster, watch=("",) if request.param == "cache" else None)
+def _serve_session(cluster: Cluster, watch: tuple[str, ...] | None) -> Iterator[Service]:
+    app, api = _start_service(cluster, watch=watch)
     address = f"127.0.0.1:{app.port}"
     channel = grpc.insecure_channel(address)
     try:
@@ -72,6 +68,24 @@ def service(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Servic
         channel.close()
         app.stop(0).wait()
         api.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def cached_service(cluster: Cluster) -> Iterator[Service]:
+    """A server whose reads come from the watch cache (every namespace watched)."""
+    yield from _serve_session(cluster, ("",))
+
+
+@pytest.fixture(scope="session")
+def api_service(cluster: Cluster) -> Iterator[Service]:
+    """A server without a cache: every read goes to the API server."""
+    yield from _serve_session(cluster, None)
+
+
+@pytest.fixture(params=["cache", "api"])
+def service(request: pytest.FixtureRequest) -> Service:
+    """Each test using it runs against both kinds of server (requests name their namespaces)."""
+    return request.getfixturevalue(f"{request.param.replace('cache', 'cached')}_service")  # type: ignore[no-any-return]
 
 
 def free_port() -> int:
