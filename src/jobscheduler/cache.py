@@ -36,6 +36,7 @@ SortKey = tuple[float, str]
 CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 # The annotations status derivation and reporting read; the rest of a Job's metadata is dropped.
 KEPT_ANNOTATION_PREFIX = "jobscheduler.io/"
+MAX_TOMBSTONES = 10_000
 
 
 class SubscriptionOverflowError(JobSchedulerError):
@@ -248,6 +249,9 @@ class JobCache:
         self._order: dict[str, list[tuple[SortKey, Key]]] = {}  # per namespace, newest first
         self._states: Tally[str] = Tally()
         self._subscribers: set[Subscription] = set()
+        # resourceVersion at deletion of recently deleted Jobs, so a late write response
+        # (e.g. a cancel's patch, observed after TTL deleted the Job) cannot bring it back.
+        self._tombstones: OrderedDict[Key, int] = OrderedDict()
         self._informers = [_Informer(self, r, ns) for ns in self.namespaces for r in ("jobs", "pods")]
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -316,14 +320,18 @@ class JobCache:
         initial: bool,
         namespace: str | None = None,
     ) -> Subscription:
+        if namespace is not None:
+            unscoped = match
+
+            def match(labels: Mapping[str, str], status: JobStatus) -> bool:
+                return status.namespace == namespace and unscoped(labels, status)
+
         sub = Subscription(match)
         now = datetime.now(UTC)
         with self._lock:
             self._subscribers.add(sub)
             if initial:
                 for key, job in self._jobs.items():
-                    if namespace is not None and key[0] != namespace:
-                        continue
                     status = self._statuses[key]
                     if match(job["metadata"]["labels"], status):
                         sub.offer(key, Event("INITIAL", status, now))
@@ -348,8 +356,20 @@ class JobCache:
                 current = self._jobs.get(key)
                 if only_if_newer and current is not None and _version(current) >= _version(obj):
                     return
+                if only_if_newer and current is None and self._tombstones.get(key, -1) >= _version(obj):
+                    return
+                if (
+                    current is not None
+                    and current["metadata"]["uid"] != meta.get("uid", "")
+                    and _version(obj) < _version(current)
+                ):
+                    return  # news of an older Job that had the same name: the newer one stays
                 if kind == "DELETED":
                     self._remove_job(key)
+                    self._tombstones[key] = _version(obj)
+                    self._tombstones.move_to_end(key)
+                    while len(self._tombstones) > MAX_TOMBSTONES:
+                        self._tombstones.popitem(last=False)
                 else:
                     self._put_job(key, slim_job(obj))
                     self._refresh(key)

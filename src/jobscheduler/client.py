@@ -473,9 +473,8 @@ def wait_for_job(
         ) from None
 
 
-def run_status(ctx: Context, args: argparse.Namespace) -> ExitCode:
-    request = pb.GetJobStatusRequest(job_id=args.job_id, namespace=ctx.options.namespace)
-    response = ctx.stub.GetJobStatus(request, timeout=ctx.options.timeout)
+def emit_status(ctx: Context, response: pb.GetJobStatusResponse | pb.CancelJobResponse) -> ExitCode:
+    """One job's status, as a table (with its message) or as the whole response."""
     emit(
         response,
         ctx.options,
@@ -483,6 +482,11 @@ def run_status(ctx: Context, args: argparse.Namespace) -> ExitCode:
         ctx.out,
     )
     return EXIT_OK
+
+
+def run_status(ctx: Context, args: argparse.Namespace) -> ExitCode:
+    request = pb.GetJobStatusRequest(job_id=args.job_id, namespace=ctx.options.namespace)
+    return emit_status(ctx, ctx.stub.GetJobStatus(request, timeout=ctx.options.timeout))
 
 
 def run_list(ctx: Context, args: argparse.Namespace) -> ExitCode:
@@ -523,14 +527,7 @@ def run_list(ctx: Context, args: argparse.Namespace) -> ExitCode:
 
 def run_cancel(ctx: Context, args: argparse.Namespace) -> ExitCode:
     request = pb.CancelJobRequest(job_id=args.job_id, namespace=ctx.options.namespace)
-    response = ctx.stub.CancelJob(request, timeout=ctx.options.timeout)
-    emit(
-        response,
-        ctx.options,
-        lambda: render_statuses([response.status], now=_now(), with_message=True),
-        ctx.out,
-    )
-    return EXIT_OK
+    return emit_status(ctx, ctx.stub.CancelJob(request, timeout=ctx.options.timeout))
 
 
 def run_health(ctx: Context, _args: argparse.Namespace) -> ExitCode:
