@@ -35,6 +35,7 @@ T = TypeVar("T")
 Obj = dict[str, Any]
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+REPLY_MARGIN = 0.1  # seconds kept to send the error back before the caller's deadline
 
 
 class ConflictError(FailedPreconditionError):
@@ -250,6 +251,10 @@ class KubeGateway:
     def _with_retries(self, verb: str, deadline: float | None, call: Callable[[tuple[float, float]], T]) -> T:
         if deadline is None:
             deadline = time.monotonic() + self.retry.default_timeout
+        else:
+            # Give up a moment before the caller does, so it hears UNAVAILABLE (retry) rather
+            # than its own DEADLINE_EXCEEDED (which says nothing about the cause).
+            deadline -= REPLY_MARGIN
         backoff, attempt = self.retry.initial_backoff, 0
         duration = KUBE_DURATION.labels(verb)
         while True:
@@ -269,7 +274,7 @@ class KubeGateway:
             except ApiException as e:
                 duration.observe(time.perf_counter() - started)
                 KUBE_REQUESTS.labels(verb, str(e.status)).inc()
-                if e.status not in RETRYABLE_STATUS:
+                if not _retryable(e):
                     raise translate(e, verb) from e
                 wait = _retry_after(e) or backoff
                 last: Exception = e
@@ -283,6 +288,14 @@ class KubeGateway:
                 ) from last
             time.sleep(wait * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self.retry.max_backoff)
+
+
+def _retryable(e: ApiException) -> bool:
+    if e.status in RETRYABLE_STATUS:
+        return True
+    # An API server that has just started refuses requests through its admission plugins with
+    # 403 "not yet ready to handle request" until their caches have synced: not a denial.
+    return e.status == 403 and "not yet ready to handle request" in str(e.body or "")
 
 
 def _retry_after(e: ApiException) -> float | None:
