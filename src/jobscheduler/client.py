@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +28,7 @@ from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 
 DEFAULT_SERVER = "localhost:50054"
 SERVER_ENV = "JOBSCHEDULER_SERVER"
+TOKEN_ENV = "JOBSCHEDULER_TOKEN"  # noqa: S105 - the variable's name, not a token
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # GetJobStatus reads the Job and its pods from the API server: once a second is fresh enough
 # for a person watching and cheap for the cluster.
@@ -197,6 +198,7 @@ class ClientOptions:
     cert: Path | None = None
     key: Path | None = None
     server_name: str = ""
+    token: str = field(default="", repr=False)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> ClientOptions:
@@ -207,6 +209,12 @@ class ClientOptions:
         ca_cert, cert, key, server_name = given("ca_cert"), given("cert"), given("key"), given("server_name")
         if (cert is None) != (key is None):
             raise ClientError(EXIT_USAGE, "--cert and --key go together (mutual TLS needs both)")
+        token = given("token") or environ.get(TOKEN_ENV) or ""
+        # Never echoed: the message names where the token came from, not what it is.
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            raise ClientError(
+                EXIT_USAGE, f"--token (or ${TOKEN_ENV}): expected printable ASCII without spaces"
+            )
         return cls(
             server=given("server") or environ.get(SERVER_ENV) or DEFAULT_SERVER,
             namespace=given("namespace") or "",
@@ -217,6 +225,7 @@ class ClientOptions:
             cert=cert,
             key=key,
             server_name=server_name or "",
+            token=token,
         )
 
     def ns_flag(self) -> str:
@@ -232,17 +241,68 @@ def _read(path: Path | None, flag: str) -> bytes | None:
         raise ClientError(EXIT_USAGE, f"cannot read {flag} {path}: {e.strerror}") from e
 
 
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: tuple[tuple[str, str | bytes], ...] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Sends `authorization: Bearer <token>` with every call. An interceptor rather than call
+    credentials, which grpc sends over TLS only: a plaintext dev server takes tokens too."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return "BearerToken(...)"
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(
+            method=details.method,
+            timeout=details.timeout,
+            metadata=(*(details.metadata or ()), self._header),
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+            compression=details.compression,
+        )
+
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        client_call_details: grpc.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return continuation(self._with_token(client_call_details), request)
+
+
 def open_channel(options: ClientOptions) -> grpc.Channel:
     if not options.tls:
-        return grpc.insecure_channel(options.server)
-    credentials = grpc.ssl_channel_credentials(
-        # None: the system's trusted roots.
-        root_certificates=_read(options.ca_cert, "--ca-cert"),
-        private_key=_read(options.key, "--key"),
-        certificate_chain=_read(options.cert, "--cert"),
-    )
-    channel_options = [("grpc.ssl_target_name_override", options.server_name)] if options.server_name else []
-    return grpc.secure_channel(options.server, credentials, options=channel_options)
+        channel = grpc.insecure_channel(options.server)
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            # None: the system's trusted roots.
+            root_certificates=_read(options.ca_cert, "--ca-cert"),
+            private_key=_read(options.key, "--key"),
+            certificate_chain=_read(options.cert, "--cert"),
+        )
+        channel_options = (
+            [("grpc.ssl_target_name_override", options.server_name)] if options.server_name else []
+        )
+        channel = grpc.secure_channel(options.server, credentials, options=channel_options)
+    return grpc.intercept_channel(channel, BearerToken(options.token)) if options.token else channel
 
 
 def _hint(code: grpc.StatusCode, details: str, options: ClientOptions, args: argparse.Namespace) -> str:
@@ -270,7 +330,15 @@ def _hint(code: grpc.StatusCode, details: str, options: ClientOptions, args: arg
         return "repeat the first request exactly, or use a new --request-id"
     if code is _S.FAILED_PRECONDITION:
         return f"`jobscheduler status{job}{options.ns_flag()}` shows how it ended"
+    if code is _S.UNAUTHENTICATED:
+        if options.token:
+            return f"the server does not accept this token; check --token (or ${TOKEN_ENV})"
+        return f"the server wants a bearer token: pass --token, or set ${TOKEN_ENV}"
     if code is _S.PERMISSION_DENIED:
+        if details.startswith("token "):
+            return (
+                "the token's scope (verbs, namespaces) does not cover this call; ask the service's operator"
+            )
         return "the service's own Kubernetes identity lacks RBAC permissions; ask its operator"
     if code is _S.UNIMPLEMENTED:
         return f"is {options.server} a jobscheduler server?"
@@ -614,11 +682,28 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
         default=sup,
         help="host name to verify the server's certificate against (implies --tls)",
     )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=sup,
+        help=f"bearer token sent with each call (default: ${TOKEN_ENV}; prefer it: flags show in `ps`)",
+    )
 
 
 def given_client_options(args: argparse.Namespace) -> list[str]:
     """The client flags present in args, for commands that take none."""
-    names = ("server", "namespace", "output", "timeout", "tls", "ca_cert", "cert", "key", "server_name")
+    names = (
+        "server",
+        "namespace",
+        "output",
+        "timeout",
+        "tls",
+        "ca_cert",
+        "cert",
+        "key",
+        "server_name",
+        "token",
+    )
     return ["--" + n.replace("_", "-") for n in names if hasattr(args, n)]
 
 

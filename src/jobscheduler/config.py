@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from jobscheduler.errors import JobSchedulerError
 from jobscheduler.validation import is_dns1123_label, parse_quantity
@@ -162,4 +163,53 @@ class Settings:
             shutdown_grace_seconds=number("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds),
             health_interval_seconds=number("HEALTH_INTERVAL_SECONDS", d.health_interval_seconds),
             kube_timeout_seconds=number("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Who may reach the gRPC port, and over what (README "Security"). Kept beside Settings, not
+    in it: the files named here are loaded and watched by jobscheduler.security."""
+
+    tls_cert_file: Path | None = None
+    """TLS_CERT_FILE: PEM certificate chain of the gRPC port; with TLS_KEY_FILE turns TLS on
+    (default: unset, plaintext). Re-read when it changes."""
+    tls_key_file: Path | None = None
+    """TLS_KEY_FILE: PEM private key of TLS_CERT_FILE (both or neither)."""
+    tls_client_ca_file: Path | None = None
+    """TLS_CLIENT_CA_FILE: PEM CA bundle; set, every client must present a certificate it signed
+    (mutual TLS). Needs TLS_CERT_FILE (default: unset, no client certificates)."""
+    auth_tokens_file: Path | None = None
+    """AUTH_TOKENS_FILE: YAML list of bearer tokens and their scopes; set, every JobScheduler call
+    needs `authorization: Bearer <token>` (default: unset, no authentication). Re-read when it
+    changes."""
+    reflection: bool = True
+    """REFLECTION: serve gRPC server reflection (default true; it never asks for a token)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SecuritySettings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def path(name: str) -> Path | None:
+            raw = env.get(name, "").strip()
+            return Path(raw) if raw else None
+
+        cert, key, client_ca = path("TLS_CERT_FILE"), path("TLS_KEY_FILE"), path("TLS_CLIENT_CA_FILE")
+        if (cert is None) != (key is None):
+            given, missing = ("TLS_CERT_FILE", "TLS_KEY_FILE") if cert else ("TLS_KEY_FILE", "TLS_CERT_FILE")
+            raise ConfigError(f"{given} is set but {missing} is not: TLS needs both (or neither)")
+        if client_ca is not None and cert is None:
+            raise ConfigError(
+                f"TLS_CLIENT_CA_FILE={str(client_ca)!r}: mutual TLS needs TLS_CERT_FILE and TLS_KEY_FILE too"
+            )
+        raw = env.get("REFLECTION", "true" if d.reflection else "false").strip().lower()
+        if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError(f"REFLECTION={raw!r}: expected true or false")
+        return cls(
+            tls_cert_file=cert,
+            tls_key_file=key,
+            tls_client_ca_file=client_ca,
+            auth_tokens_file=path("AUTH_TOKENS_FILE"),
+            reflection=raw in ("1", "true", "yes", "on"),
         )

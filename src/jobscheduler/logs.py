@@ -7,6 +7,7 @@ every line an RPC logs carries it; values always travel as fields, never inside 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
@@ -19,14 +20,40 @@ LEVELS = {
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
-# Values under these keys are never written out (tokens, credentials, caller env values).
-REDACTED_KEYS = frozenset({"authorization", "token", "password", "secret", "env"})
+# Values under these keys are never written out (tokens, credentials, gRPC metadata, caller
+# env values), nor under keys ending in one of them after an underscore (`auth_token`).
+REDACTED_KEYS = frozenset(
+    {
+        "authorization",
+        "bearer",
+        "token",
+        "tokens",
+        "token_sha256",
+        "password",
+        "secret",
+        "credentials",
+        "private_key",
+        "metadata",
+        "invocation_metadata",
+        "env",
+    }
+)
+# Whatever the key: an `authorization: Bearer <token>` value inside any text (an error message,
+# a traceback). Case-sensitive, so prose about "bearer tokens" is left alone.
+BEARER = re.compile(r"\bBearer\s+[^\s\"',;\]\)]+")
+
+
+def _redacted_key(key: str) -> bool:
+    key = key.lower()
+    return key in REDACTED_KEYS or any(key.endswith("_" + k) for k in REDACTED_KEYS)
 
 
 def _redact(_logger: object, _method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
-    for key in list(event):
-        if key.lower() in REDACTED_KEYS:
+    for key, value in list(event.items()):
+        if _redacted_key(key):
             event[key] = "[redacted]"
+        elif isinstance(value, str) and BEARER.search(value):
+            event[key] = BEARER.sub("Bearer [redacted]", value)
     return event
 
 
@@ -39,8 +66,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            _redact,
+            # After format_exc_info, so a traceback's text is redacted too.
             structlog.processors.format_exc_info,
+            _redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

@@ -1,5 +1,6 @@
 """Wiring: the gRPC server with the JobScheduler, health and reflection services, the health
-monitor that tracks the Kubernetes API, and graceful shutdown.
+monitor that tracks the Kubernetes API, TLS and bearer tokens (jobscheduler.security), and
+graceful shutdown.
 
 Concurrency model: a synchronous grpc server whose thread pool runs each RPC to completion
 on one thread, calling the (thread-safe, pooled) Kubernetes client directly; one background
@@ -9,6 +10,7 @@ thread probes the API server for the health service. No asyncio anywhere.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -22,10 +24,11 @@ from grpc_reflection.v1alpha import reflection
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.cache import JobCache
-from jobscheduler.config import Settings
+from jobscheduler.config import ConfigError, SecuritySettings, Settings
 from jobscheduler.gateway import KubeGateway
 from jobscheduler.metrics import register_cache, serve_metrics
 from jobscheduler.registry import Registry
+from jobscheduler.security import Security
 from jobscheduler.service import JobService
 from jobscheduler.servicer import JobSchedulerServicer
 
@@ -112,9 +115,16 @@ class App:
 
 
 def build_server(
-    settings: Settings, gateway: KubeGateway, registry: Registry, *, max_workers: int = 32
+    settings: Settings,
+    gateway: KubeGateway,
+    registry: Registry,
+    *,
+    max_workers: int = 32,
+    security: Security | None = None,
 ) -> App:
-    """The wired server, bound (port 0 picks a free one) but not started."""
+    """The wired server, bound (port 0 picks a free one) but not started. Without `security`:
+    plaintext, no tokens, reflection on."""
+    security = security or Security()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=[
@@ -131,21 +141,51 @@ def build_server(
         register_cache(cache.counts)
     service = JobService(gateway, registry, settings, cache=cache, api_reachable=monitor.serving)
     servicer = JobSchedulerServicer(
-        service, registry, on_unavailable=monitor.report_unavailable, max_streams=settings.max_watch_streams
+        service,
+        registry,
+        on_unavailable=monitor.report_unavailable,
+        max_streams=settings.max_watch_streams,
+        # Only the JobScheduler RPCs ask for a token: health and reflection stay open.
+        authorize=security.authorizer(default_namespace=settings.namespace),
     )
     pb_grpc.add_JobSchedulerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
+    if security.reflection:
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    credentials = security.server_credentials()
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
     )
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     return App(server=server, port=port, health=health_servicer, monitor=monitor, cache=cache)
 
 
-def serve(settings: Settings, gateway: KubeGateway, registry: Registry) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
-    app = build_server(settings, gateway, registry)
+def load_security() -> Security:
+    """SecuritySettings from the environment, their files loaded; a bad one ends the process
+    with exit code 2 and one line naming the variable, as a bad Settings value does."""
+    try:
+        return Security.load(SecuritySettings.from_env())
+    except ConfigError as e:
+        print(f"jobscheduler: bad configuration: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(
+    settings: Settings, gateway: KubeGateway, registry: Registry, *, security: Security | None = None
+) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully. Without `security`, it comes
+    from the environment (TLS_*, AUTH_TOKENS_FILE, REFLECTION)."""
+    security = security or load_security()
+    app = build_server(settings, gateway, registry, security=security)
     if settings.metrics_port:
         serve_metrics(settings.metrics_port)
     app.start()
@@ -156,7 +196,15 @@ def serve(settings: Settings, gateway: KubeGateway, registry: Registry) -> None:
         job_types=registry.names(),
         metrics_port=settings.metrics_port or None,
         watch_namespaces=[n or "*" for n in settings.watch_namespaces or ()],
+        tls=security.tls,
+        auth_tokens_file=str(security.tokens.path) if security.tokens else None,
+        reflection=security.reflection,
     )
+    if security.tokens is not None and security.certificates is None:
+        log.warning(
+            "AUTH_TOKENS_FILE without TLS: tokens travel in plaintext; set TLS_CERT_FILE and TLS_KEY_FILE "
+            "unless the network between callers and this port is encrypted"
+        )
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -41,12 +41,23 @@ from jobscheduler.service import JobQuery, JobService
 log = structlog.get_logger("jobscheduler.rpc")
 T = TypeVar("T")
 
+
+class UnauthenticatedError(JobSchedulerError):
+    """The call carries no credentials the service accepts (jobscheduler.security)."""
+
+
+# (context, rpc name, request namespace): returns when the caller may make the call (binding
+# who it is to the log context), else raises UnauthenticatedError or PermissionDeniedError.
+# Supplied by jobscheduler.security when bearer tokens are on.
+Authorize = Callable[[grpc.ServicerContext, str, str], None]
+
 STATUS_CODES: dict[type[JobSchedulerError], grpc.StatusCode] = {
     InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
     FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
     SubscriptionOverflowError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
@@ -76,10 +87,12 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         *,
         on_unavailable: Callable[[], None] | None = None,
         max_streams: int = 128,
+        authorize: Authorize | None = None,
     ) -> None:
         self.service = service
         self.registry = registry
         self.on_unavailable = on_unavailable or (lambda: None)
+        self.authorize = authorize
         # Each open stream holds a server thread; bounding them keeps threads for unary calls.
         self._streams = threading.BoundedSemaphore(max_streams) if max_streams else None
 
@@ -242,6 +255,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            if self.authorize is not None:
+                self.authorize(context, method, fields.get("namespace") or "")
             yield deadline
             log.debug("rpc ok", duration_ms=round((time.perf_counter() - started) * 1000, 2))
         except JobSchedulerError as e:

@@ -101,6 +101,7 @@ def test_server_side_dry_run_accepts_every_manifest(deployed: str) -> None:
         "role.rbac.authorization.k8s.io",
         "rolebinding.rbac.authorization.k8s.io",
         "configmap",
+        "secret",
         "service",
         "deployment.apps",
         "poddisruptionbudget.policy",
@@ -137,6 +138,12 @@ def test_deployment_runs_two_restricted_replicas_with_grpc_probes(cluster: Clust
     )
     assert container.resources.requests
     assert container.resources.limits
+    # AUTH_TOKENS_FILE (from the ConfigMap) lies in the read-only mount of the tokens Secret.
+    [tokens] = [v for v in pod.volumes if v.secret is not None]
+    [mount] = [m for m in container.volume_mounts if m.name == tokens.name]
+    config = client.CoreV1Api(cluster.api).read_namespaced_config_map("jobscheduler-config", NAMESPACE)
+    assert (tokens.secret.secret_name, mount.read_only) == ("jobscheduler-tokens", True)
+    assert config.data["AUTH_TOKENS_FILE"] == f"{mount.mount_path}/tokens.yaml"
     assert {
         p.port
         for p in client.CoreV1Api(cluster.api).read_namespaced_service("jobscheduler", NAMESPACE).spec.ports
