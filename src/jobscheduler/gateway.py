@@ -334,6 +334,8 @@ def translate(e: ApiException, verb: str) -> JobSchedulerError:
         if (json.loads(e.body or "{}").get("reason") if e.body else "") == "AlreadyExists":
             return AlreadyExistsError(message)
         return ConflictError(message or f"{verb}: conflict")
+    if status == 413:
+        return InvalidArgumentError("", "the request is too large for the Kubernetes API")
     if status in (400, 422):
         return InvalidArgumentError("", f"Kubernetes rejected the request: {message}")
     if status == 401:

@@ -30,6 +30,7 @@ from jobscheduler.validation import (
     check_dns_label,
     check_labels,
     parse_quantity,
+    shown,
 )
 
 REQUEST_HASH_ANNOTATION = "jobscheduler.io/request-hash"
@@ -144,7 +145,7 @@ def _resources(res: Resources, settings: Settings) -> Resources:
         except ValueError as e:
             raise InvalidArgumentError(f"resources.{field_name}", str(e)) from None
         if amount <= 0:
-            raise InvalidArgumentError(f"resources.{field_name}", f"{value!r} must be greater than zero")
+            raise InvalidArgumentError(f"resources.{field_name}", f"{shown(value)} must be greater than zero")
         return value
 
     out = {}
@@ -156,7 +157,7 @@ def _resources(res: Resources, settings: Settings) -> Resources:
             request = limit if limit and parse_quantity(limit) < parse_quantity(default) else default
         if limit and parse_quantity(limit) < parse_quantity(request):
             raise InvalidArgumentError(
-                f"resources.{kind}_limit", f"limit {limit!r} is less than the request {request!r}"
+                f"resources.{kind}_limit", f"limit {shown(limit)} is less than the request {shown(request)}"
             )
         out[f"{kind}_request"], out[f"{kind}_limit"] = request, limit
     return Resources(**out)

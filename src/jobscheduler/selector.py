@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.validation import check_qualified_key
+from jobscheduler.validation import check_qualified_key, shown
 
 _VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SET = re.compile(r"^(?P<key>[^\s!=()]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
@@ -60,7 +60,7 @@ def _split(selector: str) -> list[str]:
 def _values(field: str, raw: list[str]) -> frozenset[str]:
     for value in raw:
         if len(value) > 63 or not _VALUE.fullmatch(value):
-            raise InvalidArgumentError(field, f"{value!r} is not a valid label value")
+            raise InvalidArgumentError(field, f"{shown(value)} is not a valid label value")
     return frozenset(raw)
 
 
@@ -71,7 +71,7 @@ def parse_selector(selector: str, *, field: str = "label_selector") -> tuple[Req
     requirements = []
     for part in _split(selector):
         if not part:
-            raise InvalidArgumentError(field, f"{selector!r}: empty requirement")
+            raise InvalidArgumentError(field, f"{shown(selector)}: empty requirement")
         if m := _SET.fullmatch(part):
             values = [v.strip() for v in m["values"].split(",")]
             req = Requirement(m["key"], m["op"], _values(field, values))
@@ -81,7 +81,7 @@ def parse_selector(selector: str, *, field: str = "label_selector") -> tuple[Req
         elif m := _EXISTS.fullmatch(part):
             req = Requirement(m["key"], "!exists" if m["neg"] else "exists")
         else:
-            raise InvalidArgumentError(field, f"{selector!r}: cannot parse {part!r}")
+            raise InvalidArgumentError(field, f"{shown(selector)}: cannot parse {shown(part)}")
         check_qualified_key(field, req.key)
         requirements.append(req)
     return tuple(requirements)

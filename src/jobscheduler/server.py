@@ -12,9 +12,11 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import grpc
 import structlog
@@ -22,7 +24,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.cache import JobCache
 from jobscheduler.config import ConfigError, SecuritySettings, Settings
 from jobscheduler.gateway import KubeGateway
@@ -114,17 +115,69 @@ class App:
         return self.server.stop(grace)
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """What arrived instead of a request message: bytes that do not parse as it."""
+
+    message: str
+    error: str
+
+
+def _decoder(cls: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as e:  # DecodeError, or a string field that is not UTF-8
+            return Undecodable(cls.DESCRIPTOR.name, type(e).__name__)
+
+    return decode
+
+
+def _refusing_undecodable(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {request.message} message ({request.error})",
+            )
+        return method(request, context)
+
+    return handle
+
+
+def add_servicer(servicer: JobSchedulerServicer, server: grpc.Server) -> None:
+    """Registers the JobScheduler methods as the generated code would, except that bytes which
+    do not parse as the request message get INVALID_ARGUMENT (grpc's own answer is INTERNAL)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in pb.DESCRIPTOR.services_by_name["JobScheduler"].methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            _refusing_undecodable(getattr(servicer, method.name)),
+            request_deserializer=_decoder(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 def build_server(
     settings: Settings,
     gateway: KubeGateway,
     registry: Registry,
     *,
-    max_workers: int = 32,
     security: Security | None = None,
 ) -> App:
     """The wired server, bound (port 0 picks a free one) but not started. Without `security`:
     plaintext, no tokens, reflection on."""
     security = security or Security()
+    # Unary calls get UNARY_WORKERS threads; every allowed watch stream holds one more.
+    max_workers = UNARY_WORKERS + settings.max_watch_streams
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=[
@@ -148,7 +201,7 @@ def build_server(
         # Only the JobScheduler RPCs ask for a token: health and reflection stay open.
         authorize=security.authorizer(default_namespace=settings.namespace),
     )
-    pb_grpc.add_JobSchedulerServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if security.reflection:
         reflection.enable_server_reflection(

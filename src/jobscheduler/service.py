@@ -47,12 +47,13 @@ from jobscheduler.render import (
 )
 from jobscheduler.selector import compile_selector
 from jobscheduler.status import derive_status
-from jobscheduler.validation import check_dns_label
+from jobscheduler.validation import check_dns_label, shown
 
 Obj = dict[str, Any]
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_TOKEN_CHARS = 1024  # ours are ~60; a longer one is not ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +219,7 @@ class JobService:
             jobs = self.gateway.list_jobs(namespace, label_selector=",".join(selector), deadline=deadline)
         except InvalidArgumentError as e:
             raise InvalidArgumentError(
-                "label_selector", f"{query.label_selector!r} is not a valid selector: " f"{e.detail}"
+                "label_selector", f"{shown(query.label_selector)} is not a valid selector: {e.detail[:300]}"
             ) from None
         pods = (
             self.gateway.list_pods(namespace, label_selector=MANAGED_SELECTOR, deadline=deadline)
@@ -414,10 +415,17 @@ def _encode_token(key: tuple[float, str]) -> str:
 
 def _decode_token(token: str) -> tuple[float, str]:
     try:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ValueError("too long")
         raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         return (float(raw["c"]), str(raw["n"]))
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise InvalidArgumentError("page_token", "is not a token returned by ListJobs") from None
+
+
+def encode_page_token(status: JobStatus) -> str:
+    """The token of the page that starts right after `status`."""
+    return _encode_token(sort_key(status))
 
 
 def monotonic_deadline(seconds: float | None) -> float | None:

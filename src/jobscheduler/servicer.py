@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
@@ -36,7 +36,7 @@ from jobscheduler.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
 from jobscheduler.models import JobState, JobStatus
 from jobscheduler.registry import Registry
 from jobscheduler.render import JobRequest, Resources
-from jobscheduler.service import JobQuery, JobService
+from jobscheduler.service import JobQuery, JobService, encode_page_token
 
 log = structlog.get_logger("jobscheduler.rpc")
 T = TypeVar("T")
@@ -146,9 +146,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
                 ),
                 deadline=deadline,
             )
-            return pb.ListJobsResponse(
-                jobs=[to_proto_status(s) for s in page.jobs], next_page_token=page.next_page_token
-            )
+            return fit_page(page.jobs, page.next_page_token)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
         with self._rpc("CancelJob", context, namespace=request.namespace, job_id=request.job_id) as deadline:
@@ -278,6 +276,9 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    # gRPC drops a status whose message is over 16 KiB (the caller would see RESOURCE_EXHAUSTED).
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + "… (message cut)"
     context.abort(code, message)
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
@@ -294,6 +295,25 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     ts = Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+MAX_ERROR_CHARS = 2000
+# A reply must fit in one gRPC message (4 MiB); a page of jobs with many large labels could
+# not, so a page ends early, with a token for the rest, once it nears this size.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+
+
+def fit_page(jobs: Sequence[JobStatus], next_page_token: str) -> pb.ListJobsResponse:
+    response = pb.ListJobsResponse()
+    size = 0
+    for i, status in enumerate(jobs):
+        message = to_proto_status(status)
+        size += message.ByteSize() + 8
+        if i and size > MAX_PAGE_BYTES:
+            return pb.ListJobsResponse(jobs=response.jobs, next_page_token=encode_page_token(jobs[i - 1]))
+        response.jobs.append(message)
+    response.next_page_token = next_page_token
+    return response
 
 
 EVENT_TYPES = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from jobscheduler.errors import InvalidArgumentError
 
@@ -40,6 +40,20 @@ _DECIMAL = {
 RESERVED_PREFIXES = frozenset({"jobscheduler.io", "batch.kubernetes.io"})
 RESERVED_KEYS = frozenset({"app.kubernetes.io/managed-by", "job-name", "controller-uid"})
 MAX_ANNOTATIONS_BYTES = 128 * 1024
+# Kubernetes sets no total for labels, but they are stored twice (the Job and its pod template)
+# and reported with every status: past this a Job nears etcd's object limit and a ListJobs page
+# the gRPC message limit.
+MAX_LABELS_BYTES = 64 * 1024
+# How much of a caller's value an error message quotes: gRPC refuses status messages over
+# 16 KiB, and nobody reads the rest.
+MAX_SHOWN_CHARS = 64
+
+
+def shown(value: str) -> str:
+    """A caller's value quoted for an error message, cut short when long."""
+    if len(value) <= MAX_SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:MAX_SHOWN_CHARS]!r}... ({len(value)} characters)"
 
 
 def is_dns1123_label(value: str) -> bool:
@@ -51,37 +65,39 @@ def is_dns1123_subdomain(value: str) -> bool:
 
 
 def parse_quantity(value: str) -> Decimal:
-    """A Kubernetes quantity ("100m", "0.5", "64Mi", "1e3") as a number; ValueError if malformed."""
+    """A Kubernetes quantity ("100m", "0.5", "64Mi", "1e3") as a number; ValueError if malformed
+    or beyond what a Decimal holds (an exponent of a million digits, say)."""
     match = _QUANTITY.fullmatch(value)
     if not match:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 100m, 0.5, 64Mi, 1Gi)")
+        raise ValueError(f"{shown(value)} is not a Kubernetes quantity (e.g. 100m, 0.5, 64Mi, 1Gi)")
+    suffix = match["suffix"] or ""
     try:
         number = Decimal(match["num"])
-    except InvalidOperation:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity") from None
-    suffix = match["suffix"] or ""
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix[:1] in ("e", "E"):
+        if suffix in _BINARY:
+            return number * _BINARY[suffix]
+        # "E" alone is exa (10^18), as in Kubernetes; only "e"/"E" with digits is an exponent.
+        if suffix in _DECIMAL:
+            return number * _DECIMAL[suffix]
         return number * (Decimal(10) ** int(suffix[1:]))
-    return number * _DECIMAL[suffix]
+    except (ArithmeticError, ValueError):  # decimal.Overflow; int() of over 4300 digits
+        raise ValueError(f"{shown(value)} is out of range for a Kubernetes quantity") from None
 
 
 def check_qualified_key(field: str, key: str) -> None:
     """A label or annotation key: optional DNS-subdomain prefix, '/', and a name of ≤63 chars."""
     prefix, _, name = key.rpartition("/")
     if "/" in key and not prefix:
-        raise InvalidArgumentError(field, f"key {key!r}: the prefix before '/' is empty")
+        raise InvalidArgumentError(field, f"key {shown(key)}: the prefix before '/' is empty")
     if prefix and not is_dns1123_subdomain(prefix):
         raise InvalidArgumentError(
             field,
-            f"key {key!r}: prefix {prefix!r} must be a DNS subdomain "
+            f"key {shown(key)}: prefix {shown(prefix)} must be a DNS subdomain "
             "(lower-case letters, digits, '-' and '.')",
         )
     if not name or len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
         raise InvalidArgumentError(
             field,
-            f"key {key!r}: name part must be 1-63 characters of letters, digits, "
+            f"key {shown(key)}: name part must be 1-63 characters of letters, digits, "
             "'-', '_' or '.', starting and ending with a letter or digit",
         )
 
@@ -93,15 +109,19 @@ def check_not_reserved(field: str, key: str) -> None:
 
 
 def check_labels(field: str, labels: Mapping[str, str]) -> None:
+    size = 0
     for key, value in labels.items():
         check_qualified_key(field, key)
         check_not_reserved(field, key)
         if len(value) > 63 or (value and not _LABEL_VALUE.fullmatch(value)):
             raise InvalidArgumentError(
                 f"{field}[{key}]",
-                f"value {value!r} must be at most 63 characters of "
+                f"value {shown(value)} must be at most 63 characters of "
                 "letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
             )
+        size += len(key) + len(value)  # both ASCII once checked
+    if size > MAX_LABELS_BYTES:
+        raise InvalidArgumentError(field, f"labels total {size} bytes; at most {MAX_LABELS_BYTES}")
 
 
 def check_annotations(field: str, annotations: Mapping[str, str]) -> None:
@@ -119,7 +139,7 @@ def check_env(field: str, env: Mapping[str, str], *, reserved: frozenset[str] = 
         if not _C_IDENTIFIER.fullmatch(name):
             raise InvalidArgumentError(
                 field,
-                f"{name!r} is not a valid variable name "
+                f"{shown(name)} is not a valid variable name "
                 "(letters, digits and '_', not starting with a digit)",
             )
         if name in reserved:
@@ -130,6 +150,6 @@ def check_dns_label(field: str, value: str, *, what: str) -> None:
     if not is_dns1123_label(value):
         raise InvalidArgumentError(
             field,
-            f"{value!r} is not a valid {what}: at most 63 lower-case letters, "
+            f"{shown(value)} is not a valid {what}: at most 63 lower-case letters, "
             "digits or '-', starting and ending with a letter or digit",
         )

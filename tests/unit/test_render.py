@@ -171,6 +171,8 @@ def test_check_request_without_default_ttl_keeps_jobs_forever() -> None:
             Resources("100m", "64Mi", "1000m"),
             id="limit-above-request-in-other-units",
         ),
+        # Regression (found by the gRPC fuzz test): "1E" (exa) was refused as a bad exponent.
+        pytest.param(Resources("1E", "1E"), Resources("1E", "1E"), id="exa-alone"),
     ],
 )
 def test_check_request_resources(given: Resources, expected: Resources) -> None:
@@ -254,6 +256,22 @@ def test_check_request_resource_defaults_come_from_settings() -> None:
             {"resources": Resources(memory_request="1Gi", memory_limit="1G")},
             "resources.memory_limit",
             id="memory-limit-1G-below-request-1Gi",
+        ),
+        # Regressions (found by the gRPC fuzz test): decimal.Overflow escaped as INTERNAL.
+        pytest.param(
+            {"resources": Resources(cpu_request="1e1000000")},
+            "resources.cpu_request",
+            id="cpu-exponent-overflow",
+        ),
+        pytest.param(
+            {"resources": Resources(memory_limit="9" * 1_100_000)},
+            "resources.memory_limit",
+            id="memory-million-digits",
+        ),
+        pytest.param(
+            {"labels": {f"k{i:04d}.example.com/{'n' * 40}": "v" * 63 for i in range(600)}},
+            "labels",
+            id="labels-over-64-KiB",
         ),
     ],
 )
@@ -697,6 +715,36 @@ def test_request_hash_differs_when_the_request_differs(
         pytest.param({"env": {"POD_NAME": "x"}}, "env", id="env-overrides-pod-name"),
         pytest.param({"env": {"A": 1}}, "env", id="env-value-not-string"),
         pytest.param({"env": ["A=1"]}, "env", id="env-not-a-mapping"),
+        # Regressions found by the gRPC fuzz test: urlsplit raised ValueError (INTERNAL); the
+        # others were accepted and failed later (at the API server, or in the workload).
+        pytest.param(
+            {"control_plane_endpoint": "http://[::1"}, "control_plane_endpoint", id="endpoint-open-ipv6"
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://[abc]/"}, "control_plane_endpoint", id="endpoint-bad-ipv6"
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://]/"}, "control_plane_endpoint", id="endpoint-lone-bracket"
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://cp:99999/"}, "control_plane_endpoint", id="endpoint-port-range"
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://cp:0/"}, "control_plane_endpoint", id="endpoint-port-zero"
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://cp:x/"}, "control_plane_endpoint", id="endpoint-port-text"
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://c p/"}, "control_plane_endpoint", id="endpoint-space"
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://cp/" + "x" * 2040},
+            "control_plane_endpoint",
+            id="endpoint-2051-chars",
+        ),
+        pytest.param({"env": {"A": "x" * (64 * 1024)}}, "env", id="env-over-64-KiB"),
+        pytest.param({"env": {"A": "\u00e9" * (32 * 1024)}}, "env", id="env-counted-in-utf8-bytes"),
     ],
 )
 def test_timer_validate_rejects_with_field(changes: dict[str, Any], field: str) -> None:
@@ -735,10 +783,40 @@ def test_timer_validate_maximum_duration_follows_settings() -> None:
         pytest.param({"log_level": "DEBUG"}, "log_level", "debug", id="log-level-lower-cased"),
         pytest.param({}, "env", {}, id="env-default-empty"),
         pytest.param({"env": {"B": "2", "A": "1"}}, "env", {"A": "1", "B": "2"}, id="env-kept"),
+        pytest.param(
+            {"control_plane_endpoint": "http://[::1]:8080/done"},
+            "control_plane_endpoint",
+            "http://[::1]:8080/done",
+            id="endpoint-ipv6",
+        ),
+        pytest.param(
+            {"control_plane_endpoint": "http://cp/" + "x" * 2038},
+            "control_plane_endpoint",
+            "http://cp/" + "x" * 2038,
+            id="endpoint-2048-chars",
+        ),
+        pytest.param(
+            {"env": {"A": "x" * (64 * 1024 - 1)}}, "env", {"A": "x" * (64 * 1024 - 1)}, id="env-at-64-KiB"
+        ),
     ],
 )
 def test_timer_validate_normalises(changes: dict[str, Any], key: str, expected: Any) -> None:
     assert TIMER.validate(timer_params(changes), SETTINGS)[key] == expected
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"control_plane_endpoint": "ftp://" + "\u00e9" * 2000}, id="endpoint"),
+        pytest.param({"image": "\u00e9" * 100_000}, id="image"),
+        pytest.param({"log_level": "\u00e9" * 100_000}, id="log-level"),
+    ],
+)
+def test_timer_error_message_quotes_at_most_the_start_of_a_huge_value(changes: dict[str, Any]) -> None:
+    # Regression: the whole value went into the gRPC status message, which gRPC refuses over 16 KiB.
+    with pytest.raises(InvalidArgumentError) as caught:
+        TIMER.validate(timer_params(changes), SETTINGS)
+    assert len(str(caught.value)) < 400
 
 
 def test_timer_validate_default_image_comes_from_settings() -> None:

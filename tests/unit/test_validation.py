@@ -12,6 +12,7 @@ import pytest
 from jobscheduler.errors import InvalidArgumentError
 from jobscheduler.validation import (
     MAX_ANNOTATIONS_BYTES,
+    MAX_LABELS_BYTES,
     check_annotations,
     check_dns_label,
     check_env,
@@ -57,6 +58,9 @@ def rejected_field(check: Callable[[], None]) -> str | None:
         pytest.param("1e-3", Decimal("0.001"), id="negative-exponent"),
         pytest.param("+1", Decimal(1), id="explicit-plus"),
         pytest.param("-1", Decimal(-1), id="negative-is-syntax-ok-callers-check-sign"),
+        # Regression: "E" alone is exa, as in Kubernetes, not an exponent without digits.
+        pytest.param("1E", Decimal(10**18), id="exa-alone"),
+        pytest.param("2.5E", Decimal("2.5e18"), id="exa-fraction"),
     ],
 )
 def test_parse_quantity_value(quantity: str, expected: Decimal) -> None:
@@ -294,3 +298,58 @@ def test_a_trailing_newline_in_a_key_or_value_is_refused(fn: Any, arg: dict[str,
 def test_quantities_are_ascii_digits_only(value: str) -> None:
     with pytest.raises(ValueError, match="quantity"):
         parse_quantity(value)
+
+
+# --- found by the gRPC fuzz test (tests/integration/test_fuzz.py): regressions ------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("1e1000000", id="exponent-past-decimal-range"),
+        pytest.param("1e99999999", id="huge-exponent"),
+        pytest.param("1e" + "9" * 5000, id="exponent-of-5000-digits"),
+        pytest.param("9" * 1_100_000, id="million-digit-number"),
+        pytest.param("9" * 1_100_000 + "Ki", id="million-digit-number-binary-suffix"),
+    ],
+)
+def test_parse_quantity_out_of_range_is_a_value_error(value: str) -> None:
+    # Was decimal.Overflow (or int()'s digit limit) escaping: INTERNAL instead of INVALID_ARGUMENT.
+    with pytest.raises(ValueError, match="out of range"):
+        parse_quantity(value)
+
+
+def test_labels_are_capped_in_total() -> None:
+    def labels(n: int) -> dict[str, str]:
+        return {f"{i:05d}.example.com/{'n' * 40}": "v" * 63 for i in range(n)}
+
+    fits = MAX_LABELS_BYTES // sum(len(k) + len(v) for k, v in labels(1).items())
+    assert rejected_field(lambda: check_labels("labels", labels(fits))) is None
+    assert rejected_field(lambda: check_labels("labels", labels(fits + 1))) == "labels"
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        pytest.param(lambda big: check_dns_label("name", big, what="name"), id="dns-label"),
+        pytest.param(lambda big: check_labels("labels", {big: "v"}), id="label-key"),
+        pytest.param(lambda big: check_labels("labels", {"a/" + big: "v"}), id="label-key-name-part"),
+        pytest.param(lambda big: check_labels("labels", {big + "/a": "v"}), id="label-key-prefix"),
+        pytest.param(lambda big: check_labels("labels", {"k": big}), id="label-value"),
+        pytest.param(lambda big: check_annotations("annotations", {big: "v"}), id="annotation-key"),
+        pytest.param(lambda big: check_env("env", {big: "v"}), id="env-name"),
+    ],
+)
+def test_an_error_message_quotes_at_most_the_start_of_a_huge_value(check: Callable[[str], None]) -> None:
+    # Was the whole value: gRPC refuses a status message over 16 KiB, so the caller got
+    # RESOURCE_EXHAUSTED ("received metadata size exceeds hard limit") instead of the field.
+    with pytest.raises(InvalidArgumentError) as caught:
+        check("\u00e9" * 100_000)
+    assert len(str(caught.value)) < 400
+    assert "characters)" in str(caught.value)
+
+
+def test_a_quantity_error_quotes_at_most_the_start_of_a_huge_value() -> None:
+    with pytest.raises(ValueError, match="characters") as caught:
+        parse_quantity("x" * 100_000)
+    assert len(str(caught.value)) < 400

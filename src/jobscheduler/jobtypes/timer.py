@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from jobscheduler.config import LOG_LEVELS, Settings
 from jobscheduler.errors import InvalidArgumentError
 from jobscheduler.registry import Workload
-from jobscheduler.validation import check_env
+from jobscheduler.validation import check_env, shown
 
 # Variables the workload reads; a caller's env may not override them.
 RESERVED_ENV = frozenset(
@@ -28,6 +28,12 @@ RESERVED_ENV = frozenset(
         "POD_NAME",
     }
 )
+# Longer URLs are refused by many HTTP servers anyway; the endpoint is also stored in the Job's
+# annotations, which Kubernetes caps at 256 KiB in all.
+MAX_ENDPOINT_LENGTH = 2048
+# Kubernetes caps env only through the object's size: past a few MiB the API server answers 413
+# and etcd refuses the write. Names and values together, in UTF-8 bytes.
+MAX_ENV_BYTES = 64 * 1024
 
 
 def _text(params: Mapping[str, Any], key: str) -> str:
@@ -37,6 +43,18 @@ def _text(params: Mapping[str, Any], key: str) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise InvalidArgumentError(key, "must not contain control characters")
     return value.strip()
+
+
+def _is_http_url(value: str) -> bool:
+    """An http(s) URL with a host and, if any, a port in 1-65535, and no whitespace."""
+    if any(c.isspace() for c in value):
+        return False
+    try:
+        url = urlsplit(value)  # raises ValueError on a bad IPv6 literal ("http://[::1")
+        port = url.port  # raises ValueError when out of range or not a number
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname) and port != 0
 
 
 class TimerJobType:
@@ -64,21 +82,32 @@ class TimerJobType:
         endpoint = _text(params, "control_plane_endpoint")
         if not endpoint:
             raise InvalidArgumentError("control_plane_endpoint", "is required (an http:// or https:// URL)")
-        url = urlsplit(endpoint)
-        if url.scheme not in ("http", "https") or not url.hostname:
+        if len(endpoint) > MAX_ENDPOINT_LENGTH:
             raise InvalidArgumentError(
-                "control_plane_endpoint", f"{endpoint!r} is not an http:// or https:// URL with a host"
+                "control_plane_endpoint",
+                f"must be at most {MAX_ENDPOINT_LENGTH} characters (got {len(endpoint)})",
+            )
+        if not _is_http_url(endpoint):
+            raise InvalidArgumentError(
+                "control_plane_endpoint", f"{shown(endpoint)} is not an http:// or https:// URL with a host"
             )
         image = _text(params, "image") or settings.timer_image
         if len(image) > 512 or any(c.isspace() for c in image):
-            raise InvalidArgumentError("image", f"{image!r} is not an image reference")
+            raise InvalidArgumentError("image", f"{shown(image)} is not an image reference")
         log_level = (_text(params, "log_level") or "info").lower()
         if log_level not in LOG_LEVELS:
-            raise InvalidArgumentError("log_level", f"{log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+            raise InvalidArgumentError(
+                "log_level", f"{shown(log_level)}: expected one of {', '.join(LOG_LEVELS)}"
+            )
         env = params.get("env") or {}
         if not isinstance(env, Mapping) or not all(isinstance(v, str) for v in env.values()):
             raise InvalidArgumentError("env", "must map names to string values")
         check_env("env", env, reserved=RESERVED_ENV)
+        env_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+        if env_bytes > MAX_ENV_BYTES:
+            raise InvalidArgumentError(
+                "env", f"names and values total {env_bytes} bytes; at most {MAX_ENV_BYTES}"
+            )
         return {
             "duration_seconds": duration,
             "timer_name": timer_name,
