@@ -57,6 +57,19 @@ run_tests() {
   "$VENV/bin/python" -m pytest "$@"
 }
 
+run_bench() {
+  local started=0
+  if ! "$VENV/bin/python" hack/devcluster.py status >/dev/null 2>&1; then
+    # Stopped afterwards only if this creates it: existing state is someone's cluster, perhaps
+    # with a component restarting (fault tests), not a stopped one.
+    [[ -e "${JOBSCHEDULER_DEVCLUSTER_DIR:-$ROOT/.devcluster}/kubeconfig" ]] || started=1
+    if [[ $started == 1 ]]; then trap '"$VENV/bin/python" hack/devcluster.py down' EXIT; fi
+    "$VENV/bin/python" hack/devcluster.py up
+  fi
+  log "benchmark: python -m bench.run $*"
+  "$VENV/bin/python" -m bench.run "$@"
+}
+
 run_local() {
   "$VENV/bin/python" hack/devcluster.py up
   log "serving on :${GRPC_PORT:-50054} against the dev cluster (Ctrl-C to stop)"
@@ -70,5 +83,6 @@ case "${1:-}" in
   run) setup; run_local ;;
   check) setup_venv; check ;;
   test) shift; setup; check; run_tests "$@" ;;
+  bench) shift; setup; run_bench "$@" ;;
   *) echo "usage: $0 setup|check|test [pytest args]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,137 @@
+"""What every phase shares: the namespace, the raw client, the running service, ghz and the Job template.
+
+The raw side's Jobs are the service's own manifest (from a ScheduleJob dry run) with a unique
+name, so both sides create byte-for-byte comparable objects that the service recognises as
+its own. Each measured run is one call to `measure_raw` or `measure_service`, which also
+record the CPU every process spent on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from google.protobuf.json_format import ParseDict
+
+from bench.ghz import run_ghz
+from bench.kube import RawKube
+from bench.load import LoadResult, drive, say
+from bench.machine import CpuMeter, wait_until_quiet
+from bench.service import ServiceProcess
+from jobscheduler.api import scheduler_pb2 as pb
+
+Obj = dict[str, Any]
+MANAGED_SELECTOR = "app.kubernetes.io/managed-by=jobscheduler"
+# The bench's ScheduleJob: a timer that would run for an hour, held suspended so no pod starts.
+TIMER_REQUEST: Obj = {
+    "name": "bench",
+    "suspend": True,
+    "timer_job": {
+        "duration_seconds": 3600,
+        "timer_name": "bench",
+        "control_plane_endpoint": "http://127.0.0.1:9/unused",
+    },
+}
+
+
+@dataclass
+class Harness:
+    root: Path
+    kubeconfig: Path
+    namespace: str
+    ghz: Path
+    kube: RawKube
+    cpu: CpuMeter
+    logs_dir: Path  # service logs and profiles of this run
+    service: ServiceProcess | None = None
+    template: Obj = field(default_factory=dict)
+
+    # -- the service -----------------------------------------------------------------------------
+
+    def start_service(self, *, profile_path: Path | None = None, label: str = "service") -> ServiceProcess:
+        service = ServiceProcess(
+            kubeconfig=self.kubeconfig,
+            namespace=self.namespace,
+            log_path=self.logs_dir / f"{label}.log",
+            profile_path=profile_path,
+        )
+        service.start()
+        self.service = service
+        self.cpu.pids["service"] = service.pid
+        return service
+
+    def stop_service(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
+            self.cpu.pids.pop("service", None)
+
+    @property
+    def stub(self) -> Any:
+        assert self.service is not None
+        assert self.service.stub is not None
+        return self.service.stub
+
+    def load_template(self) -> Obj:
+        """The Job the service renders for TIMER_REQUEST, from a server-side dry run."""
+        request = ParseDict({**TIMER_REQUEST, "dry_run": True}, pb.ScheduleJobRequest())
+        reply = self.stub.ScheduleJob(request, timeout=30)
+        manifest: Obj = yaml.safe_load(reply.manifest)
+        manifest["spec"]["suspend"] = True
+        self.template = manifest
+        return manifest
+
+    # -- raw Jobs ----------------------------------------------------------------------------------
+
+    def render_raw_job(self, name: str, *, extra_labels: dict[str, str] | None = None) -> bytes:
+        """The template under a new name (and the JOB_ID its container is told), serialized."""
+        job = copy.deepcopy(self.template)
+        job["metadata"]["name"] = name
+        job["metadata"].pop("namespace", None)
+        if extra_labels:
+            job["metadata"]["labels"].update(extra_labels)
+        for container in job["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env") or []:
+                if env["name"] == "JOB_ID":
+                    env["value"] = name
+        return json.dumps(job, separators=(",", ":")).encode()
+
+    # -- measured runs -------------------------------------------------------------------------
+
+    # Both start on a quiet machine, and return the run and the CPU seconds each process spent
+    # from its start until the machine is quiet again: the work a request causes elsewhere (the
+    # service's watch cache, the Job controller's status update) lags behind the request itself,
+    # and must neither be missed nor spill into the next run.
+
+    def settle(self, *, timeout: float = 20.0) -> None:
+        """Waits until the machine is quiet (at most `timeout`): the Job controller writes a
+        status (the Suspended condition) to every new Job, and lags behind fast creation."""
+        waited = wait_until_quiet(timeout=timeout)
+        if waited > 3:
+            say(f"  (waited {waited:.0f}s for the cluster to settle)")
+
+    def measure_raw(
+        self, op: Callable[[int], object], *, count: int, concurrency: int
+    ) -> tuple[LoadResult, dict[str, float]]:
+        self.settle()
+        self.cpu.start()
+        result = drive(op, count=count, concurrency=concurrency)
+        self.settle()
+        return result, self.cpu.stop()
+
+    def measure_service(
+        self, method: str, requests: list[Obj], *, count: int, concurrency: int
+    ) -> tuple[LoadResult, dict[str, float]]:
+        assert self.service is not None
+        self.settle()
+        self.cpu.start()
+        result, _ = run_ghz(
+            self.ghz, self.service.address, method, requests=requests, count=count, concurrency=concurrency
+        )
+        self.settle()
+        return result, self.cpu.stop()
