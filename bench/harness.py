@@ -1,7 +1,7 @@
 """What every phase shares: the namespace, the raw client, the running service, ghz and the Job template.
 
 The raw side's Jobs are the service's own manifest (from a ScheduleJob dry run) with a unique
-name, so both sides create byte-for-byte comparable objects that the service recognises as
+name, so both sides create the same object but for its name, one the service recognises as
 its own. Each measured run is one call to `measure_raw` or `measure_service`, which also
 record the CPU every process spent on it.
 """
@@ -103,10 +103,11 @@ class Harness:
 
     # -- measured runs -------------------------------------------------------------------------
 
-    # Both start on a quiet machine, and return the run and the CPU seconds each process spent
-    # from its start until the machine is quiet again: the work a request causes elsewhere (the
-    # service's watch cache, the Job controller's status update) lags behind the request itself,
-    # and must neither be missed nor spill into the next run.
+    # Both start on a quiet machine and return the run and the CPU each process spent on it.
+    # With deferred_work (writes), the CPU window stays open until the machine is quiet again:
+    # what a request causes elsewhere (the service's watch cache, the Job controller's status
+    # update) lags behind the request itself, and must neither be missed nor spill into the
+    # next run. Reads cause nothing later, and do not wait.
 
     def settle(self, *, timeout: float = 20.0) -> None:
         """Waits until the machine is quiet (at most `timeout`): the Job controller writes a
@@ -116,22 +117,29 @@ class Harness:
             say(f"  (waited {waited:.0f}s for the cluster to settle)")
 
     def measure_raw(
-        self, op: Callable[[int], object], *, count: int, concurrency: int
+        self, op: Callable[[int], object], *, count: int, concurrency: int, deferred_work: bool = False
     ) -> tuple[LoadResult, dict[str, float]]:
         self.settle()
         self.cpu.start()
         result = drive(op, count=count, concurrency=concurrency)
-        self.settle()
+        if deferred_work:
+            self.settle()
         return result, self.cpu.stop()
 
     def measure_service(
-        self, method: str, requests: list[Obj], *, count: int, concurrency: int
+        self, method: str, requests: list[Obj], *, count: int, concurrency: int, deferred_work: bool = False
     ) -> tuple[LoadResult, dict[str, float]]:
-        assert self.service is not None
         self.settle()
         self.cpu.start()
+        result = self.call_service(method, requests, count=count, concurrency=concurrency)
+        if deferred_work:
+            self.settle()
+        return result, self.cpu.stop()
+
+    def call_service(self, method: str, requests: list[Obj], *, count: int, concurrency: int) -> LoadResult:
+        """ghz against the service, without waiting for anything (warm-ups, profiling)."""
+        assert self.service is not None
         result, _ = run_ghz(
             self.ghz, self.service.address, method, requests=requests, count=count, concurrency=concurrency
         )
-        self.settle()
-        return result, self.cpu.stop()
+        return result

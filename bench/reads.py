@@ -93,7 +93,7 @@ def measure_status(
     results: dict[str, Any] = {}
     for c in concurrencies:
         say(f"GetJobStatus with {len(names):,} jobs: {count} calls per side over {len(ids)} ids, c={c}")
-        h.measure_service("GetJobStatus", requests, count=warmup, concurrency=c)
+        h.call_service("GetJobStatus", requests, count=warmup, concurrency=c)
         service, _ = h.measure_service("GetJobStatus", requests, count=count, concurrency=c)
         drive(read_direct, count=min(warmup, count), concurrency=c)
         raw, _ = h.measure_raw(read_direct, count=count, concurrency=c)
@@ -130,7 +130,7 @@ def measure_list(
                 f"ListJobs with {total:,} jobs, {selector or 'no filter'}: {count} calls per side, c={c}; "
                 f"the first page holds {len(page.jobs)} jobs"
             )
-            h.measure_service("ListJobs", [request], count=warmup, concurrency=c)
+            h.call_service("ListJobs", [request], count=warmup, concurrency=c)
             service, _ = h.measure_service("ListJobs", [request], count=count, concurrency=c)
             drive(list_direct, count=min(warmup, count), concurrency=c)
             raw, _ = h.measure_raw(list_direct, count=count, concurrency=c)

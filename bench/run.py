@@ -293,7 +293,7 @@ def profile_phases(h: Harness, plan: Plan, targets: list[Target], mode: str) -> 
         h.stop_service()
         # start() returns once the cache has listed the namespace; no ListJobs here, it would be profiled.
         service = h.start_service(profile_path=out, label=f"service-profiled-{name}")
-        h.measure_service(name, requests, count=count, concurrency=1)
+        h.call_service(name, requests, count=count, concurrency=1)
         service.stop(timeout=300)  # the profile is written on the way out
         h.stop_service()
         profiles[label] = {"path": shown(out), "top": top_of_profile(out)}

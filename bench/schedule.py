@@ -48,7 +48,7 @@ def measure_schedule(h: Harness, *, counts: dict[int, int], warmup: int) -> dict
         say(f"ScheduleJob c={concurrency}: warm-up, {warmup} jobs per side")
         bodies = [h.render_raw_job(f"raw-c{concurrency}-warm-{i}") for i in range(warmup)]
         drive(post_raw(bodies), count=warmup, concurrency=concurrency)
-        h.measure_service("ScheduleJob", [TIMER_REQUEST], count=warmup, concurrency=concurrency)
+        h.call_service("ScheduleJob", [TIMER_REQUEST], count=warmup, concurrency=concurrency)
         created += 2 * warmup
         runs: dict[str, list[tuple[LoadResult, dict[str, float]]]] = {"raw": [], "service": []}
         halves = (count // 2, count - count // 2)
@@ -57,9 +57,13 @@ def measure_schedule(h: Harness, *, counts: dict[int, int], warmup: int) -> dict
             for side in order:
                 if side == "raw":
                     bodies = [h.render_raw_job(f"raw-c{concurrency}-r{round_no}-{i}") for i in range(n)]
-                    run = h.measure_raw(post_raw(bodies), count=n, concurrency=concurrency)
+                    run = h.measure_raw(
+                        post_raw(bodies), count=n, concurrency=concurrency, deferred_work=True
+                    )
                 else:
-                    run = h.measure_service("ScheduleJob", [TIMER_REQUEST], count=n, concurrency=concurrency)
+                    run = h.measure_service(
+                        "ScheduleJob", [TIMER_REQUEST], count=n, concurrency=concurrency, deferred_work=True
+                    )
                 runs[side].append(run)
                 created += n
                 say(
