@@ -68,9 +68,9 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         reason=verdict.reason,
         message=verdict.message,
         # With restartPolicy Never each attempt is a pod, and status.failed counts the failed ones.
-        attempts=_attempts(job_status, pods),
+        attempts=_finished_pods(job_status, pods, "failed", "Failed"),
         active=_count(job_status, "active"),
-        succeeded=_count(job_status, "succeeded"),
+        succeeded=_finished_pods(job_status, pods, "succeeded", "Succeeded"),
         failed=_count(job_status, "failed"),
         created_at=_time(metadata.get("creationTimestamp")),
         started_at=_first_container_start(pods),
@@ -230,13 +230,16 @@ def _unfinished(
     return _Verdict(JobState.PENDING, "Created", message)
 
 
-def _attempts(job_status: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> int:
-    """Failed pods. status.failed lags: the Job controller first lists finished pods under
-    uncountedTerminatedPods (and may set FailureTarget) before it counts them, so a watcher that
-    sees the job fail early would otherwise read 0 attempts."""
+def _finished_pods(
+    job_status: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], key: str, phase: str
+) -> int:
+    """Pods that failed (attempts) or succeeded. The Job's own counts lag: the Job controller
+    first lists finished pods under uncountedTerminatedPods (and may already set FailureTarget
+    or SuccessCriteriaMet) before it counts them, so a watcher that sees the job end early
+    would otherwise read 0."""
     uncounted = _mapping(job_status, "uncountedTerminatedPods")
-    counted = _count(job_status, "failed") + len(_list_of_str(uncounted, "failed"))
-    return max(counted, sum(1 for pod in pods if _phase(pod) == "Failed"))
+    counted = _count(job_status, key) + len(_list_of_str(uncounted, key))
+    return max(counted, sum(1 for pod in pods if _phase(pod) == phase))
 
 
 def _list_of_str(obj: Mapping[str, Any], key: str) -> list[str]:

@@ -792,3 +792,19 @@ def test_attempts_count_failed_pods_the_job_controller_has_not_counted_yet(
     job = {"metadata": {"name": "job-a", "namespace": "ns"}, "status": job_status}
     pods = [{"metadata": {"name": f"p{i}"}, "status": {"phase": phase}} for i, phase in enumerate(pod_phases)]
     assert derive_status(job, pods).attempts == attempts
+
+
+@pytest.mark.parametrize(
+    ("job_status", "pod_phases", "succeeded"),
+    [
+        pytest.param({"succeeded": 1}, [], 1, id="counted"),
+        pytest.param({"uncountedTerminatedPods": {"succeeded": ["u1"]}}, [], 1, id="uncounted"),
+        pytest.param({}, ["Succeeded"], 1, id="succeeded-pod-before-any-count"),
+    ],
+)
+def test_succeeded_counts_pods_the_job_controller_has_not_counted_yet(
+    job_status: dict[str, object], pod_phases: list[str], succeeded: int
+) -> None:
+    job = {"metadata": {"name": "job-a", "namespace": "ns"}, "status": job_status}
+    pods = [{"metadata": {"name": f"p{i}"}, "status": {"phase": phase}} for i, phase in enumerate(pod_phases)]
+    assert derive_status(job, pods).succeeded == succeeded
