@@ -244,8 +244,13 @@ class KubeGateway:
         )
 
     def _json(self, verb: str, deadline: float | None, call: Callable[[tuple[float, float]], Any]) -> Obj:
-        resp = self._with_retries(verb, deadline, call)
-        data: Obj = json.loads(resp.data)
+        def fetch(timeout: tuple[float, float]) -> _Reply:
+            # The body is read inside the retried attempt: a server that freezes after sending
+            # the headers times out here, as an attempt, not as an unexpected error later.
+            resp = call(timeout)
+            return _Reply(status=resp.status, data=resp.data)
+
+        data: Obj = json.loads(self._with_retries(verb, deadline, fetch).data)
         return data
 
     def _with_retries(self, verb: str, deadline: float | None, call: Callable[[tuple[float, float]], T]) -> T:
@@ -288,6 +293,12 @@ class KubeGateway:
                 ) from last
             time.sleep(wait * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, self.retry.max_backoff)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    data: bytes
 
 
 def _retryable(e: ApiException) -> bool:

@@ -38,7 +38,7 @@ class Service:
 
 def _start_service(cluster: Cluster, *, watch: tuple[str, ...] | None) -> tuple[App, object]:
     settings = Settings(
-        grpc_port=0,
+        grpc_port=free_port(),
         grpc_host="127.0.0.1",
         in_cluster=False,
         kubeconfig=str(cluster.kubeconfig),
@@ -88,10 +88,17 @@ def service(request: pytest.FixtureRequest) -> Service:
     return request.getfixturevalue(f"{request.param.replace('cache', 'cached')}_service")  # type: ignore[no-any-return]
 
 
+# Ports the README's examples use: test servers on free ports must never take them.
+RESERVED_PORTS = frozenset({50054, 8080})
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in RESERVED_PORTS:
+            return port
 
 
 @dataclass
