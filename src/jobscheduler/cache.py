@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from jobscheduler.errors import JobSchedulerError, UnavailableError
+from jobscheduler.errors import ResourceExhaustedError, UnavailableError
 from jobscheduler.gateway import GoneError, KubeGateway
 from jobscheduler.metrics import WATCH_EVENTS, WATCH_RESTARTS
 from jobscheduler.models import MANAGED_SELECTOR, JobState, JobStatus
@@ -39,7 +39,7 @@ KEPT_ANNOTATION_PREFIX = "jobscheduler.io/"
 MAX_TOMBSTONES = 10_000
 
 
-class SubscriptionOverflowError(JobSchedulerError):
+class SubscriptionOverflowError(ResourceExhaustedError):
     """A subscriber fell so far behind that even one pending status per job did not fit."""
 
 

@@ -63,6 +63,23 @@ class Settings:
     """HEALTH_INTERVAL_SECONDS: how often the Kubernetes API is probed for the health service."""
     kube_timeout_seconds: float = 10.0
     """KUBE_TIMEOUT_SECONDS: budget of one Kubernetes call, retries included, without a caller deadline."""
+    allowed_images: tuple[str, ...] = ()
+    """ALLOWED_IMAGES: comma-separated image patterns callers' jobs may run (`*` matches anything,
+    a trailing `/` is a prefix: `ghcr.io/acme/`, `docker.io/library/busybox:*`); empty: any image.
+    The operator's own default images (TIMER_IMAGE) are always allowed."""
+    allowed_namespaces: tuple[str, ...] = ()
+    """ALLOWED_NAMESPACES: comma-separated namespaces (globs: `team-*`) requests may name; others get
+    PERMISSION_DENIED. Empty: any namespace the ServiceAccount's RBAC reaches."""
+    schedule_rate_per_caller: float = 0.0
+    """SCHEDULE_RATE_PER_CALLER: ScheduleJob calls per second one caller may make (token bucket per
+    replica); over it: RESOURCE_EXHAUSTED with a retry delay. 0: unlimited."""
+    schedule_burst_per_caller: int = 0
+    """SCHEDULE_BURST_PER_CALLER: calls a caller may make at once above the rate (default: the rate,
+    at least 1)."""
+    max_active_jobs_per_caller: int = 0
+    """MAX_ACTIVE_JOBS_PER_CALLER: unfinished jobs (pending, suspended or running) one caller may have
+    in a namespace; more get RESOURCE_EXHAUSTED. 0: unlimited. A caller is its token's name, or
+    its address when tokens are off."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +108,23 @@ class Settings:
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name}={raw!r}: must be a positive, finite number")
             return value
+
+        def rate(name: str, default: float) -> float:
+            raw = get(name, str(default))
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r}: not a number") from None
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name}={raw!r}: must be 0 (no limit) or a positive, finite number")
+            return value
+
+        def patterns(name: str) -> tuple[str, ...]:
+            raw = get(name, "")
+            items = tuple(p.strip() for p in raw.split(",") if p.strip())
+            if any(any(c.isspace() for c in p) for p in items):
+                raise ConfigError(f"{name}={raw!r}: patterns are separated by commas and contain no spaces")
+            return items
 
         def boolean(name: str, default: bool) -> bool:
             raw = get(name, "true" if default else "false").lower()
@@ -163,6 +197,15 @@ class Settings:
             shutdown_grace_seconds=number("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds),
             health_interval_seconds=number("HEALTH_INTERVAL_SECONDS", d.health_interval_seconds),
             kube_timeout_seconds=number("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),
+            allowed_images=patterns("ALLOWED_IMAGES"),
+            allowed_namespaces=patterns("ALLOWED_NAMESPACES"),
+            schedule_rate_per_caller=rate("SCHEDULE_RATE_PER_CALLER", d.schedule_rate_per_caller),
+            schedule_burst_per_caller=integer(
+                "SCHEDULE_BURST_PER_CALLER", d.schedule_burst_per_caller, low=0, high=1_000_000
+            ),
+            max_active_jobs_per_caller=integer(
+                "MAX_ACTIVE_JOBS_PER_CALLER", d.max_active_jobs_per_caller, low=0, high=1_000_000
+            ),
         )
 
 

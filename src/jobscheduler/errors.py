@@ -46,3 +46,12 @@ class UnavailableError(JobSchedulerError):
 
 class DeadlineExceededError(UnavailableError):
     """The caller's deadline passed while the service was waiting on Kubernetes."""
+
+
+class ResourceExhaustedError(JobSchedulerError):
+    """A limit stops the call for now (rate, active jobs, open streams); `retry_after` says when
+    trying again may succeed, in seconds, when that is known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -77,7 +77,13 @@ def load_api_client(*, in_cluster: bool, kubeconfig: str | None, pool_size: int 
 
 
 # Collection paths by resource; the gateway only ever touches these two.
-RESOURCES = {"jobs": "/apis/batch/v1", "pods": "/api/v1"}
+RESOURCES = {
+    "jobs": "/apis/batch/v1",
+    "cronjobs": "/apis/batch/v1",
+    "pods": "/api/v1",
+    "secrets": "/api/v1",
+    "leases": "/apis/coordination.k8s.io/v1",
+}
 
 
 def collection_path(resource: str, namespace: str) -> str:
@@ -97,11 +103,37 @@ class KubeGateway:
         self, namespace: str, manifest: Obj, *, dry_run: bool = False, deadline: float | None = None
     ) -> Obj:
         """POST the Job (kubectl create -f; with dry_run, kubectl create --dry-run=server)."""
+        return self.create("jobs", namespace, manifest, dry_run=dry_run, deadline=deadline)
+
+    def create(
+        self,
+        resource: str,
+        namespace: str,
+        body: Obj,
+        *,
+        dry_run: bool = False,
+        deadline: float | None = None,
+    ) -> Obj:
+        """POST any object of RESOURCES (kubectl create -f)."""
         query = [("dryRun", "All")] if dry_run else []
-        path = collection_path("jobs", namespace)
+        path = collection_path(resource, namespace)
         return self._json(
-            "create", deadline, lambda t: self._raw("POST", path, body=manifest, query=query, timeout=t)
+            "create", deadline, lambda t: self._raw("POST", path, body=body, query=query, timeout=t)
         )
+
+    def delete(
+        self, resource: str, namespace: str, name: str, *, deadline: float | None = None, uid: str = ""
+    ) -> None:
+        """DELETE one object, its dependents in the background (kubectl delete); with `uid`, only
+        that incarnation of the name. A missing object is not an error."""
+        path = f"{collection_path(resource, namespace)}/{name}"
+        options: Obj = {"propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            self._json("delete", deadline, lambda t: self._raw("DELETE", path, body=options, timeout=t))
+        except NotFoundError:
+            return
 
     def get_job(self, namespace: str, name: str, *, deadline: float | None = None) -> Obj:
         """GET one Job (kubectl get job NAME -n NAMESPACE -o json)."""

@@ -71,9 +71,11 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             _redact,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        # structlog filters on the standard levels only: trace shows everything debug does.
+        wrapper_class=structlog.make_filtering_bound_logger(max(LEVELS[level], logging.DEBUG)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     # The kubernetes client and grpc log through the standard library; keep them quiet but visible.
+    # Never lower: the kubernetes client logs whole response bodies (Secrets included) at debug.
     logging.basicConfig(level=max(LEVELS[level], logging.WARNING), stream=sys.stderr)

@@ -17,6 +17,10 @@ NAME_LABEL = "jobscheduler.io/name"
 REQUEST_ID_ANNOTATION = "jobscheduler.io/request-id"
 CANCELLED_AT_ANNOTATION = "jobscheduler.io/cancelled-at"
 PARAMETERS_ANNOTATION = "jobscheduler.io/parameters"
+# Who scheduled the job (admission.caller_label): counted by MAX_ACTIVE_JOBS_PER_CALLER.
+CALLER_LABEL = "jobscheduler.io/caller"
+# Set while a Job waits, suspended, for the Secret holding its secret_env to be stored.
+SECRET_ENV_PENDING_ANNOTATION = "jobscheduler.io/secret-env-pending"  # noqa: S105 - a name, no secret
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 

@@ -23,11 +23,13 @@ from jobscheduler.models import (
     MANAGED_BY_VALUE,
     NAME_LABEL,
     REQUEST_ID_ANNOTATION,
+    SECRET_ENV_PENDING_ANNOTATION,
 )
 from jobscheduler.registry import JobType
 from jobscheduler.validation import (
     check_annotations,
     check_dns_label,
+    check_env,
     check_labels,
     parse_quantity,
     shown,
@@ -38,6 +40,7 @@ REQUEST_HASH_ANNOTATION = "jobscheduler.io/request-hash"
 WORKLOAD_UID = 10001
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 MAX_REQUEST_ID = 256
+MAX_SECRET_ENV_BYTES = 64 * 1024  # a Secret may hold 1 MiB; env this large is a mistake
 # What a job type may put in its container. Everything that touches the node or privileges
 # (securityContext, ports with hostPort, volume mounts, ...) is the renderer's alone.
 ALLOWED_CONTAINER_KEYS = frozenset(
@@ -73,6 +76,9 @@ class JobRequest:
     ttl_seconds_after_finished: int | None = None
     request_id: str = ""
     suspend: bool = False
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    """Environment stored in a Secret owned by the Job and referenced by name: the values never
+    appear in the Job, its annotations, a status or a log line."""
 
 
 def _is_control(c: str) -> bool:
@@ -92,7 +98,8 @@ def job_id_for_request(namespace: str, request_id: str) -> str:
 
 def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
     """Fingerprint of what a request asks for; a reused request_id must ask for the same."""
-    body = asdict(request) | {"params": params}
+    # Secret values stay out: this hash is stored on the Job, readable by anyone who reads Jobs.
+    body = asdict(request) | {"params": params, "secret_env": sorted(request.secret_env)}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -113,6 +120,12 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
     ):
         if value is not None and not low <= value <= 2**31 - 1:
             raise InvalidArgumentError(field_name, f"must be between {low} and {2**31 - 1} (got {value})")
+    check_env("secret_env", request.secret_env)
+    secret_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in request.secret_env.items())
+    if secret_bytes > MAX_SECRET_ENV_BYTES:
+        raise InvalidArgumentError(
+            "secret_env", f"names and values total {secret_bytes} bytes; at most {MAX_SECRET_ENV_BYTES}"
+        )
     if request.backoff_limit is not None and request.backoff_limit > 1000:
         raise InvalidArgumentError("backoff_limit", f"must be at most 1000 (got {request.backoff_limit})")
     return JobRequest(
@@ -132,7 +145,34 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
         ),
         request_id=request.request_id,
         suspend=request.suspend,
+        secret_env=dict(sorted(request.secret_env.items())),
     )
+
+
+def secret_env_name(job_id: str) -> str:
+    """The Secret holding a job's secret_env."""
+    return f"{job_id}-env"
+
+
+def render_secret_env(request: JobRequest, job: Mapping[str, Any]) -> dict[str, Any]:
+    """The Secret with the request's secret_env, owned by the created Job so that Kubernetes
+    garbage-collects it with the Job (TTL retention included)."""
+    meta = job["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_env_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
+            ],
+        },
+        "type": "Opaque",
+        "immutable": True,
+        "stringData": dict(request.secret_env),
+    }
 
 
 def _resources(res: Resources, settings: Settings) -> Resources:
@@ -194,8 +234,18 @@ def render_job(
     limits = {k: v for k, v in (("cpu", res.cpu_limit), ("memory", res.memory_limit)) if v}
     if limits:
         resources["limits"] = limits
+    container_env = list(workload.container.get("env", []))
+    taken = {e["name"] for e in container_env}
+    for name in request.secret_env:
+        if name in taken:
+            raise InvalidArgumentError(
+                "secret_env", f"{name!r} is already set by the job type or its env; use another name"
+            )
+        ref = {"name": secret_env_name(job_id), "key": name}
+        container_env.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
     container = {
         **workload.container,
+        **({"env": container_env} if container_env else {}),
         "resources": resources,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -224,8 +274,11 @@ def render_job(
             },
         },
     }
-    if request.suspend:
+    if request.suspend or request.secret_env:
+        # With secret_env the Job waits, suspended, until its Secret is stored (JobService).
         spec["suspend"] = True
+    if request.secret_env:
+        annotations[SECRET_ENV_PENDING_ANNOTATION] = "true"
     if request.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = request.active_deadline_seconds
     if request.ttl_seconds_after_finished is not None:

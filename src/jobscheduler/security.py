@@ -265,7 +265,7 @@ class Authorizer:
         self.tokens = tokens
         self.default_namespace = default_namespace
 
-    def __call__(self, context: grpc.ServicerContext, method: str, namespace: str) -> None:
+    def __call__(self, context: grpc.ServicerContext, method: str, namespace: str) -> str:
         verb = RPC_VERBS[method]
         token = bearer_token(context.invocation_metadata())
         grant = find_grant(self.tokens.grants(), token) if token is not None else None
@@ -276,6 +276,7 @@ class Authorizer:
         namespace = namespace or self.default_namespace
         if not grant.allows(verb, namespace):
             raise TokenScopeError(f"token {grant.name!r} does not allow {verb!r} in namespace {namespace!r}")
+        return grant.name
 
 
 # -- TLS -------------------------------------------------------------------------------------------

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from jobscheduler.admission import Admission, AdmissionPolicy, caller_label
 from jobscheduler.cache import Event, JobCache, iter_events, sort_key, terminal
 from jobscheduler.config import Settings
 from jobscheduler.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
+    JobSchedulerError,
     NotFoundError,
+    ResourceExhaustedError,
 )
 from jobscheduler.gateway import ConflictError, KubeGateway
 from jobscheduler.models import (
+    CALLER_LABEL,
     CANCELLED_AT_ANNOTATION,
     JOB_TYPE_LABEL,
     MANAGED_BY_LABEL,
@@ -33,6 +39,7 @@ from jobscheduler.models import (
     MANAGED_SELECTOR,
     NAME_LABEL,
     REQUEST_ID_ANNOTATION,
+    SECRET_ENV_PENDING_ANNOTATION,
     JobState,
     JobStatus,
 )
@@ -44,6 +51,7 @@ from jobscheduler.render import (
     job_id_for_request,
     new_job_id,
     render_job,
+    render_secret_env,
 )
 from jobscheduler.selector import compile_selector
 from jobscheduler.status import derive_status
@@ -54,6 +62,8 @@ CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_TOKEN_CHARS = 1024  # ours are ~60; a longer one is not ours
+# When a caller is at MAX_ACTIVE_JOBS_PER_CALLER: how long to suggest waiting before trying again.
+ACTIVE_JOBS_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +106,27 @@ class JobService:
         self.settings = settings
         self.cache = cache
         self.api_reachable = api_reachable
+        self.admission = Admission(
+            AdmissionPolicy(
+                allowed_images=settings.allowed_images,
+                allowed_namespaces=settings.allowed_namespaces,
+                schedule_rate=settings.schedule_rate_per_caller,
+                schedule_burst=settings.schedule_burst_per_caller,
+                max_active_jobs=settings.max_active_jobs_per_caller,
+            ),
+            trusted_images=[settings.timer_image],
+        )
+        # Held while a caller's unfinished jobs are counted and its next one created, so that
+        # concurrent calls on this replica cannot both take the last slot.
+        self._caller_locks: dict[str, threading.Lock] = {}
+        self._caller_locks_guard = threading.Lock()
+
+    def _namespace(self, namespace: str) -> str:
+        """The request's namespace (K8S_NAMESPACE when empty), valid and allowed."""
+        namespace = namespace or self.settings.namespace
+        check_dns_label("namespace", namespace, what="namespace name")
+        self.admission.check_namespace(namespace)
+        return namespace
 
     def _cached(self, namespace: str) -> JobCache | None:
         """The cache, when it may answer for this namespace. Not while the API server is
@@ -108,7 +139,12 @@ class JobService:
     # -- ScheduleJob ---------------------------------------------------------------------------
 
     def schedule(
-        self, request: JobRequest, *, dry_run: bool = False, deadline: float | None = None
+        self,
+        request: JobRequest,
+        *,
+        caller: str = "",
+        dry_run: bool = False,
+        deadline: float | None = None,
     ) -> ScheduleResult:
         job_type = self.registry.get(request.job_type)
         try:
@@ -116,12 +152,29 @@ class JobService:
         except InvalidArgumentError as e:
             raise e.prefixed(job_type.request_field) from None
         request = check_request(request, self.settings)
+        self.admission.check_namespace(request.namespace)
         job_id = (
             job_id_for_request(request.namespace, request.request_id) if request.request_id else new_job_id()
         )
         manifest = render_job(
             request, job_type=job_type, params=params, job_id=job_id, settings=self.settings
         )
+        self.admission.check_images(manifest, field=f"{job_type.request_field}.image")
+        if caller:
+            label = caller_label(caller)
+            manifest["metadata"]["labels"][CALLER_LABEL] = label
+            manifest["spec"]["template"]["metadata"]["labels"][CALLER_LABEL] = label
+        if not dry_run:
+            self.admission.take(caller)
+        if dry_run or not self.admission.policy.max_active_jobs:
+            return self._create(request, manifest, dry_run=dry_run, deadline=deadline)
+        with self._caller_lock(caller):
+            self._check_active_jobs(request, caller, job_id, deadline=deadline)
+            return self._create(request, manifest, dry_run=False, deadline=deadline)
+
+    def _create(
+        self, request: JobRequest, manifest: Obj, *, dry_run: bool, deadline: float | None
+    ) -> ScheduleResult:
         try:
             created = self.gateway.create_job(request.namespace, manifest, dry_run=dry_run, deadline=deadline)
         except NotFoundError:
@@ -134,7 +187,74 @@ class JobService:
             return ScheduleResult(status=derive_status(created, []), created=False, manifest=manifest)
         if self.cache is not None:
             self.cache.observe_job(created)
+        if request.secret_env:
+            created = self._store_secret_env(request, created, deadline=deadline, undo=True)
         return ScheduleResult(status=derive_status(created, []), created=True)
+
+    def _store_secret_env(self, request: JobRequest, job: Obj, *, deadline: float | None, undo: bool) -> Obj:
+        """Stores the Secret with the request's secret_env (owned by the Job), then releases the
+        Job, which waited suspended for it. When that fails on the first attempt, the Job is
+        deleted again so that nothing half-made is left; a retry with the same request_id
+        finishes the job instead."""
+        meta = job["metadata"]
+        try:
+            with contextlib.suppress(AlreadyExistsError):  # stored by an earlier attempt
+                self.gateway.create(
+                    "secrets", meta["namespace"], render_secret_env(request, job), deadline=deadline
+                )
+            patch: Obj = {"metadata": {"annotations": {SECRET_ENV_PENDING_ANNOTATION: None}}}
+            if not request.suspend:
+                patch["spec"] = {"suspend": False}
+            released = self.gateway.patch_job(meta["namespace"], meta["name"], patch, deadline=deadline)
+        except JobSchedulerError:
+            if undo:
+                # When even this fails the Job stays suspended: the same request_id completes
+                # it, ResumeJob refuses it.
+                with contextlib.suppress(JobSchedulerError):
+                    self.gateway.delete("jobs", meta["namespace"], meta["name"], uid=meta["uid"])
+            raise
+        if self.cache is not None:
+            self.cache.observe_job(released)
+        return released
+
+    def _caller_lock(self, caller: str) -> threading.Lock:
+        with self._caller_locks_guard:
+            if len(self._caller_locks) > 10_000:
+                self._caller_locks = {k: v for k, v in self._caller_locks.items() if v.locked()}
+            return self._caller_locks.setdefault(caller, threading.Lock())
+
+    def _check_active_jobs(
+        self, request: JobRequest, caller: str, job_id: str, *, deadline: float | None
+    ) -> None:
+        """MAX_ACTIVE_JOBS_PER_CALLER: the caller's unfinished jobs in the namespace, counted on
+        the cluster (through the cache when it serves the namespace)."""
+        limit = self.admission.policy.max_active_jobs
+        label = caller_label(caller)
+        cache = self._cached(request.namespace)
+        if cache is not None:
+            active, _ = cache.query(
+                request.namespace,
+                lambda labels, status: labels.get(CALLER_LABEL) == label and not status.state.terminal,
+                after=None,
+                limit=limit,
+            )
+            count = len(active)
+            exists = cache.get(request.namespace, job_id) is not None
+        else:
+            jobs = self.gateway.list_jobs(
+                request.namespace,
+                label_selector=f"{MANAGED_SELECTOR},{CALLER_LABEL}={label}",
+                deadline=deadline,
+            )
+            count = sum(1 for job in jobs if not derive_status(job, []).state.terminal)
+            exists = any(job["metadata"]["name"] == job_id for job in jobs)
+        if count < limit or (request.request_id and exists):
+            return  # under the cap, or a retry of a request already admitted (it returns that job)
+        raise ResourceExhaustedError(
+            f"caller {caller!r} has {count} unfinished jobs in namespace {request.namespace!r}, the most "
+            f"allowed (MAX_ACTIVE_JOBS_PER_CALLER={limit}); retry when one finishes, or cancel one",
+            retry_after=ACTIVE_JOBS_RETRY_SECONDS,
+        )
 
     def _existing(self, request: JobRequest, manifest: Obj, *, deadline: float | None) -> ScheduleResult:
         """A Job with our deterministic name exists: the same request again, or a misused key."""
@@ -151,12 +271,15 @@ class JobService:
                 f"request_id {request.request_id!r} was already used for a different request "
                 f"(job {name}); use a new request_id for a new job"
             )
+        if annotations.get(SECRET_ENV_PENDING_ANNOTATION):
+            # An earlier attempt created the Job but not its Secret: finish what it started.
+            job = self._store_secret_env(request, job, deadline=deadline, undo=False)
         return ScheduleResult(status=self._status_of(job, deadline=deadline), created=False)
 
     # -- GetJobStatus --------------------------------------------------------------------------
 
     def get_status(self, namespace: str, job_id: str, *, deadline: float | None = None) -> JobStatus:
-        namespace = namespace or self.settings.namespace
+        namespace = self._namespace(namespace)
         cache = self._cached(namespace)
         if cache is not None and job_id and (status := cache.get(namespace, job_id)) is not None:
             return status
@@ -165,8 +288,7 @@ class JobService:
         return self._status_of(job, deadline=deadline)
 
     def _get_managed(self, namespace: str, job_id: str, *, deadline: float | None) -> Obj:
-        namespace = namespace or self.settings.namespace
-        check_dns_label("namespace", namespace, what="namespace name")
+        namespace = self._namespace(namespace)
         if not job_id:
             raise InvalidArgumentError("job_id", "is required")
         check_dns_label("job_id", job_id, what="job id")
@@ -195,8 +317,7 @@ class JobService:
     # -- ListJobs ------------------------------------------------------------------------------
 
     def list_jobs(self, query: JobQuery, *, deadline: float | None = None) -> JobPage:
-        namespace = query.namespace or self.settings.namespace
-        check_dns_label("namespace", namespace, what="namespace name")
+        namespace = self._namespace(query.namespace)
         page_size = query.page_size or DEFAULT_PAGE_SIZE
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidArgumentError(
@@ -280,7 +401,7 @@ class JobService:
         self, namespace: str, job_id: str, *, alive: Callable[[], bool], poll_interval: float = 1.0
     ) -> Iterator[Event]:
         """The current status, then every change, until the job ends or disappears."""
-        namespace = namespace or self.settings.namespace
+        namespace = self._namespace(namespace)
         current = self.get_status(namespace, job_id)  # NOT_FOUND before the stream starts
         cache = self._cached(namespace)
         if cache is None:
@@ -337,8 +458,7 @@ class JobService:
         initial: bool,
         alive: Callable[[], bool],
     ) -> Iterator[Event]:
-        namespace = namespace or self.settings.namespace
-        check_dns_label("namespace", namespace, what="namespace name")
+        namespace = self._namespace(namespace)
         match = self.matcher(job_type, "", label_selector, states)
         cache = self._cached(namespace)
         if cache is None:
@@ -364,6 +484,11 @@ class JobService:
             raise FailedPreconditionError(f"job {job_id!r} already finished ({status.state.value})")
         if not (job.get("spec") or {}).get("suspend"):
             return status  # not held: resuming again is a no-op
+        if (job["metadata"].get("annotations") or {}).get(SECRET_ENV_PENDING_ANNOTATION):
+            raise FailedPreconditionError(
+                f"job {job_id!r} is waiting for its secret_env to be stored; repeat its ScheduleJob call "
+                "with the same request_id to finish it, or cancel it"
+            )
         patched = self.gateway.patch_job(
             status.namespace, job_id, {"spec": {"suspend": False}}, deadline=deadline
         )

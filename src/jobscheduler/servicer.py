@@ -6,6 +6,7 @@ anything unexpected is logged with its traceback and returned as a generic INTER
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import uuid
@@ -17,12 +18,16 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import structlog
 import yaml
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.cache import Event, SubscriptionOverflowError
+from jobscheduler.cache import Event
 from jobscheduler.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -30,6 +35,7 @@ from jobscheduler.errors import (
     JobSchedulerError,
     NotFoundError,
     PermissionDeniedError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from jobscheduler.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
@@ -46,10 +52,12 @@ class UnauthenticatedError(JobSchedulerError):
     """The call carries no credentials the service accepts (jobscheduler.security)."""
 
 
-# (context, rpc name, request namespace): returns when the caller may make the call (binding
-# who it is to the log context), else raises UnauthenticatedError or PermissionDeniedError.
+# (context, rpc name, request namespace): returns the caller's name when it may make the call
+# (binding it to the log context), else raises UnauthenticatedError or PermissionDeniedError.
 # Supplied by jobscheduler.security when bearer tokens are on.
-Authorize = Callable[[grpc.ServicerContext, str, str], None]
+Authorize = Callable[[grpc.ServicerContext, str, str], str]
+# Who makes the current call: its token's name, or its address when tokens are off.
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 STATUS_CODES: dict[type[JobSchedulerError], grpc.StatusCode] = {
     InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -59,7 +67,7 @@ STATUS_CODES: dict[type[JobSchedulerError], grpc.StatusCode] = {
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
-    SubscriptionOverflowError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 STATE_TO_PROTO = {
@@ -101,7 +109,9 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     ) -> pb.ScheduleJobResponse:
         with self._rpc("ScheduleJob", context, namespace=request.namespace) as deadline:
             job_request = self._to_job_request(request)
-            result = self.service.schedule(job_request, dry_run=request.dry_run, deadline=deadline)
+            result = self.service.schedule(
+                job_request, caller=_CALLER.get(), dry_run=request.dry_run, deadline=deadline
+            )
             structlog.contextvars.bind_contextvars(job_id=result.status.job_id)
             if result.created:
                 JOBS_SCHEDULED.labels(job_request.job_type).inc()
@@ -236,6 +246,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             ),
             request_id=request.request_id,
             suspend=request.suspend,
+            secret_env=dict(request.secret_env),
         )
 
     def _request_fields(self) -> list[str]:
@@ -254,7 +265,9 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         code = grpc.StatusCode.OK
         try:
             if self.authorize is not None:
-                self.authorize(context, method, fields.get("namespace") or "")
+                _CALLER.set(self.authorize(context, method, fields.get("namespace") or ""))
+            else:
+                _CALLER.set(peer_host(context.peer()))
             yield deadline
             log.debug("rpc ok", duration_ms=round((time.perf_counter() - started) * 1000, 2))
         except JobSchedulerError as e:
@@ -262,7 +275,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             if code is grpc.StatusCode.UNAVAILABLE:
                 self.on_unavailable()
             log.info("rpc failed", code=code.name, error=str(e))
-            _abort(context, code, str(e))
+            _abort(context, code, str(e), retry_after=getattr(e, "retry_after", None))
         except Exception:
             code = grpc.StatusCode.INTERNAL
             incident = uuid.uuid4().hex[:12]
@@ -275,12 +288,34 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             structlog.contextvars.clear_contextvars()
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+def _abort(
+    context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *, retry_after: float | None = None
+) -> NoReturn:
     # gRPC drops a status whose message is over 16 KiB (the caller would see RESOURCE_EXHAUSTED).
     if len(message) > MAX_ERROR_CHARS:
         message = message[:MAX_ERROR_CHARS] + "… (message cut)"
+    if retry_after is not None:
+        # The standard retry hint (google.rpc.RetryInfo in grpc-status-details-bin), which
+        # gRPC clients and proxies understand, besides the delay in the message.
+        delay = Duration()
+        delay.FromNanoseconds(max(1_000_000, round(retry_after * 1e9)))
+        detail = AnyProto()
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+        context.abort_with_status(rpc_status.to_status(status))
     context.abort(code, message)
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+def peer_host(peer: str) -> str:
+    """The address part of a gRPC peer ("ipv4:10.0.0.7:5123" → "10.0.0.7", "ipv6:[::1]:5123" →
+    "::1"): a caller's identity when tokens are off, stable across its connections."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer or "unknown"
 
 
 def _schedule_message(created: bool, dry_run: bool) -> str:

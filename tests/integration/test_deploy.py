@@ -31,8 +31,9 @@ TIMER = pb.TimerJob(duration_seconds=60, timer_name="t", control_plane_endpoint=
 # authenticated identity gets from the default ClusterRoles (system:basic-user,
 # system:discovery, system:public-info-viewer, system:service-account-issuer-discovery).
 EXPECTED_RESOURCE_RULES = {
-    ("jobs.batch", "create get list watch patch"),
+    ("jobs.batch", "create get list watch patch delete"),
     ("pods", "list watch"),
+    ("secrets", "create"),
     ("selfsubjectreviews.authentication.k8s.io", "create"),
     ("selfsubjectaccessreviews.authorization.k8s.io", "create"),
     ("selfsubjectrulesreviews.authorization.k8s.io", "create"),

@@ -54,6 +54,11 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "kube_timeout_seconds": 10.0,
     "watch_namespaces": ("default",),  # follows K8S_NAMESPACE
     "max_watch_streams": 128,
+    "allowed_images": (),
+    "allowed_namespaces": (),
+    "schedule_rate_per_caller": 0.0,
+    "schedule_burst_per_caller": 0,
+    "max_active_jobs_per_caller": 0,
 }
 
 
@@ -77,6 +82,16 @@ def test_empty_environment_equals_class_defaults() -> None:
     ("env", "attribute", "expected"),
     [
         pytest.param({"GRPC_PORT": "6000"}, "grpc_port", 6000, id="grpc-port"),
+        pytest.param(
+            {"ALLOWED_IMAGES": " ghcr.io/acme/ , docker.io/library/busybox:*,"},
+            "allowed_images",
+            ("ghcr.io/acme/", "docker.io/library/busybox:*"),
+            id="allowed-images-trimmed",
+        ),
+        pytest.param({"ALLOWED_NAMESPACES": "team-*,ops"}, "allowed_namespaces", ("team-*", "ops"), id="ns"),
+        pytest.param({"SCHEDULE_RATE_PER_CALLER": "2.5"}, "schedule_rate_per_caller", 2.5, id="rate"),
+        pytest.param({"SCHEDULE_BURST_PER_CALLER": "10"}, "schedule_burst_per_caller", 10, id="burst"),
+        pytest.param({"MAX_ACTIVE_JOBS_PER_CALLER": "3"}, "max_active_jobs_per_caller", 3, id="max-active"),
         pytest.param({"GRPC_PORT": " 0 "}, "grpc_port", 0, id="grpc-port-0-free-port-whitespace-stripped"),
         pytest.param({"GRPC_PORT": "65535"}, "grpc_port", 65535, id="grpc-port-max"),
         pytest.param({"GRPC_HOST": "127.0.0.1"}, "grpc_host", "127.0.0.1", id="grpc-host"),
@@ -183,6 +198,12 @@ def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) 
         pytest.param("TIMER_IMAGE", "timer service:latest", id="timer-image-with-space"),
         pytest.param("TIMER_IMAGE", "timer-service:\tlatest", id="timer-image-with-tab"),
         pytest.param("TIMER_IMAGE", "", id="timer-image-empty"),
+        pytest.param("SCHEDULE_RATE_PER_CALLER", "-1", id="rate-negative"),
+        pytest.param("SCHEDULE_RATE_PER_CALLER", "fast", id="rate-not-a-number"),
+        pytest.param("SCHEDULE_RATE_PER_CALLER", "inf", id="rate-infinite"),
+        pytest.param("SCHEDULE_BURST_PER_CALLER", "-2", id="burst-negative"),
+        pytest.param("MAX_ACTIVE_JOBS_PER_CALLER", "ten", id="max-active-not-an-integer"),
+        pytest.param("ALLOWED_IMAGES", "ghcr.io/acme/ docker.io/*", id="images-space-separated"),
     ],
 )
 def test_bad_value_raises_config_error_naming_variable_and_value(variable: str, value: str) -> None:

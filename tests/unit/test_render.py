@@ -16,6 +16,7 @@ import pytest
 from jobscheduler.config import Settings
 from jobscheduler.errors import InvalidArgumentError
 from jobscheduler.jobtypes.timer import TimerJobType
+from jobscheduler.models import SECRET_ENV_PENDING_ANNOTATION
 from jobscheduler.registry import Workload
 from jobscheduler.render import (
     REQUEST_HASH_ANNOTATION,
@@ -27,7 +28,9 @@ from jobscheduler.render import (
     job_id_for_request,
     new_job_id,
     render_job,
+    render_secret_env,
     request_hash,
+    secret_env_name,
 )
 from jobscheduler.validation import is_dns1123_label
 
@@ -663,6 +666,7 @@ def test_request_hash_equal_for_equal_requests() -> None:
         pytest.param({"labels": {"team": "b"}}, {}, id="labels"),
         pytest.param({"resources": Resources(cpu_limit="1")}, {}, id="resources"),
         pytest.param({"backoff_limit": 2}, {}, id="backoff-limit"),
+        pytest.param({"secret_env": {"TOKEN": "s"}}, {}, id="secret-env-names"),
     ],
 )
 def test_request_hash_differs_when_the_request_differs(
@@ -670,6 +674,70 @@ def test_request_hash_differs_when_the_request_differs(
 ) -> None:
     base = _hash_of(make_request(request_id="r"), timer_params())
     assert _hash_of(make_request(request_id="r", **changes), timer_params(params)) != base
+
+
+def test_request_hash_leaves_secret_values_out() -> None:
+    first = _hash_of(make_request(request_id="r", secret_env={"TOKEN": "one"}), timer_params())
+    assert _hash_of(make_request(request_id="r", secret_env={"TOKEN": "two"}), timer_params()) == first
+
+
+# --- secret_env --------------------------------------------------------------------------------
+
+
+def test_secret_env_is_referenced_by_name_never_by_value() -> None:
+    manifest = render(secret_env={"DB_PASSWORD": "hunter2", "API_KEY": "k-123"})
+    env = container(manifest)["env"]
+    assert env[-2:] == [
+        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": f"{JOB_ID}-env", "key": "API_KEY"}}},
+        {
+            "name": "DB_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": f"{JOB_ID}-env", "key": "DB_PASSWORD"}},
+        },
+    ]
+    text = json.dumps(manifest)
+    assert "hunter2" not in text
+    assert "k-123" not in text
+
+
+def test_secret_env_job_waits_suspended_for_its_secret() -> None:
+    manifest = render(secret_env={"A": "1"})
+    assert manifest["spec"]["suspend"] is True
+    assert manifest["metadata"]["annotations"][SECRET_ENV_PENDING_ANNOTATION] == "true"
+    plain = render()
+    assert "suspend" not in plain["spec"]
+    assert SECRET_ENV_PENDING_ANNOTATION not in plain["metadata"]["annotations"]
+
+
+def test_secret_env_secret_is_owned_by_the_job_and_immutable() -> None:
+    request = check_request(make_request(secret_env={"B": "2", "A": "1"}), SETTINGS)
+    job = {"metadata": {"name": JOB_ID, "namespace": "team-a", "uid": "u-1"}}
+    secret = render_secret_env(request, job)
+    assert secret["metadata"]["name"] == secret_env_name(JOB_ID) == f"{JOB_ID}-env"
+    assert secret["metadata"]["namespace"] == "team-a"
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": JOB_ID, "uid": "u-1"}
+    ]
+    assert secret["stringData"] == {"A": "1", "B": "2"}
+    assert secret["immutable"] is True
+
+
+@pytest.mark.parametrize(
+    ("secret_env", "params", "message"),
+    [
+        pytest.param({"1BAD": "x"}, {}, "is not a valid variable name", id="bad-name"),
+        pytest.param({"TIMER_NAME": "x"}, {}, "already set by the job type", id="service-variable"),
+        pytest.param({"X": "x"}, {"env": {"X": "y"}}, "already set by the job type", id="also-in-env"),
+        pytest.param({"X": "x" * 70_000}, {}, "at most 65536", id="too-large"),
+    ],
+)
+def test_secret_env_refusals_name_the_field(
+    secret_env: dict[str, str], params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        render(params=params, secret_env=secret_env)
+    assert caught.value.field == "secret_env"
+    assert message in caught.value.detail
+    assert "x" * 100 not in str(caught.value)
 
 
 # --- timer job type: validate -----------------------------------------------------------------

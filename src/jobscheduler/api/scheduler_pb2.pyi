@@ -216,6 +216,26 @@ class ScheduleJobRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SecretEnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
@@ -227,6 +247,7 @@ class ScheduleJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     SUSPEND_FIELD_NUMBER: _builtins.int
+    SECRET_ENV_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """human name; DNS-1123 label once lower-cased"""
@@ -257,6 +278,14 @@ class ScheduleJobRequest(_message.Message):
         """requests and limits of the job's container"""
 
     @_builtins.property
+    def secret_env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Environment for the job's container whose values are secrets: stored in a Kubernetes
+        Secret owned by the Job (deleted with it) and referenced by name, so the values never appear
+        in the Job, a status, a dry-run manifest or a log line. Not part of the request_id
+        fingerprint: a retry with other values returns the job created first.
+        """
+
+    @_builtins.property
     def timer_job(self) -> Global___TimerJob:
         """the Timer job type"""
 
@@ -274,11 +303,12 @@ class ScheduleJobRequest(_message.Message):
         request_id: _builtins.str = ...,
         dry_run: _builtins.bool = ...,
         suspend: _builtins.bool = ...,
+        secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         timer_job: Global___TimerJob | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "job_type", b"job_type", "resources", b"resources", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "dry_run", b"dry_run", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "request_id", b"request_id", "resources", b"resources", "suspend", b"suspend", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "dry_run", b"dry_run", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "request_id", b"request_id", "resources", b"resources", "secret_env", b"secret_env", "suspend", b"suspend", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
