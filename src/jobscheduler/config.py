@@ -76,6 +76,16 @@ class Settings:
     schedule_burst_per_caller: int = 0
     """SCHEDULE_BURST_PER_CALLER: calls a caller may make at once above the rate (default: the rate,
     at least 1)."""
+    min_schedule_interval_seconds: int = 60
+    """MIN_SCHEDULE_INTERVAL_SECONDS: shortest interval a schedule may have (default one minute)."""
+    schedule_loop: bool = True
+    """SCHEDULE_LOOP: run the leader-elected loop that starts interval runs and catch-up runs
+    (false: this replica never does; keep it on in at least one)."""
+    schedule_tick_seconds: float = 1.0
+    """SCHEDULE_TICK_SECONDS: how often the leader looks at the schedules."""
+    leader_lease_seconds: float = 15.0
+    """LEADER_LEASE_SECONDS: a leader silent this long is replaced (coordination.k8s.io Lease
+    `jobscheduler-schedules` in K8S_NAMESPACE)."""
     max_active_jobs_per_caller: int = 0
     """MAX_ACTIVE_JOBS_PER_CALLER: unfinished jobs (pending, suspended or running) one caller may have
     in a namespace; more get RESOURCE_EXHAUSTED. 0: unlimited. A caller is its token's name, or
@@ -203,6 +213,12 @@ class Settings:
             schedule_burst_per_caller=integer(
                 "SCHEDULE_BURST_PER_CALLER", d.schedule_burst_per_caller, low=0, high=1_000_000
             ),
+            min_schedule_interval_seconds=integer(
+                "MIN_SCHEDULE_INTERVAL_SECONDS", d.min_schedule_interval_seconds, low=1, high=86400
+            ),
+            schedule_loop=boolean("SCHEDULE_LOOP", d.schedule_loop),
+            schedule_tick_seconds=number("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds),
+            leader_lease_seconds=number("LEADER_LEASE_SECONDS", d.leader_lease_seconds),
             max_active_jobs_per_caller=integer(
                 "MAX_ACTIVE_JOBS_PER_CALLER", d.max_active_jobs_per_caller, low=0, high=1_000_000
             ),

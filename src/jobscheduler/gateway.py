@@ -122,12 +122,19 @@ class KubeGateway:
         )
 
     def delete(
-        self, resource: str, namespace: str, name: str, *, deadline: float | None = None, uid: str = ""
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        *,
+        deadline: float | None = None,
+        uid: str = "",
+        propagation: str = "Background",
     ) -> None:
-        """DELETE one object, its dependents in the background (kubectl delete); with `uid`, only
-        that incarnation of the name. A missing object is not an error."""
+        """DELETE one object, its dependents in the background (kubectl delete; "Orphan" leaves
+        them); with `uid`, only that incarnation of the name. A missing object is not an error."""
         path = f"{collection_path(resource, namespace)}/{name}"
-        options: Obj = {"propagationPolicy": "Background"}
+        options: Obj = {"propagationPolicy": propagation}
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
@@ -135,14 +142,17 @@ class KubeGateway:
         except NotFoundError:
             return
 
-    def get_job(self, namespace: str, name: str, *, deadline: float | None = None) -> Obj:
-        """GET one Job (kubectl get job NAME -n NAMESPACE -o json)."""
-        path = f"{collection_path('jobs', namespace)}/{name}"
+    def get(self, resource: str, namespace: str, name: str, *, deadline: float | None = None) -> Obj:
+        """GET one object of RESOURCES (kubectl get RESOURCE NAME -o json)."""
+        path = f"{collection_path(resource, namespace)}/{name}"
         return self._json("get", deadline, lambda t: self._raw("GET", path, timeout=t))
 
-    def patch_job(self, namespace: str, name: str, patch: Obj, *, deadline: float | None = None) -> Obj:
-        """JSON merge patch (kubectl patch job NAME --type=merge -p PATCH)."""
-        path = f"{collection_path('jobs', namespace)}/{name}"
+    def patch(
+        self, resource: str, namespace: str, name: str, patch: Obj, *, deadline: float | None = None
+    ) -> Obj:
+        """JSON merge patch of one object; a metadata.resourceVersion in it makes it conditional
+        (ConflictError when the object changed)."""
+        path = f"{collection_path(resource, namespace)}/{name}"
         return self._json(
             "patch",
             deadline,
@@ -150,6 +160,27 @@ class KubeGateway:
                 "PATCH", path, body=patch, content_type="application/merge-patch+json", timeout=t
             ),
         )
+
+    def replace(
+        self, resource: str, namespace: str, name: str, body: Obj, *, deadline: float | None = None
+    ) -> Obj:
+        """PUT the whole object (kubectl replace); its metadata.resourceVersion makes it conditional."""
+        path = f"{collection_path(resource, namespace)}/{name}"
+        return self._json("update", deadline, lambda t: self._raw("PUT", path, body=body, timeout=t))
+
+    def list_of(
+        self, resource: str, namespace: str, *, label_selector: str, deadline: float | None = None
+    ) -> list[Obj]:
+        """Every object matching the selector, all pages."""
+        return self.list_all(resource, namespace, label_selector=label_selector, deadline=deadline)[0]
+
+    def get_job(self, namespace: str, name: str, *, deadline: float | None = None) -> Obj:
+        """GET one Job (kubectl get job NAME -n NAMESPACE -o json)."""
+        return self.get("jobs", namespace, name, deadline=deadline)
+
+    def patch_job(self, namespace: str, name: str, patch: Obj, *, deadline: float | None = None) -> Obj:
+        """JSON merge patch (kubectl patch job NAME --type=merge -p PATCH)."""
+        return self.patch("jobs", namespace, name, patch, deadline=deadline)
 
     def list_jobs(self, namespace: str, *, label_selector: str, deadline: float | None = None) -> list[Obj]:
         """Every Job matching the selector, all pages (kubectl get jobs -l SELECTOR)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,13 @@ RPC_DURATION = Histogram(
 JOBS_SCHEDULED = Counter(
     "jobscheduler_jobs_scheduled_total", "Jobs created by ScheduleJob, by job type", ["job_type"]
 )
+SCHEDULE_RUNS = Counter(
+    "jobscheduler_schedule_runs_total",
+    "Schedule runs the service started (scheduled: by its loop; manual: TriggerSchedule) or that "
+    "were missed and not caught up (missed)",
+    ["kind"],
+)
+LEADER = Gauge("jobscheduler_schedule_leader", "1 while this replica leads the schedule loop, else 0")
 KUBE_REQUESTS = Counter(
     "jobscheduler_kube_requests_total",
     "Kubernetes API calls (each attempt), by verb and HTTP status code (0: no answer)",

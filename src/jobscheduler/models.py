@@ -17,6 +17,8 @@ NAME_LABEL = "jobscheduler.io/name"
 REQUEST_ID_ANNOTATION = "jobscheduler.io/request-id"
 CANCELLED_AT_ANNOTATION = "jobscheduler.io/cancelled-at"
 PARAMETERS_ANNOTATION = "jobscheduler.io/parameters"
+# The schedule whose run a Job is (on the Job, its pods and the schedule's CronJob).
+SCHEDULE_LABEL = "jobscheduler.io/schedule"
 # Who scheduled the job (admission.caller_label): counted by MAX_ACTIVE_JOBS_PER_CALLER.
 CALLER_LABEL = "jobscheduler.io/caller"
 # Set while a Job waits, suspended, for the Secret holding its secret_env to be stored.
@@ -59,3 +61,4 @@ class JobStatus:
     labels: Mapping[str, str] = field(default_factory=dict)
     exit_code: int | None = None
     request_id: str = ""
+    schedule: str = ""  # the schedule that started it

@@ -41,6 +41,14 @@ RPC_VERBS: Mapping[str, str] = {
     "WatchJob": "read",
     "WatchJobs": "read",
     "CancelJob": "cancel",
+    "CreateSchedule": "schedule",
+    "UpdateSchedule": "schedule",
+    "ResumeSchedule": "schedule",
+    "TriggerSchedule": "schedule",
+    "GetSchedule": "read",
+    "ListSchedules": "read",
+    "PauseSchedule": "cancel",
+    "DeleteSchedule": "cancel",
 }
 ALL_NAMESPACES = "*"
 # The files are stat-ed at most this often (per handshake or call, not by a thread of their own).

@@ -9,7 +9,10 @@ thread probes the API server for the health service. No asyncio anywhere.
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -27,8 +30,10 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.cache import JobCache
 from jobscheduler.config import ConfigError, SecuritySettings, Settings
 from jobscheduler.gateway import KubeGateway
+from jobscheduler.leader import LeaseElector, ScheduleLoop
 from jobscheduler.metrics import register_cache, serve_metrics
 from jobscheduler.registry import Registry
+from jobscheduler.schedules import ScheduleService
 from jobscheduler.security import Security
 from jobscheduler.service import JobService
 from jobscheduler.servicer import JobSchedulerServicer
@@ -98,18 +103,23 @@ class App:
     health: health.HealthServicer
     monitor: HealthMonitor
     cache: JobCache | None
+    schedule_loop: ScheduleLoop | None = None
 
     def start(self) -> None:
         self.monitor.start()
         if self.cache is not None:
             self.cache.start()
         self.server.start()
+        if self.schedule_loop is not None:
+            self.schedule_loop.start()
 
     def stop(self, grace: float) -> threading.Event:
         """NOT_SERVING first (so load balancers drain), then refuse new calls and give
         in-flight ones `grace` seconds. Open watch streams end with the cache."""
         self.monitor.stop()
         self.health.enter_graceful_shutdown()
+        if self.schedule_loop is not None:
+            self.schedule_loop.stop()  # releases the Lease: another replica leads at once
         if self.cache is not None:
             self.cache.stop()
         return self.server.stop(grace)
@@ -193,9 +203,25 @@ def build_server(
     if cache is not None:
         register_cache(cache.counts)
     service = JobService(gateway, registry, settings, cache=cache, api_reachable=monitor.serving)
+    schedules = ScheduleService(gateway, service)
+    loop = None
+    if settings.schedule_loop:
+        elector = LeaseElector(
+            gateway,
+            namespace=settings.namespace,
+            identity=replica_identity(),
+            lease_seconds=settings.leader_lease_seconds,
+        )
+        loop = ScheduleLoop(
+            schedules,
+            elector,
+            namespaces=settings.watch_namespaces or (settings.namespace,),
+            tick_seconds=settings.schedule_tick_seconds,
+        )
     servicer = JobSchedulerServicer(
         service,
         registry,
+        schedules=schedules,
         on_unavailable=monitor.report_unavailable,
         max_streams=settings.max_watch_streams,
         # Only the JobScheduler RPCs ask for a token: health and reflection stay open.
@@ -219,7 +245,16 @@ def build_server(
         if credentials is not None
         else server.add_insecure_port(address)
     )
-    return App(server=server, port=port, health=health_servicer, monitor=monitor, cache=cache)
+    return App(
+        server=server, port=port, health=health_servicer, monitor=monitor, cache=cache, schedule_loop=loop
+    )
+
+
+def replica_identity() -> str:
+    """Who holds the schedule Lease: the pod's name (POD_NAME, from the downward API) or the
+    host's, with the process id and a random suffix so two processes never share one."""
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{os.getpid()}_{secrets.token_hex(3)}"
 
 
 def load_security() -> Security:

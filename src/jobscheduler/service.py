@@ -39,6 +39,7 @@ from jobscheduler.models import (
     MANAGED_SELECTOR,
     NAME_LABEL,
     REQUEST_ID_ANNOTATION,
+    SCHEDULE_LABEL,
     SECRET_ENV_PENDING_ANNOTATION,
     JobState,
     JobStatus,
@@ -82,6 +83,7 @@ class JobQuery:
     name: str = ""
     page_size: int = 0
     page_token: str = ""
+    schedule: str = ""  # only the runs of this schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,7 @@ class JobService:
         self._caller_locks: dict[str, threading.Lock] = {}
         self._caller_locks_guard = threading.Lock()
 
-    def _namespace(self, namespace: str) -> str:
+    def resolve_namespace(self, namespace: str) -> str:
         """The request's namespace (K8S_NAMESPACE when empty), valid and allowed."""
         namespace = namespace or self.settings.namespace
         check_dns_label("namespace", namespace, what="namespace name")
@@ -146,20 +148,8 @@ class JobService:
         dry_run: bool = False,
         deadline: float | None = None,
     ) -> ScheduleResult:
-        job_type = self.registry.get(request.job_type)
-        try:
-            params = job_type.validate(request.params, self.settings)
-        except InvalidArgumentError as e:
-            raise e.prefixed(job_type.request_field) from None
-        request = check_request(request, self.settings)
-        self.admission.check_namespace(request.namespace)
-        job_id = (
-            job_id_for_request(request.namespace, request.request_id) if request.request_id else new_job_id()
-        )
-        manifest = render_job(
-            request, job_type=job_type, params=params, job_id=job_id, settings=self.settings
-        )
-        self.admission.check_images(manifest, field=f"{job_type.request_field}.image")
+        request, manifest = self.prepare(request, job_id=None)
+        job_id = manifest["metadata"]["name"]
         if caller:
             label = caller_label(caller)
             manifest["metadata"]["labels"][CALLER_LABEL] = label
@@ -171,6 +161,28 @@ class JobService:
         with self._caller_lock(caller):
             self._check_active_jobs(request, caller, job_id, deadline=deadline)
             return self._create(request, manifest, dry_run=False, deadline=deadline)
+
+    def prepare(self, request: JobRequest, *, job_id: str | None) -> tuple[JobRequest, Obj]:
+        """A request validated, with defaults applied, admitted, and rendered as a Job manifest
+        (named job_id, or by its request_id, or at random)."""
+        job_type = self.registry.get(request.job_type)
+        try:
+            params = job_type.validate(request.params, self.settings)
+        except InvalidArgumentError as e:
+            raise e.prefixed(job_type.request_field) from None
+        request = check_request(request, self.settings)
+        self.admission.check_namespace(request.namespace)
+        if job_id is None:
+            job_id = (
+                job_id_for_request(request.namespace, request.request_id)
+                if request.request_id
+                else new_job_id()
+            )
+        manifest = render_job(
+            request, job_type=job_type, params=params, job_id=job_id, settings=self.settings
+        )
+        self.admission.check_images(manifest, field=f"{job_type.request_field}.image")
+        return request, manifest
 
     def _create(
         self, request: JobRequest, manifest: Obj, *, dry_run: bool, deadline: float | None
@@ -279,7 +291,7 @@ class JobService:
     # -- GetJobStatus --------------------------------------------------------------------------
 
     def get_status(self, namespace: str, job_id: str, *, deadline: float | None = None) -> JobStatus:
-        namespace = self._namespace(namespace)
+        namespace = self.resolve_namespace(namespace)
         cache = self._cached(namespace)
         if cache is not None and job_id and (status := cache.get(namespace, job_id)) is not None:
             return status
@@ -288,7 +300,7 @@ class JobService:
         return self._status_of(job, deadline=deadline)
 
     def _get_managed(self, namespace: str, job_id: str, *, deadline: float | None) -> Obj:
-        namespace = self._namespace(namespace)
+        namespace = self.resolve_namespace(namespace)
         if not job_id:
             raise InvalidArgumentError("job_id", "is required")
         check_dns_label("job_id", job_id, what="job id")
@@ -317,7 +329,7 @@ class JobService:
     # -- ListJobs ------------------------------------------------------------------------------
 
     def list_jobs(self, query: JobQuery, *, deadline: float | None = None) -> JobPage:
-        namespace = self._namespace(query.namespace)
+        namespace = self.resolve_namespace(query.namespace)
         page_size = query.page_size or DEFAULT_PAGE_SIZE
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidArgumentError(
@@ -334,6 +346,9 @@ class JobService:
         if query.name:
             check_dns_label("name", query.name.lower(), what="job name")
             selector.append(f"{NAME_LABEL}={query.name.lower()}")
+        if query.schedule:
+            check_dns_label("schedule", query.schedule, what="schedule name")
+            selector.append(f"{SCHEDULE_LABEL}={query.schedule}")
         if query.label_selector.strip():
             selector.append(query.label_selector.strip())
         try:
@@ -370,20 +385,27 @@ class JobService:
         page_size: int,
         after: tuple[float, str] | None,
     ) -> JobPage:
-        match = self.matcher(query.job_type, query.name, query.label_selector, query.states)
+        match = self.matcher(query.job_type, query.name, query.label_selector, query.states, query.schedule)
         jobs, more = cache.query(namespace, match, after=after, limit=page_size)
         return JobPage(jobs=jobs, next_page_token=_encode_token(sort_key(jobs[-1])) if more else "")
 
     def matcher(
-        self, job_type: str, name: str, label_selector: str, states: frozenset[JobState]
+        self,
+        job_type: str,
+        name: str,
+        label_selector: str,
+        states: frozenset[JobState],
+        schedule: str = "",
     ) -> Callable[[Mapping[str, str], JobStatus], bool]:
         """The filter ListJobs and WatchJobs apply, on a Job's labels and its status."""
         if job_type:
             check_dns_label("job_type", job_type, what="job type")
         if name:
             check_dns_label("name", name.lower(), what="job name")
+        if schedule:
+            check_dns_label("schedule", schedule, what="schedule name")
         selects = compile_selector(label_selector)
-        wanted = {JOB_TYPE_LABEL: job_type, NAME_LABEL: name.lower()}
+        wanted = {JOB_TYPE_LABEL: job_type, NAME_LABEL: name.lower(), SCHEDULE_LABEL: schedule}
         wanted = {k: v for k, v in wanted.items() if v}
 
         def match(labels: Mapping[str, str], status: JobStatus) -> bool:
@@ -401,7 +423,7 @@ class JobService:
         self, namespace: str, job_id: str, *, alive: Callable[[], bool], poll_interval: float = 1.0
     ) -> Iterator[Event]:
         """The current status, then every change, until the job ends or disappears."""
-        namespace = self._namespace(namespace)
+        namespace = self.resolve_namespace(namespace)
         current = self.get_status(namespace, job_id)  # NOT_FOUND before the stream starts
         cache = self._cached(namespace)
         if cache is None:
@@ -458,7 +480,7 @@ class JobService:
         initial: bool,
         alive: Callable[[], bool],
     ) -> Iterator[Event]:
-        namespace = self._namespace(namespace)
+        namespace = self.resolve_namespace(namespace)
         match = self.matcher(job_type, "", label_selector, states)
         cache = self._cached(namespace)
         if cache is None:

@@ -10,9 +10,9 @@ import contextvars
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -20,7 +20,7 @@ import structlog
 import yaml
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -28,6 +28,7 @@ from grpc_status import rpc_status
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.cache import Event
+from jobscheduler.catchup import CatchUp, Concurrency
 from jobscheduler.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -42,6 +43,7 @@ from jobscheduler.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
 from jobscheduler.models import JobState, JobStatus
 from jobscheduler.registry import Registry
 from jobscheduler.render import JobRequest, Resources
+from jobscheduler.schedules import ScheduleService, ScheduleSpec, ScheduleView
 from jobscheduler.service import JobQuery, JobService, encode_page_token
 
 log = structlog.get_logger("jobscheduler.rpc")
@@ -78,6 +80,25 @@ STATE_TO_PROTO = {
     JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
 }
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+CONCURRENCY: dict[int, Concurrency] = {
+    pb.CONCURRENCY_POLICY_UNSPECIFIED: Concurrency.ALLOW,
+    pb.CONCURRENCY_POLICY_ALLOW: Concurrency.ALLOW,
+    pb.CONCURRENCY_POLICY_FORBID: Concurrency.FORBID,
+    pb.CONCURRENCY_POLICY_REPLACE: Concurrency.REPLACE,
+}
+CATCH_UP: dict[int, CatchUp] = {
+    pb.CATCH_UP_POLICY_UNSPECIFIED: CatchUp.SKIP,
+    pb.CATCH_UP_POLICY_SKIP: CatchUp.SKIP,
+    pb.CATCH_UP_POLICY_LATEST: CatchUp.LATEST,
+    pb.CATCH_UP_POLICY_ALL: CatchUp.ALL,
+}
+E = TypeVar("E")
+
+
+def _enum_value(field: str, table: Mapping[int, E], value: int) -> E:
+    if value not in table:
+        raise InvalidArgumentError(field, f"{value} is not one of the defined values")
+    return table[value]
 
 
 def status_code_for(error: JobSchedulerError) -> grpc.StatusCode:
@@ -96,13 +117,21 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         on_unavailable: Callable[[], None] | None = None,
         max_streams: int = 128,
         authorize: Authorize | None = None,
+        schedules: ScheduleService | None = None,
     ) -> None:
         self.service = service
+        self._schedules = schedules
         self.registry = registry
         self.on_unavailable = on_unavailable or (lambda: None)
         self.authorize = authorize
         # Each open stream holds a server thread; bounding them keeps threads for unary calls.
         self._streams = threading.BoundedSemaphore(max_streams) if max_streams else None
+
+    @property
+    def schedules(self) -> ScheduleService:
+        if self._schedules is None:
+            self._schedules = ScheduleService(self.service.gateway, self.service)
+        return self._schedules
 
     def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.ServicerContext
@@ -153,6 +182,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
                     name=request.name,
                     page_size=request.page_size,
                     page_token=request.page_token,
+                    schedule=request.schedule,
                 ),
                 deadline=deadline,
             )
@@ -188,6 +218,172 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             )
             for event in events:
                 yield to_proto_event(event)
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    def CreateSchedule(self, request: pb.CreateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
+        spec = request.schedule
+        with self._rpc("CreateSchedule", context, namespace=spec.namespace, schedule=spec.name) as deadline:
+            view = self.schedules.create(self._to_schedule_spec(spec), deadline=deadline)
+            return self._to_proto_schedule(view)
+
+    def GetSchedule(self, request: pb.GetScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
+        with self._rpc(
+            "GetSchedule", context, namespace=request.namespace, schedule=request.name
+        ) as deadline:
+            view = self.schedules.get(
+                request.namespace, request.name, next_count=request.next_runs, deadline=deadline
+            )
+            return self._to_proto_schedule(view)
+
+    def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: grpc.ServicerContext
+    ) -> pb.ListSchedulesResponse:
+        with self._rpc("ListSchedules", context, namespace=request.namespace) as deadline:
+            views = self.schedules.list_schedules(request.namespace, deadline=deadline)
+            return pb.ListSchedulesResponse(schedules=[self._to_proto_schedule(v) for v in views])
+
+    def UpdateSchedule(self, request: pb.UpdateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
+        spec = request.schedule
+        with self._rpc("UpdateSchedule", context, namespace=spec.namespace, schedule=spec.name) as deadline:
+            view = self.schedules.update(self._to_schedule_spec(spec), deadline=deadline)
+            return self._to_proto_schedule(view)
+
+    def DeleteSchedule(
+        self, request: pb.DeleteScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteScheduleResponse:
+        with self._rpc(
+            "DeleteSchedule", context, namespace=request.namespace, schedule=request.name
+        ) as deadline:
+            self.schedules.delete(
+                request.namespace, request.name, keep_runs=request.keep_runs, deadline=deadline
+            )
+            return pb.DeleteScheduleResponse()
+
+    def PauseSchedule(self, request: pb.PauseScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
+        with self._rpc(
+            "PauseSchedule", context, namespace=request.namespace, schedule=request.name
+        ) as deadline:
+            view = self.schedules.set_paused(request.namespace, request.name, True, deadline=deadline)
+            return self._to_proto_schedule(view)
+
+    def ResumeSchedule(self, request: pb.ResumeScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
+        with self._rpc(
+            "ResumeSchedule", context, namespace=request.namespace, schedule=request.name
+        ) as deadline:
+            view = self.schedules.set_paused(request.namespace, request.name, False, deadline=deadline)
+            return self._to_proto_schedule(view)
+
+    def TriggerSchedule(
+        self, request: pb.TriggerScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.TriggerScheduleResponse:
+        with self._rpc(
+            "TriggerSchedule", context, namespace=request.namespace, schedule=request.name
+        ) as deadline:
+            status, created = self.schedules.trigger(
+                request.namespace, request.name, idempotency_key=request.idempotency_key, deadline=deadline
+            )
+            return pb.TriggerScheduleResponse(status=to_proto_status(status), created=created)
+
+    def _to_schedule_spec(self, spec: pb.ScheduleSpec) -> ScheduleSpec:
+        try:
+            job = (
+                self._to_job_request(spec.job) if spec.HasField("job") else JobRequest(job_type="", params={})
+            )
+            return ScheduleSpec(
+                name=spec.name,
+                namespace=spec.namespace,
+                cron=spec.cron,
+                time_zone=spec.time_zone,
+                interval=spec.interval,
+                start_time=spec.start_time.ToDatetime(tzinfo=UTC) if spec.HasField("start_time") else None,
+                concurrency=_enum_value("concurrency_policy", CONCURRENCY, spec.concurrency_policy),
+                starting_deadline_seconds=(
+                    spec.starting_deadline_seconds if spec.HasField("starting_deadline_seconds") else None
+                ),
+                successful_runs_history_limit=(
+                    spec.successful_runs_history_limit
+                    if spec.HasField("successful_runs_history_limit")
+                    else None
+                ),
+                failed_runs_history_limit=(
+                    spec.failed_runs_history_limit if spec.HasField("failed_runs_history_limit") else None
+                ),
+                paused=spec.paused,
+                catch_up=_enum_value("catch_up", CATCH_UP, spec.catch_up),
+                catch_up_max_runs=spec.catch_up_max_runs,
+                job=job,
+            )
+        except InvalidArgumentError as e:
+            raise e.prefixed("schedule") from None
+
+    def _to_proto_schedule(self, view: ScheduleView) -> pb.Schedule:
+        spec = view.spec
+        message = pb.Schedule()
+        out = message.spec
+        out.name, out.namespace, out.cron, out.time_zone, out.interval = (
+            spec.name,
+            spec.namespace,
+            spec.cron,
+            spec.time_zone,
+            spec.interval,
+        )
+        if spec.start_time is not None:
+            out.start_time.FromDatetime(spec.start_time)
+        out.concurrency_policy = {v: k for k, v in CONCURRENCY.items() if k}[spec.concurrency]  # type: ignore[assignment]
+        out.catch_up = {v: k for k, v in CATCH_UP.items() if k}[spec.catch_up]  # type: ignore[assignment]
+        out.catch_up_max_runs = spec.catch_up_max_runs
+        out.paused = spec.paused
+        for name in (
+            "starting_deadline_seconds",
+            "successful_runs_history_limit",
+            "failed_runs_history_limit",
+        ):
+            if (value := getattr(spec, name)) is not None:
+                setattr(out, name, value)
+        out.job.CopyFrom(self._to_proto_job_request(spec.job))
+        status = message.status
+        status.executor, status.cron = view.executor, view.cronjob_schedule
+        for upcoming in view.next_runs:
+            status.next_runs.add().FromDatetime(upcoming)
+        if view.last_run is not None:
+            status.last_run.CopyFrom(to_proto_status(view.last_run))
+        status.active_runs.extend(view.active_runs)
+        stats = view.stats
+        status.stats.runs, status.stats.active = stats.total, stats.active
+        status.stats.succeeded, status.stats.failed, status.stats.cancelled = (
+            stats.succeeded,
+            stats.failed,
+            stats.cancelled,
+        )
+        for name in ("success_rate", "mean_duration_seconds", "p95_duration_seconds"):
+            if (value := getattr(stats, name)) is not None:
+                setattr(status.stats, name, value)
+        if view.created_at is not None:
+            status.created_at.FromDatetime(view.created_at)
+        if view.last_schedule_time is not None:
+            status.last_schedule_time.FromDatetime(view.last_schedule_time)
+        return message
+
+    def _to_proto_job_request(self, job: JobRequest) -> pb.ScheduleJobRequest:
+        out = pb.ScheduleJobRequest(
+            name=job.name,
+            labels=dict(job.labels),
+            annotations=dict(job.annotations),
+            resources=pb.Resources(
+                cpu_request=job.resources.cpu_request,
+                memory_request=job.resources.memory_request,
+                cpu_limit=job.resources.cpu_limit,
+                memory_limit=job.resources.memory_limit,
+            ),
+        )
+        for name in ("backoff_limit", "active_deadline_seconds", "ttl_seconds_after_finished"):
+            if (value := getattr(job, name)) is not None:
+                setattr(out, name, value)
+        if job.job_type:
+            request_field = self.registry.get(job.job_type).request_field
+            ParseDict(dict(job.params), getattr(out, request_field))
+        return out
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -386,4 +582,5 @@ def to_proto_status(status: JobStatus) -> pb.JobStatus:
         labels=dict(status.labels),
         exit_code=status.exit_code,
         request_id=status.request_id,
+        schedule=status.schedule,
     )

@@ -17,6 +17,7 @@ from jobscheduler.models import (
     MANAGED_BY_LABEL,
     NAME_LABEL,
     REQUEST_ID_ANNOTATION,
+    SCHEDULE_LABEL,
     JobState,
     JobStatus,
 )
@@ -79,6 +80,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         labels=_caller_labels(labels),
         exit_code=verdict.exit_code,
         request_id=_string(annotations, REQUEST_ID_ANNOTATION),
+        schedule=_string(labels, SCHEDULE_LABEL),
     )
 
 

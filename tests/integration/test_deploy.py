@@ -34,6 +34,8 @@ EXPECTED_RESOURCE_RULES = {
     ("jobs.batch", "create get list watch patch delete"),
     ("pods", "list watch"),
     ("secrets", "create"),
+    ("cronjobs.batch", "create get list update patch delete"),
+    ("leases.coordination.k8s.io", "create get patch"),
     ("selfsubjectreviews.authentication.k8s.io", "create"),
     ("selfsubjectaccessreviews.authorization.k8s.io", "create"),
     ("selfsubjectrulesreviews.authorization.k8s.io", "create"),

@@ -59,6 +59,10 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "schedule_rate_per_caller": 0.0,
     "schedule_burst_per_caller": 0,
     "max_active_jobs_per_caller": 0,
+    "min_schedule_interval_seconds": 60,
+    "schedule_loop": True,
+    "schedule_tick_seconds": 1.0,
+    "leader_lease_seconds": 15.0,
 }
 
 

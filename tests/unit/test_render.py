@@ -917,7 +917,11 @@ def test_timer_env_service_variables_first_then_callers() -> None:
         pytest.param("TIMER_DURATION_SECONDS", {"value": "30"}, id="duration-as-string"),
         pytest.param("CONTROL_PLANE_ENDPOINT", {"value": "http://control-plane:8080/done"}, id="endpoint"),
         pytest.param("LOG_LEVEL", {"value": "warn"}, id="log-level"),
-        pytest.param("JOB_ID", {"value": JOB_ID}, id="job-id"),
+        pytest.param(
+            "JOB_ID",
+            {"valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}},
+            id="job-id-from-the-pods-job-name-label",
+        ),
         pytest.param(
             "JOB_NAMESPACE",
             {"valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -936,10 +940,9 @@ def test_timer_env_value(name: str, expected: Obj) -> None:
     assert {k: v for k, v in entry.items() if k != "name"} == expected
 
 
-def test_timer_job_id_env_matches_the_job_name() -> None:
-    job_id = job_id_for_request("team-a", "order-42")
-    manifest = render(job_id=job_id, namespace="team-a", request_id="order-42")
-    assert env_of(manifest)["JOB_ID"]["value"] == manifest["metadata"]["name"] == job_id
+def test_timer_job_id_env_does_not_depend_on_the_job_id() -> None:
+    # A schedule renders one template for many Jobs: the name comes from the pod at run time.
+    assert env_of(render(job_id="job-a"))["JOB_ID"] == env_of(render(job_id="job-b"))["JOB_ID"]
 
 
 def test_timer_parameters_annotation_is_json_without_caller_env() -> None:

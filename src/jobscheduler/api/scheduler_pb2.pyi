@@ -47,6 +47,62 @@ JOB_STATE_FAILED: JobState.ValueType  # 4
 JOB_STATE_CANCELLED: JobState.ValueType  # 5
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
+class _ConcurrencyPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConcurrencyPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConcurrencyPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONCURRENCY_POLICY_UNSPECIFIED: _ConcurrencyPolicy.ValueType  # 0
+    """ALLOW"""
+    CONCURRENCY_POLICY_ALLOW: _ConcurrencyPolicy.ValueType  # 1
+    """start it anyway"""
+    CONCURRENCY_POLICY_FORBID: _ConcurrencyPolicy.ValueType  # 2
+    """skip it"""
+    CONCURRENCY_POLICY_REPLACE: _ConcurrencyPolicy.ValueType  # 3
+    """stop the running one, start the new one"""
+
+class ConcurrencyPolicy(_ConcurrencyPolicy, metaclass=_ConcurrencyPolicyEnumTypeWrapper):
+    """What to do with a run when the previous one is still running (CronJob concurrencyPolicy)."""
+
+CONCURRENCY_POLICY_UNSPECIFIED: ConcurrencyPolicy.ValueType  # 0
+"""ALLOW"""
+CONCURRENCY_POLICY_ALLOW: ConcurrencyPolicy.ValueType  # 1
+"""start it anyway"""
+CONCURRENCY_POLICY_FORBID: ConcurrencyPolicy.ValueType  # 2
+"""skip it"""
+CONCURRENCY_POLICY_REPLACE: ConcurrencyPolicy.ValueType  # 3
+"""stop the running one, start the new one"""
+Global___ConcurrencyPolicy: _TypeAlias = ConcurrencyPolicy  # noqa: Y015
+
+class _CatchUpPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CatchUpPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CatchUpPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CATCH_UP_POLICY_UNSPECIFIED: _CatchUpPolicy.ValueType  # 0
+    """SKIP"""
+    CATCH_UP_POLICY_SKIP: _CatchUpPolicy.ValueType  # 1
+    """run none of them; go on with the next run time"""
+    CATCH_UP_POLICY_LATEST: _CatchUpPolicy.ValueType  # 2
+    """run the most recent one once"""
+    CATCH_UP_POLICY_ALL: _CatchUpPolicy.ValueType  # 3
+    """run each, oldest first, at most catch_up_max_runs"""
+
+class CatchUpPolicy(_CatchUpPolicy, metaclass=_CatchUpPolicyEnumTypeWrapper):
+    """Runs missed while the service or the CronJob controller was down."""
+
+CATCH_UP_POLICY_UNSPECIFIED: CatchUpPolicy.ValueType  # 0
+"""SKIP"""
+CATCH_UP_POLICY_SKIP: CatchUpPolicy.ValueType  # 1
+"""run none of them; go on with the next run time"""
+CATCH_UP_POLICY_LATEST: CatchUpPolicy.ValueType  # 2
+"""run the most recent one once"""
+CATCH_UP_POLICY_ALL: CatchUpPolicy.ValueType  # 3
+"""run each, oldest first, at most catch_up_max_runs"""
+Global___CatchUpPolicy: _TypeAlias = CatchUpPolicy  # noqa: Y015
+
 class _JobEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -411,6 +467,7 @@ class JobStatus(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """the Kubernetes Job's name"""
     namespace: _builtins.str
@@ -435,6 +492,8 @@ class JobStatus(_message.Message):
     """of the failed (or succeeded: 0) container"""
     request_id: _builtins.str
     """the idempotency key it was created with"""
+    schedule: _builtins.str
+    """the schedule that started it, if any"""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """when the Job was created"""
@@ -476,16 +535,488 @@ class JobStatus(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         exit_code: _builtins.int | None = ...,
         request_id: _builtins.str = ...,
+        schedule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "pods", b"pods", "reason", b"reason", "request_id", b"request_id", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "pods", b"pods", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
+
+@_typing.final
+class ScheduleSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_POLICY_FIELD_NUMBER: _builtins.int
+    STARTING_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    SUCCESSFUL_RUNS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAILED_RUNS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
+    CATCH_UP_MAX_RUNS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """required; DNS-1123 label of at most 52 characters (the CronJob's name)"""
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    cron: _builtins.str
+    """Exactly one of cron and interval.
+    five fields ("0 2 * * *") or @hourly, @daily, ...; in time_zone
+    """
+    time_zone: _builtins.str
+    """IANA name ("Europe/Berlin"); default UTC; cron only"""
+    interval: _builtins.str
+    """"6h", "30m", "1h30m", "90s", "2d"; at least MIN_SCHEDULE_INTERVAL_SECONDS"""
+    concurrency_policy: Global___ConcurrencyPolicy.ValueType
+    starting_deadline_seconds: _builtins.int
+    """a run that cannot start this late is missed"""
+    successful_runs_history_limit: _builtins.int
+    """finished runs kept (default 3)"""
+    failed_runs_history_limit: _builtins.int
+    """failed runs kept (default 1)"""
+    paused: _builtins.bool
+    """create paused"""
+    catch_up: Global___CatchUpPolicy.ValueType
+    catch_up_max_runs: _builtins.int
+    """ALL only: cap (default 10, at most 100)"""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """interval only: runs at start_time + k*interval (default: the Unix epoch)"""
+
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest:
+        """The job every run starts: any ScheduleJob request (request_id, dry_run, suspend and
+        secret_env are not allowed here; namespace comes from the schedule).
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        interval: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        concurrency_policy: Global___ConcurrencyPolicy.ValueType = ...,
+        starting_deadline_seconds: _builtins.int | None = ...,
+        successful_runs_history_limit: _builtins.int | None = ...,
+        failed_runs_history_limit: _builtins.int | None = ...,
+        paused: _builtins.bool = ...,
+        catch_up: Global___CatchUpPolicy.ValueType = ...,
+        catch_up_max_runs: _builtins.int = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_runs_history_limit", b"_successful_runs_history_limit", "failed_runs_history_limit", b"failed_runs_history_limit", "job", b"job", "start_time", b"start_time", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_runs_history_limit", b"successful_runs_history_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_runs_history_limit", b"_successful_runs_history_limit", "catch_up", b"catch_up", "catch_up_max_runs", b"catch_up_max_runs", "concurrency_policy", b"concurrency_policy", "cron", b"cron", "failed_runs_history_limit", b"failed_runs_history_limit", "interval", b"interval", "job", b"job", "name", b"name", "namespace", b"namespace", "paused", b"paused", "start_time", b"start_time", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_runs_history_limit", b"successful_runs_history_limit", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__failed_runs_history_limit: _TypeAlias = _typing.Literal["failed_runs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__failed_runs_history_limit: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit"]  # noqa: Y015
+    _WhichOneofReturnType__starting_deadline_seconds: _TypeAlias = _typing.Literal["starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__starting_deadline_seconds: _TypeAlias = _typing.Literal["_starting_deadline_seconds", b"_starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__successful_runs_history_limit: _TypeAlias = _typing.Literal["successful_runs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__successful_runs_history_limit: _TypeAlias = _typing.Literal["_successful_runs_history_limit", b"_successful_runs_history_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_runs_history_limit) -> _WhichOneofReturnType__failed_runs_history_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__starting_deadline_seconds) -> _WhichOneofReturnType__starting_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__successful_runs_history_limit) -> _WhichOneofReturnType__successful_runs_history_limit | None: ...
+
+Global___ScheduleSpec: _TypeAlias = ScheduleSpec  # noqa: Y015
+
+@_typing.final
+class RunStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    MEAN_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    P95_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    runs: _builtins.int
+    """runs still kept on the cluster"""
+    active: _builtins.int
+    succeeded: _builtins.int
+    failed: _builtins.int
+    cancelled: _builtins.int
+    success_rate: _builtins.float
+    """succeeded / finished, 0..1"""
+    mean_duration_seconds: _builtins.float
+    """over finished runs with a start and an end"""
+    p95_duration_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        runs: _builtins.int = ...,
+        active: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        success_rate: _builtins.float | None = ...,
+        mean_duration_seconds: _builtins.float | None = ...,
+        p95_duration_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mean_duration_seconds", b"_mean_duration_seconds", "_p95_duration_seconds", b"_p95_duration_seconds", "_success_rate", b"_success_rate", "mean_duration_seconds", b"mean_duration_seconds", "p95_duration_seconds", b"p95_duration_seconds", "success_rate", b"success_rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mean_duration_seconds", b"_mean_duration_seconds", "_p95_duration_seconds", b"_p95_duration_seconds", "_success_rate", b"_success_rate", "active", b"active", "cancelled", b"cancelled", "failed", b"failed", "mean_duration_seconds", b"mean_duration_seconds", "p95_duration_seconds", b"p95_duration_seconds", "runs", b"runs", "succeeded", b"succeeded", "success_rate", b"success_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mean_duration_seconds: _TypeAlias = _typing.Literal["mean_duration_seconds"]  # noqa: Y015
+    _WhichOneofArgType__mean_duration_seconds: _TypeAlias = _typing.Literal["_mean_duration_seconds", b"_mean_duration_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__p95_duration_seconds: _TypeAlias = _typing.Literal["p95_duration_seconds"]  # noqa: Y015
+    _WhichOneofArgType__p95_duration_seconds: _TypeAlias = _typing.Literal["_p95_duration_seconds", b"_p95_duration_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__success_rate: _TypeAlias = _typing.Literal["success_rate"]  # noqa: Y015
+    _WhichOneofArgType__success_rate: _TypeAlias = _typing.Literal["_success_rate", b"_success_rate"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mean_duration_seconds) -> _WhichOneofReturnType__mean_duration_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p95_duration_seconds) -> _WhichOneofReturnType__p95_duration_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success_rate) -> _WhichOneofReturnType__success_rate | None: ...
+
+Global___RunStats: _TypeAlias = RunStats  # noqa: Y015
+
+@_typing.final
+class ScheduleStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    NEXT_RUNS_FIELD_NUMBER: _builtins.int
+    LAST_RUN_FIELD_NUMBER: _builtins.int
+    ACTIVE_RUNS_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
+    executor: _builtins.str
+    """"cronjob" (the CronJob controller starts runs) or "service" (the leader loop)"""
+    cron: _builtins.str
+    """the CronJob's schedule; for an interval run by a CronJob, its equivalent"""
+    @_builtins.property
+    def next_runs(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """the next runs, computed in time_zone (DST-correct)"""
+
+    @_builtins.property
+    def last_run(self) -> Global___JobStatus:
+        """the newest run, when one is kept"""
+
+    @_builtins.property
+    def active_runs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """job ids of the runs not finished"""
+
+    @_builtins.property
+    def stats(self) -> Global___RunStats: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_schedule_time(self) -> _timestamp_pb2.Timestamp:
+        """when a run was last started on schedule"""
+
+    def __init__(
+        self,
+        *,
+        executor: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        next_runs: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        last_run: Global___JobStatus | None = ...,
+        active_runs: _abc.Iterable[_builtins.str] | None = ...,
+        stats: Global___RunStats | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        last_schedule_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_run", b"last_run", "last_schedule_time", b"last_schedule_time", "stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "created_at", b"created_at", "cron", b"cron", "executor", b"executor", "last_run", b"last_run", "last_schedule_time", b"last_schedule_time", "next_runs", b"next_runs", "stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleStatus: _TypeAlias = ScheduleStatus  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> Global___ScheduleSpec: ...
+    @_builtins.property
+    def status(self) -> Global___ScheduleStatus: ...
+    def __init__(
+        self,
+        *,
+        spec: Global___ScheduleSpec | None = ...,
+        status: Global___ScheduleStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class CreateScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___ScheduleSpec: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___ScheduleSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class GetScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NEXT_RUNS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    next_runs: _builtins.int
+    """how many next run times to report (default 5, at most 100)"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        next_runs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "next_runs", b"next_runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
+        """by name"""
+
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___ScheduleSpec:
+        """the whole new spec; name and namespace say which schedule"""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___ScheduleSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateScheduleRequest: _TypeAlias = UpdateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    KEEP_RUNS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    keep_runs: _builtins.bool
+    """leave its Jobs (orphaned) instead of deleting them with it"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        keep_runs: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_runs", b"keep_runs", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015
+
+@_typing.final
+class PauseScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleRequest: _TypeAlias = PauseScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleRequest: _TypeAlias = ResumeScheduleRequest  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    idempotency_key: _builtins.str
+    """the same key never starts a second run"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleRequest: _TypeAlias = TriggerScheduleRequest  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """false when idempotency_key matched an earlier run"""
+    @_builtins.property
+    def status(self) -> Global___JobStatus:
+        """the run's status"""
+
+    def __init__(
+        self,
+        *,
+        status: Global___JobStatus | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015
 
 @_typing.final
 class GetJobStatusRequest(_message.Message):
@@ -544,6 +1075,7 @@ class ListJobsRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """default K8S_NAMESPACE"""
     job_type: _builtins.str
@@ -555,6 +1087,8 @@ class ListJobsRequest(_message.Message):
     """default 50, at most 1000"""
     page_token: _builtins.str
     """next_page_token of the previous page"""
+    schedule: _builtins.str
+    """only the runs of this schedule"""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """any of these; empty: all"""
@@ -569,10 +1103,11 @@ class ListJobsRequest(_message.Message):
         name: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        schedule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "label_selector", b"label_selector", "name", b"name", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "label_selector", b"label_selector", "name", b"name", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "schedule", b"schedule", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

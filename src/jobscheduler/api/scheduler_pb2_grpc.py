@@ -69,6 +69,46 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/CreateSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/GetSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListSchedules',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/UpdateSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/DeleteSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/PauseSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ResumeSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/TriggerSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -124,6 +164,61 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Recurring work. A schedule is a batch/v1 CronJob named after it; an interval that no cron
+        expression can express is run by the service's leader-elected loop instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """The schedule with its next run times, last run, active runs and statistics over kept runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """Replaces the schedule's spec (timing, policies, template); its runs and state are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes the schedule; its runs too unless keep_runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """No new runs start until ResumeSchedule; running ones go on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +256,46 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.WatchJobs,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.GetScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +487,222 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/WatchJobs',
             jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.SerializeToString,
             jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/CreateSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.CreateScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/GetSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.GetScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListSchedules',
+            jobscheduler_dot_api_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/UpdateSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.UpdateScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/DeleteSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.DeleteScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/PauseSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.PauseScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ResumeSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.ResumeScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/TriggerSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,22 @@ class JobSchedulerStub:
     """The job's current status at once, then an event on every change; ends after the terminal state."""
     WatchJobs: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]
     """Every change to the jobs matching a filter, first the current status of each; never ends."""
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateScheduleRequest, _scheduler_pb2.Schedule]
+    """Recurring work. A schedule is a batch/v1 CronJob named after it; an interval that no cron
+    expression can express is run by the service's leader-elected loop instead.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetScheduleRequest, _scheduler_pb2.Schedule]
+    """The schedule with its next run times, last run, active runs and statistics over kept runs."""
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListSchedulesRequest, _scheduler_pb2.ListSchedulesResponse]
+    UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateScheduleRequest, _scheduler_pb2.Schedule]
+    """Replaces the schedule's spec (timing, policies, template); its runs and state are kept."""
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteScheduleRequest, _scheduler_pb2.DeleteScheduleResponse]
+    """Deletes the schedule; its runs too unless keep_runs."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PauseScheduleRequest, _scheduler_pb2.Schedule]
+    """No new runs start until ResumeSchedule; running ones go on."""
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.Schedule]
+    TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerScheduleRequest, _scheduler_pb2.TriggerScheduleResponse]
+    """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -69,6 +85,22 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """The job's current status at once, then an event on every change; ends after the terminal state."""
     WatchJobs: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]  # type: ignore[assignment]
     """Every change to the jobs matching a filter, first the current status of each; never ends."""
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
+    """Recurring work. A schedule is a batch/v1 CronJob named after it; an interval that no cron
+    expression can express is run by the service's leader-elected loop instead.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
+    """The schedule with its next run times, last run, active runs and statistics over kept runs."""
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListSchedulesRequest, _scheduler_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    UpdateSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
+    """Replaces the schedule's spec (timing, policies, template); its runs and state are kept."""
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteScheduleRequest, _scheduler_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes the schedule; its runs too unless keep_runs."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PauseScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
+    """No new runs start until ResumeSchedule; running ones go on."""
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
+    TriggerSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerScheduleRequest, _scheduler_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
+    """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -128,5 +160,69 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.JobEvent], _abc.AsyncIterator[_scheduler_pb2.JobEvent]]:
         """Every change to the jobs matching a filter, first the current status of each; never ends."""
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _scheduler_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Schedule, _abc.Awaitable[_scheduler_pb2.Schedule]]:
+        """Recurring work. A schedule is a batch/v1 CronJob named after it; an interval that no cron
+        expression can express is run by the service's leader-elected loop instead.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _scheduler_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Schedule, _abc.Awaitable[_scheduler_pb2.Schedule]]:
+        """The schedule with its next run times, last run, active runs and statistics over kept runs."""
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _scheduler_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListSchedulesResponse, _abc.Awaitable[_scheduler_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateSchedule(
+        self,
+        request: _scheduler_pb2.UpdateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Schedule, _abc.Awaitable[_scheduler_pb2.Schedule]]:
+        """Replaces the schedule's spec (timing, policies, template); its runs and state are kept."""
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _scheduler_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.DeleteScheduleResponse, _abc.Awaitable[_scheduler_pb2.DeleteScheduleResponse]]:
+        """Deletes the schedule; its runs too unless keep_runs."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _scheduler_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Schedule, _abc.Awaitable[_scheduler_pb2.Schedule]]:
+        """No new runs start until ResumeSchedule; running ones go on."""
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _scheduler_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Schedule, _abc.Awaitable[_scheduler_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def TriggerSchedule(
+        self,
+        request: _scheduler_pb2.TriggerScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.TriggerScheduleResponse, _abc.Awaitable[_scheduler_pb2.TriggerScheduleResponse]]:
+        """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

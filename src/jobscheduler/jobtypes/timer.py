@@ -28,6 +28,7 @@ RESERVED_ENV = frozenset(
         "POD_NAME",
     }
 )
+JOB_NAME_FIELD = "metadata.labels['batch.kubernetes.io/job-name']"
 # Longer URLs are refused by many HTTP servers anyway; the endpoint is also stored in the Job's
 # annotations, which Kubernetes caps at 256 KiB in all.
 MAX_ENDPOINT_LENGTH = 2048
@@ -117,13 +118,15 @@ class TimerJobType:
             "env": dict(sorted(env.items())),
         }
 
-    def render(self, params: Mapping[str, Any], *, job_id: str, settings: Settings) -> Workload:
+    def render(self, params: Mapping[str, Any], *, job_id: str, settings: Settings) -> Workload:  # noqa: ARG002
         env: list[dict[str, Any]] = [
             {"name": "TIMER_NAME", "value": params["timer_name"]},
             {"name": "TIMER_DURATION_SECONDS", "value": str(params["duration_seconds"])},
             {"name": "CONTROL_PLANE_ENDPOINT", "value": params["control_plane_endpoint"]},
             {"name": "LOG_LEVEL", "value": params["log_level"]},
-            {"name": "JOB_ID", "value": job_id},
+            # From the pod's job-name label, not job_id: a schedule's runs share one template
+            # and each Job gets its own name.
+            {"name": "JOB_ID", "valueFrom": {"fieldRef": {"fieldPath": JOB_NAME_FIELD}}},
             {"name": "JOB_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ]

@@ -1,0 +1,130 @@
+"""When a schedule's runs start: the pure decisions behind the service's own schedule loop.
+
+Interval schedules that no cron expression can express are run by the elected leader among the
+service's replicas, which calls `plan_interval` on every tick with what the cluster says (the
+next run time kept on the schedule's CronJob, the runs still active). Cron schedules are run by
+the CronJob controller; with catch-up ALL the leader also calls `plan_cron_backfill` to start
+the runs the controller missed while it was down, named as the controller names them, so
+that no run ever starts twice.
+
+Missed runs and the CronJob controller (README "Schedules"):
+
+- SKIP (default): a run that could not start within its starting deadline (default
+  `DEFAULT_GRACE`) is dropped. For cron schedules `cron_starting_deadline` gives the CronJob
+  that deadline, so the controller drops them too.
+- LATEST: the most recent missed run starts once. That is the CronJob controller's own
+  behaviour when startingDeadlineSeconds is unset (it also refuses to start anything after
+  more than 100 missed runs, a rule of its own); a given deadline still bounds it.
+- ALL: every missed run starts, oldest first, at most `catch_up_max_runs` (the most recent
+  ones); the controller starts the latest, the leader the ones before it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# How late a run may start and still count as on time, when the schedule sets no deadline.
+DEFAULT_GRACE = timedelta(seconds=60)
+# How long after a cron run time the controller has to start it before the leader backfills.
+CONTROLLER_GRACE = timedelta(seconds=20)
+MAX_CATCH_UP_RUNS = 100
+
+
+class CatchUp(enum.Enum):
+    SKIP = "skip"
+    LATEST = "latest"
+    ALL = "all"
+
+
+class Concurrency(enum.Enum):
+    ALLOW = "Allow"  # the CronJob concurrencyPolicy values
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalPlan:
+    start: tuple[datetime, ...]  # run times to start now, oldest first
+    next_run: datetime  # the first run time after now
+    missed: int  # run times that passed without a run
+    replace_active: bool = False  # stop the active runs first (Replace)
+
+
+def plan_interval(
+    *,
+    due_from: datetime,
+    now: datetime,
+    interval: timedelta,
+    active: int,
+    concurrency: Concurrency,
+    catch_up: CatchUp,
+    max_catch_up: int,
+    starting_deadline: timedelta | None,
+) -> IntervalPlan:
+    """What to start at `now` for an interval schedule whose next run was due at `due_from`.
+
+    The due run times are due_from, due_from + interval, ... up to now. Only the newest can be
+    on time (within the starting deadline, or `DEFAULT_GRACE`, and never an interval late); the
+    others are missed and the catch-up policy decides about them. Forbid starts nothing while a
+    run is active and at most one run; Replace starts only the newest, after stopping the active
+    ones.
+    """
+    if now < due_from:
+        return IntervalPlan(start=(), next_run=due_from, missed=0)
+    grace = min(starting_deadline if starting_deadline is not None else DEFAULT_GRACE, interval)
+    count = (now - due_from) // interval + 1
+    newest = due_from + (count - 1) * interval
+    on_time = now - newest <= grace
+    missed = count - 1 if on_time else count  # due_from + k * interval for k < missed
+    if catch_up is CatchUp.ALL:
+        take = min(missed, max(0, max_catch_up))
+        chosen = [due_from + k * interval for k in range(missed - take, missed)]
+    elif catch_up is CatchUp.LATEST and missed and not on_time:
+        chosen = [due_from + (missed - 1) * interval]
+    else:
+        chosen = []  # SKIP; and LATEST when the on-time run supersedes the missed ones
+    if on_time:
+        chosen.append(newest)
+    if concurrency is Concurrency.FORBID:
+        chosen = [] if active else chosen[-1:]
+    elif concurrency is Concurrency.REPLACE:
+        chosen = chosen[-1:]
+    return IntervalPlan(
+        start=tuple(chosen),
+        next_run=newest + interval,
+        missed=count - len(chosen),
+        replace_active=concurrency is Concurrency.REPLACE and active > 0 and bool(chosen),
+    )
+
+
+def plan_cron_backfill(
+    *,
+    since: datetime,
+    now: datetime,
+    runs_after: Callable[[datetime, int], list[datetime]],
+    max_catch_up: int,
+) -> list[datetime]:
+    """Catch-up ALL for a cron schedule: the run times after `since` (its last scheduled run, or
+    what the leader already backfilled) that the controller should have started by now, the most
+    recent `max_catch_up` of them, oldest first."""
+    cutoff = now - CONTROLLER_GRACE
+    found: list[datetime] = []
+    cursor = since
+    # Bounded: a schedule firing every minute for a week of outage is ~10,000 steps.
+    for _ in range(20_000):
+        (cursor,) = runs_after(cursor, 1) or [now]
+        if cursor > cutoff:
+            break
+        found.append(cursor)
+    return found[-max_catch_up:] if max_catch_up > 0 else []
+
+
+def cron_starting_deadline(catch_up: CatchUp, deadline_seconds: int | None) -> int | None:
+    """The CronJob's startingDeadlineSeconds for a catch-up policy: SKIP bounds lateness (so the
+    controller drops what it missed), the others keep the caller's deadline (unset: none)."""
+    if catch_up is CatchUp.SKIP and deadline_seconds is None:
+        return int(DEFAULT_GRACE.total_seconds())
+    return deadline_seconds
