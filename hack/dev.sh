@@ -48,7 +48,7 @@ check() {
 
 run_tests() {
   local was_running=0
-  "$VENV/bin/python" hack/devcluster.py status >/dev/null 2>&1 && was_running=1
+  "$VENV/bin/python" hack/devcluster.py running >/dev/null 2>&1 && was_running=1
   if [[ $was_running == 0 ]]; then
     trap '"$VENV/bin/python" hack/devcluster.py down' EXIT
     "$VENV/bin/python" hack/devcluster.py up

@@ -660,6 +660,13 @@ def down() -> None:
     log(f"cluster down; removed {STATE}")
 
 
+def running() -> int:
+    """0 when every component's process is alive (no readiness probes: a loaded machine can make
+    a probe time out, and a caller deciding whether it owns the cluster must not guess wrong)."""
+    alive = STATE.exists() and (STATE / "kubeconfig").exists() and all(running_pid(c) for c in COMPONENTS)
+    return 0 if alive else 1
+
+
 def status() -> int:
     if not STATE.exists():
         print("not running")
@@ -681,7 +688,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "action", choices=["up", "down", "status", "env", "stop", "start", "restart", "pause", "resume"]
+        "action",
+        choices=["up", "down", "status", "running", "env", "stop", "start", "restart", "pause", "resume"],
     )
     parser.add_argument("component", nargs="?", choices=COMPONENTS)
     parser.add_argument("--signal", default="TERM", help="signal for stop/restart (TERM, KILL)")
@@ -691,6 +699,8 @@ def main() -> int:
             up()
         elif args.action == "down":
             down()
+        elif args.action == "running":
+            return running()
         elif args.action == "status":
             return status()
         elif args.action == "env":

@@ -59,7 +59,7 @@ def cluster() -> Iterator[Cluster]:
         state = _devcluster_state()
         running = (
             subprocess.run(
-                [sys.executable, str(DEVCLUSTER), "status"], capture_output=True, text=True
+                [sys.executable, str(DEVCLUSTER), "running"], capture_output=True, text=True
             ).returncode
             == 0
         )

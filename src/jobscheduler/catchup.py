@@ -12,9 +12,10 @@ Missed runs and the CronJob controller (README "Schedules"):
 - SKIP (default): a run that could not start within its starting deadline (default
   `DEFAULT_GRACE`) is dropped. For cron schedules `cron_starting_deadline` gives the CronJob
   that deadline, so the controller drops them too.
-- LATEST: the most recent missed run starts once. That is the CronJob controller's own
-  behaviour when startingDeadlineSeconds is unset (it also refuses to start anything after
-  more than 100 missed runs, a rule of its own); a given deadline still bounds it.
+- LATEST: the most recent missed run starts once, however late. That is the CronJob
+  controller's own behaviour when startingDeadlineSeconds is unset, so a cron schedule with
+  LATEST leaves it unset whatever starting_deadline_seconds says (the controller also refuses
+  to start anything after more than 100 missed runs, a rule of its own).
 - ALL: every missed run starts, oldest first, at most `catch_up_max_runs` (the most recent
   ones); the controller starts the latest, the leader the ones before it.
 """
@@ -110,21 +111,34 @@ def plan_cron_backfill(
     """Catch-up ALL for a cron schedule: the run times after `since` (its last scheduled run, or
     what the leader already backfilled) that the controller should have started by now, the most
     recent `max_catch_up` of them, oldest first."""
+    if max_catch_up <= 0:
+        return []
     cutoff = now - CONTROLLER_GRACE
-    found: list[datetime] = []
-    cursor = since
-    # Bounded: a schedule firing every minute for a week of outage is ~10,000 steps.
-    for _ in range(20_000):
-        (cursor,) = runs_after(cursor, 1) or [now]
-        if cursor > cutoff:
-            break
-        found.append(cursor)
-    return found[-max_catch_up:] if max_catch_up > 0 else []
+    # Only the most recent runs are wanted, and a long outage of a frequent schedule has far too
+    # many run times to walk from `since`: walk a window ending at the cutoff, doubled until it
+    # holds enough runs or reaches back to `since`. Cron fires at most once a minute, so no walk
+    # is much longer than the window that was needed.
+    window = timedelta(minutes=max_catch_up)
+    while True:
+        start = since if window >= cutoff - since else cutoff - window
+        found: list[datetime] = []
+        cursor = start
+        while True:
+            (cursor,) = runs_after(cursor, 1) or [now]
+            if cursor > cutoff:
+                break
+            found.append(cursor)
+        if len(found) >= max_catch_up or start == since:
+            return found[-max_catch_up:]
+        window *= 2
 
 
 def cron_starting_deadline(catch_up: CatchUp, deadline_seconds: int | None) -> int | None:
     """The CronJob's startingDeadlineSeconds for a catch-up policy: SKIP bounds lateness (so the
-    controller drops what it missed), the others keep the caller's deadline (unset: none)."""
-    if catch_up is CatchUp.SKIP and deadline_seconds is None:
-        return int(DEFAULT_GRACE.total_seconds())
+    controller drops what it missed), LATEST leaves it unset (the controller then starts the
+    latest missed run however late), ALL keeps the caller's (the leader backfills the rest)."""
+    if catch_up is CatchUp.SKIP:
+        return int(DEFAULT_GRACE.total_seconds()) if deadline_seconds is None else deadline_seconds
+    if catch_up is CatchUp.LATEST:
+        return None
     return deadline_seconds

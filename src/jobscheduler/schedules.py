@@ -162,6 +162,15 @@ def parse_timing(spec: ScheduleSpec, *, min_interval: timedelta, now: datetime) 
     return Timing(None, utc, interval, start, "service", PLACEHOLDER_CRON)
 
 
+def timing_of(cronjob: Obj, spec: ScheduleSpec) -> Timing:
+    """A stored schedule's timing; who runs it is what was decided at creation (its label)."""
+    created = _parse_time(cronjob["metadata"].get("creationTimestamp")) or datetime.now(UTC)
+    timing = parse_timing(spec, min_interval=timedelta(seconds=1), now=created)
+    if _executor(cronjob) == "service" and timing.executor != "service":
+        return replace(timing, cron=None, executor="service", cronjob_schedule=PLACEHOLDER_CRON)
+    return timing
+
+
 def run_name_at(schedule: str, at: datetime) -> str:
     """A service-started run's Job name: the schedule's and its run time in base-36 seconds."""
     seconds = int(at.timestamp())
@@ -335,9 +344,13 @@ class ScheduleService:
 
     def list_schedules(self, namespace: str, *, deadline: float | None = None) -> list[ScheduleView]:
         namespace = self.jobs.resolve_namespace(namespace)
-        cronjobs = self.gateway.list_of(
-            "cronjobs", namespace, label_selector=MANAGED_SELECTOR, deadline=deadline
-        )
+        cronjobs = [
+            cj
+            for cj in self.gateway.list_of(
+                "cronjobs", namespace, label_selector=MANAGED_SELECTOR, deadline=deadline
+            )
+            if not cj["metadata"].get("deletionTimestamp")
+        ]
         runs = self._runs(namespace, "", deadline=deadline)
         by_schedule: dict[str, list[JobStatus]] = {}
         for status in runs:
@@ -396,8 +409,7 @@ class ScheduleService:
             patch["metadata"]["annotations"][PAUSED_ANNOTATION] = "true" if paused else None
             if not paused:
                 # Resumed: runs start again from the next run time, the paused ones are not missed.
-                timing = parse_timing(spec, min_interval=timedelta(seconds=1), now=datetime.now(UTC))
-                (first,) = timing.runs_after(datetime.now(UTC), 1)
+                (first,) = timing_of(current, spec).runs_after(datetime.now(UTC), 1)
                 patch["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = _rfc3339(first)
         else:
             patch["spec"] = {"suspend": paused}
@@ -456,6 +468,8 @@ class ScheduleService:
             MANAGED_BY_LABEL
         ) != MANAGED_BY_VALUE or SPEC_ANNOTATION not in _annotations(cronjob):
             raise NotFoundError(f"CronJob {name!r} in namespace {namespace!r} is not a jobscheduler schedule")
+        if cronjob["metadata"].get("deletionTimestamp"):
+            raise NotFoundError(f"schedule {name!r} in namespace {namespace!r} is being deleted")
         return cronjob
 
     def _runs(self, namespace: str, schedule: str, *, deadline: float | None) -> list[JobStatus]:
@@ -488,9 +502,7 @@ class ScheduleService:
         if runs is None:
             runs = self._runs(meta["namespace"], meta["name"], deadline=deadline)
         now = datetime.now(UTC)
-        timing = parse_timing(
-            spec, min_interval=timedelta(seconds=1), now=_parse_time(meta.get("creationTimestamp")) or now
-        )
+        timing = timing_of(cronjob, spec)
         upcoming: list[datetime] = []
         if not spec.paused:
             after = now
@@ -530,7 +542,8 @@ class ScheduleService:
     # -- the leader's loop ---------------------------------------------------------------------
 
     def managed_cronjobs(self, namespace: str) -> list[Obj]:
-        return self.gateway.list_of("cronjobs", namespace, label_selector=MANAGED_SELECTOR)
+        cronjobs = self.gateway.list_of("cronjobs", namespace, label_selector=MANAGED_SELECTOR)
+        return [cj for cj in cronjobs if not cj["metadata"].get("deletionTimestamp")]
 
     def reconcile(self, cronjob: Obj, now: datetime) -> None:
         """One tick of the leader for one schedule: start the interval runs that are due (service
@@ -541,7 +554,7 @@ class ScheduleService:
         if spec.paused:
             return
         created_at = _parse_time(cronjob["metadata"].get("creationTimestamp")) or now
-        timing = parse_timing(spec, min_interval=timedelta(seconds=1), now=created_at)
+        timing = timing_of(cronjob, spec)
         if timing.executor == "service":
             self._reconcile_interval(cronjob, spec, timing, now, created_at)
         elif spec.catch_up is CatchUp.ALL:
@@ -716,7 +729,7 @@ def _spec_json(spec: ScheduleSpec) -> str:
         "cron": spec.cron,
         "time_zone": spec.time_zone,
         "interval": spec.interval,
-        "start_time": _rfc3339(spec.start_time) if spec.start_time else None,
+        "start_time": spec.start_time.astimezone(UTC).isoformat() if spec.start_time else None,
         "concurrency": spec.concurrency.value,
         "starting_deadline_seconds": spec.starting_deadline_seconds,
         "successful_runs_history_limit": spec.successful_runs_history_limit,

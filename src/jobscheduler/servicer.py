@@ -224,7 +224,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def CreateSchedule(self, request: pb.CreateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
         spec = request.schedule
         with self._rpc("CreateSchedule", context, namespace=spec.namespace, schedule=spec.name) as deadline:
-            view = self.schedules.create(self._to_schedule_spec(spec), deadline=deadline)
+            with _fields_under("schedule"):
+                view = self.schedules.create(self._to_schedule_spec(spec), deadline=deadline)
             return self._to_proto_schedule(view)
 
     def GetSchedule(self, request: pb.GetScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
@@ -246,7 +247,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def UpdateSchedule(self, request: pb.UpdateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
         spec = request.schedule
         with self._rpc("UpdateSchedule", context, namespace=spec.namespace, schedule=spec.name) as deadline:
-            view = self.schedules.update(self._to_schedule_spec(spec), deadline=deadline)
+            with _fields_under("schedule"):
+                view = self.schedules.update(self._to_schedule_spec(spec), deadline=deadline)
             return self._to_proto_schedule(view)
 
     def DeleteSchedule(
@@ -286,36 +288,32 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             return pb.TriggerScheduleResponse(status=to_proto_status(status), created=created)
 
     def _to_schedule_spec(self, spec: pb.ScheduleSpec) -> ScheduleSpec:
-        try:
+        with _fields_under("job"):
             job = (
                 self._to_job_request(spec.job) if spec.HasField("job") else JobRequest(job_type="", params={})
             )
-            return ScheduleSpec(
-                name=spec.name,
-                namespace=spec.namespace,
-                cron=spec.cron,
-                time_zone=spec.time_zone,
-                interval=spec.interval,
-                start_time=spec.start_time.ToDatetime(tzinfo=UTC) if spec.HasField("start_time") else None,
-                concurrency=_enum_value("concurrency_policy", CONCURRENCY, spec.concurrency_policy),
-                starting_deadline_seconds=(
-                    spec.starting_deadline_seconds if spec.HasField("starting_deadline_seconds") else None
-                ),
-                successful_runs_history_limit=(
-                    spec.successful_runs_history_limit
-                    if spec.HasField("successful_runs_history_limit")
-                    else None
-                ),
-                failed_runs_history_limit=(
-                    spec.failed_runs_history_limit if spec.HasField("failed_runs_history_limit") else None
-                ),
-                paused=spec.paused,
-                catch_up=_enum_value("catch_up", CATCH_UP, spec.catch_up),
-                catch_up_max_runs=spec.catch_up_max_runs,
-                job=job,
-            )
-        except InvalidArgumentError as e:
-            raise e.prefixed("schedule") from None
+        return ScheduleSpec(
+            name=spec.name,
+            namespace=spec.namespace,
+            cron=spec.cron,
+            time_zone=spec.time_zone,
+            interval=spec.interval,
+            start_time=spec.start_time.ToDatetime(tzinfo=UTC) if spec.HasField("start_time") else None,
+            concurrency=_enum_value("concurrency_policy", CONCURRENCY, spec.concurrency_policy),
+            starting_deadline_seconds=(
+                spec.starting_deadline_seconds if spec.HasField("starting_deadline_seconds") else None
+            ),
+            successful_runs_history_limit=(
+                spec.successful_runs_history_limit if spec.HasField("successful_runs_history_limit") else None
+            ),
+            failed_runs_history_limit=(
+                spec.failed_runs_history_limit if spec.HasField("failed_runs_history_limit") else None
+            ),
+            paused=spec.paused,
+            catch_up=_enum_value("catch_up", CATCH_UP, spec.catch_up),
+            catch_up_max_runs=spec.catch_up_max_runs,
+            job=job,
+        )
 
     def _to_proto_schedule(self, view: ScheduleView) -> pb.Schedule:
         spec = view.spec
@@ -482,6 +480,15 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             if observe_latency:
                 RPC_DURATION.labels(method).observe(time.perf_counter() - started)
             structlog.contextvars.clear_contextvars()
+
+
+@contextmanager
+def _fields_under(parent: str) -> Iterator[None]:
+    """Errors naming a field name it inside `parent` (the request message that holds it)."""
+    try:
+        yield
+    except InvalidArgumentError as e:
+        raise e.prefixed(parent) from None
 
 
 def _abort(

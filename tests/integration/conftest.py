@@ -45,6 +45,8 @@ def _start_service(cluster: Cluster, *, watch: tuple[str, ...] | None) -> tuple[
         health_interval_seconds=0.5,
         timer_image="registry.example/jobscheduler:test",
         watch_namespaces=watch,
+        # The schedule tests run their own replicas with the loop; these must not lead it.
+        schedule_loop=False,
     )
     api = load_api_client(in_cluster=False, kubeconfig=str(cluster.kubeconfig))
     app = build_server(
