@@ -42,6 +42,9 @@ class Settings:
     """TIMER_IMAGE: image of the timer workload when a request names none."""
     timer_command: tuple[str, ...] = ("jobscheduler-timer",)
     """TIMER_COMMAND: space-separated container command for timer jobs; empty keeps the image's."""
+    worker_image: str = "jobscheduler:latest"
+    """WORKER_IMAGE: image of webhook and health-check jobs, which run this project's own
+    `jobscheduler-webhook` and `jobscheduler-healthcheck` (the service's image has both)."""
     default_cpu_request: str = "100m"
     """DEFAULT_CPU_REQUEST: CPU request (Kubernetes quantity) when a request sets none."""
     default_memory_request: str = "64Mi"
@@ -66,7 +69,7 @@ class Settings:
     allowed_images: tuple[str, ...] = ()
     """ALLOWED_IMAGES: comma-separated image patterns callers' jobs may run (`*` matches anything,
     a trailing `/` is a prefix: `ghcr.io/acme/`, `docker.io/library/busybox:*`); empty: any image.
-    The operator's own default images (TIMER_IMAGE) are always allowed."""
+    The operator's own default images (TIMER_IMAGE, WORKER_IMAGE) are always allowed."""
     allowed_namespaces: tuple[str, ...] = ()
     """ALLOWED_NAMESPACES: comma-separated namespaces (globs: `team-*`) requests may name; others get
     PERMISSION_DENIED. Empty: any namespace the ServiceAccount's RBAC reaches."""
@@ -182,9 +185,13 @@ class Settings:
             bad = [n for n in watch if not is_dns1123_label(n)]
             if bad or not watch:
                 raise ConfigError(f"WATCH_NAMESPACES={watch_raw!r}: expected namespace names, '*' or '-'")
-        image = get("TIMER_IMAGE", d.timer_image)
-        if not image or any(c.isspace() for c in image):
-            raise ConfigError(f"TIMER_IMAGE={image!r}: not an image reference")
+
+        def image(name: str, default: str) -> str:
+            raw = get(name, default)
+            if not raw or any(c.isspace() for c in raw):
+                raise ConfigError(f"{name}={raw!r}: not an image reference")
+            return raw
+
         return cls(
             grpc_port=integer("GRPC_PORT", d.grpc_port, low=0, high=65535),
             grpc_host=get("GRPC_HOST", d.grpc_host),
@@ -193,8 +200,9 @@ class Settings:
             kubeconfig=env.get("KUBECONFIG") or None,
             log_level=choice("LOG_LEVEL", d.log_level, LOG_LEVELS),
             log_format=choice("LOG_FORMAT", d.log_format, ("json", "console")),
-            timer_image=image,
+            timer_image=image("TIMER_IMAGE", d.timer_image),
             timer_command=tuple(get("TIMER_COMMAND", " ".join(d.timer_command)).split()),
+            worker_image=image("WORKER_IMAGE", d.worker_image),
             default_cpu_request=quantity("DEFAULT_CPU_REQUEST", d.default_cpu_request),
             default_memory_request=quantity("DEFAULT_MEMORY_REQUEST", d.default_memory_request),
             max_timer_duration_seconds=integer(

@@ -27,6 +27,8 @@ from jobscheduler.schedules import ScheduleService
 log = structlog.get_logger("jobscheduler.leader")
 Obj = dict[str, Any]
 LEASE_NAME = "jobscheduler-schedules"
+# A leader-only task: called with a namespace ("" = every namespace) on each tick.
+Reconciler = Callable[[str], None]
 
 
 def _micro_time(moment: datetime) -> str:
@@ -161,11 +163,15 @@ class ScheduleLoop:
         *,
         namespaces: Sequence[str],
         tick_seconds: float = 1.0,
+        reconcilers: Sequence[Reconciler] = (),
     ) -> None:
         self.schedules = schedules
         self.elector = elector
         self.namespaces = tuple(namespaces)
         self.tick_seconds = tick_seconds
+        # Other leader-only work (e.g. releasing jobs whose dependencies ended), called once per
+        # namespace ("" = all) on every tick while this replica leads.
+        self.reconcilers = tuple(reconcilers)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="schedule-loop", daemon=True)
 
@@ -187,6 +193,17 @@ class ScheduleLoop:
 
     def reconcile_all(self) -> None:
         for namespace in self.namespaces:
+            for reconciler in self.reconcilers:
+                if self._stop.is_set() or not self.elector.leading:
+                    return
+                try:
+                    reconciler(namespace)
+                except JobSchedulerError as e:
+                    log.warning(
+                        "leader task failed; retried next tick", namespace=namespace or "*", error=str(e)
+                    )
+                except Exception:
+                    log.exception("leader task crashed", namespace=namespace or "*")
             try:
                 cronjobs = self.schedules.managed_cronjobs(namespace)
             except JobSchedulerError as e:

@@ -62,3 +62,7 @@ class JobStatus:
     exit_code: int | None = None
     request_id: str = ""
     schedule: str = ""  # the schedule that started it
+    # Indexed Jobs: the indexes that succeeded and those that failed, as Kubernetes writes them
+    # ("0-2,4"); empty for other Jobs.
+    completed_indexes: str = ""
+    failed_indexes: str = ""

@@ -46,6 +46,12 @@ MAX_SECRET_ENV_BYTES = 64 * 1024  # a Secret may hold 1 MiB; env this large is a
 ALLOWED_CONTAINER_KEYS = frozenset(
     {"name", "image", "imagePullPolicy", "command", "args", "env", "workingDir"}
 )
+# What a job type may put in the Job's spec beside the pod: how many pods, and indexed
+# completion. Retries, deadlines, retention and suspension stay the request's and the
+# renderer's, whatever the type.
+_JOB_SPEC_COUNTS = ("parallelism", "completions", "backoffLimitPerIndex", "maxFailedIndexes")
+ALLOWED_JOB_SPEC_KEYS = frozenset({*_JOB_SPEC_COUNTS, "completionMode"})
+COMPLETION_MODES = ("NonIndexed", "Indexed")
 
 
 class RenderError(JobSchedulerError):
@@ -79,6 +85,9 @@ class JobRequest:
     secret_env: Mapping[str, str] = field(default_factory=dict)
     """Environment stored in a Secret owned by the Job and referenced by name: the values never
     appear in the Job, its annotations, a status or a log line."""
+    params_field: str = ""
+    """Where params came from when not the type's own request field (`generic_job.params`):
+    errors about them name it."""
 
 
 def _is_control(c: str) -> bool:
@@ -100,6 +109,8 @@ def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
     """Fingerprint of what a request asks for; a reused request_id must ask for the same."""
     # Secret values stay out: this hash is stored on the Job, readable by anyone who reads Jobs.
     body = asdict(request) | {"params": params, "secret_env": sorted(request.secret_env)}
+    # The same job asked for through its own field or through generic_job is the same job.
+    del body["params_field"]
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -146,6 +157,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
         request_id=request.request_id,
         suspend=request.suspend,
         secret_env=dict(sorted(request.secret_env.items())),
+        params_field=request.params_field,
     )
 
 
@@ -203,6 +215,23 @@ def _resources(res: Resources, settings: Settings) -> Resources:
     return Resources(**out)
 
 
+def _checked_job_spec(type_name: str, job_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The type's Job spec fields, refused unless allowed and well-typed (a bug in the type)."""
+    extra = set(job_spec) - ALLOWED_JOB_SPEC_KEYS
+    if extra:
+        raise RenderError(f"job type {type_name!r} rendered Job spec fields it may not set: {sorted(extra)}")
+    for key in _JOB_SPEC_COUNTS:
+        value = job_spec.get(key)
+        if key in job_spec and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1
+        ):
+            raise RenderError(f"job type {type_name!r} rendered {key}={value!r}; expected a count")
+    mode = job_spec.get("completionMode", "NonIndexed")
+    if mode not in COMPLETION_MODES:
+        raise RenderError(f"job type {type_name!r} rendered completionMode={mode!r}")
+    return {key: job_spec[key] for key in sorted(job_spec)}
+
+
 def render_job(
     request: JobRequest,
     *,
@@ -218,6 +247,7 @@ def render_job(
         raise RenderError(
             f"job type {job_type.name!r} rendered container fields it may not set: {sorted(extra)}"
         )
+    job_spec = _checked_job_spec(job_type.name, workload.job_spec)
     labels = {
         **request.labels,
         MANAGED_BY_LABEL: MANAGED_BY_VALUE,
@@ -255,23 +285,28 @@ def render_job(
             "runAsNonRoot": True,
         },
     }
-    spec: dict[str, Any] = {
-        "backoffLimit": request.backoff_limit if request.backoff_limit is not None else 0,
-        "template": {
-            "metadata": {"labels": dict(labels), "annotations": dict(request.annotations)},
-            "spec": {
-                "restartPolicy": "Never",
-                # Workloads never call the Kubernetes API: no token in the pod.
-                "automountServiceAccountToken": False,
-                "enableServiceLinks": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": WORKLOAD_UID,
-                    "runAsGroup": WORKLOAD_UID,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "containers": [container],
+    spec: dict[str, Any] = {}
+    if request.backoff_limit is not None:
+        spec["backoffLimit"] = request.backoff_limit
+    elif "backoffLimitPerIndex" not in job_spec:
+        spec["backoffLimit"] = 0
+    # else: left to Kubernetes, which then defaults it to the largest int32, so that only the
+    # per-index limit fails indexes; a 0 here would fail the whole Job at its first failure.
+    spec.update(job_spec)
+    spec["template"] = {
+        "metadata": {"labels": dict(labels), "annotations": dict(request.annotations)},
+        "spec": {
+            "restartPolicy": "Never",
+            # Workloads never call the Kubernetes API: no token in the pod.
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": WORKLOAD_UID,
+                "runAsGroup": WORKLOAD_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
             },
+            "containers": [container],
         },
     }
     if request.suspend or request.secret_env:

@@ -38,6 +38,7 @@ RPC_VERBS: Mapping[str, str] = {
     "ResumeJob": "schedule",
     "GetJobStatus": "read",
     "ListJobs": "read",
+    "ListJobTypes": "read",
     "WatchJob": "read",
     "WatchJobs": "read",
     "CancelJob": "cancel",

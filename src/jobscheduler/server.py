@@ -30,7 +30,7 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.cache import JobCache
 from jobscheduler.config import ConfigError, SecuritySettings, Settings
 from jobscheduler.gateway import KubeGateway
-from jobscheduler.leader import LeaseElector, ScheduleLoop
+from jobscheduler.leader import LeaseElector, Reconciler, ScheduleLoop
 from jobscheduler.metrics import register_cache, serve_metrics
 from jobscheduler.registry import Registry
 from jobscheduler.schedules import ScheduleService
@@ -204,6 +204,8 @@ def build_server(
         register_cache(cache.counts)
     service = JobService(gateway, registry, settings, cache=cache, api_reachable=monitor.serving)
     schedules = ScheduleService(gateway, service)
+    # Leader-only tasks besides the schedules, run on every tick by the elected replica.
+    reconcilers: list[Reconciler] = []
     loop = None
     if settings.schedule_loop:
         elector = LeaseElector(
@@ -217,6 +219,7 @@ def build_server(
             elector,
             namespaces=settings.watch_namespaces or (settings.namespace,),
             tick_seconds=settings.schedule_tick_seconds,
+            reconcilers=reconcilers,
         )
     servicer = JobSchedulerServicer(
         service,
@@ -274,9 +277,33 @@ def serve(
     from the environment (TLS_*, AUTH_TOKENS_FILE, REFLECTION)."""
     security = security or load_security()
     app = build_server(settings, gateway, registry, security=security)
+    # Handlers go in before the port opens: a SIGTERM that arrives as soon as the port accepts
+    # connections (a pod deleted while starting) must still shut down gracefully. Python runs
+    # them on this thread, between start-up steps, so the flags need no lock.
+    stopping = threading.Event()
+    started = False
+
+    def shut_down() -> None:
+        threading.Thread(target=lambda: app.stop(settings.shutdown_grace_seconds).wait(), daemon=True).start()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info(
+            "shutting down", signal=signal.Signals(signum).name, grace_seconds=settings.shutdown_grace_seconds
+        )
+        if started:
+            shut_down()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     if settings.metrics_port:
         serve_metrics(settings.metrics_port)
     app.start()
+    started = True
+    if stopping.is_set():  # the signal came while starting: stop now that there is something to stop
+        shut_down()
     log.info(
         "serving",
         port=app.port,
@@ -293,18 +320,5 @@ def serve(
             "AUTH_TOKENS_FILE without TLS: tokens travel in plaintext; set TLS_CERT_FILE and TLS_KEY_FILE "
             "unless the network between callers and this port is encrypted"
         )
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stopping.is_set():
-            return
-        stopping.set()
-        log.info(
-            "shutting down", signal=signal.Signals(signum).name, grace_seconds=settings.shutdown_grace_seconds
-        )
-        threading.Thread(target=lambda: app.stop(settings.shutdown_grace_seconds).wait(), daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     app.server.wait_for_termination()
     log.info("stopped")

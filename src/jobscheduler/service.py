@@ -44,7 +44,7 @@ from jobscheduler.models import (
     JobState,
     JobStatus,
 )
-from jobscheduler.registry import Registry
+from jobscheduler.registry import GENERIC_FIELD, Registry, check_generic_params
 from jobscheduler.render import (
     REQUEST_HASH_ANNOTATION,
     JobRequest,
@@ -116,7 +116,7 @@ class JobService:
                 schedule_burst=settings.schedule_burst_per_caller,
                 max_active_jobs=settings.max_active_jobs_per_caller,
             ),
-            trusted_images=[settings.timer_image],
+            trusted_images=[settings.timer_image, settings.worker_image],
         )
         # Held while a caller's unfinished jobs are counted and its next one created, so that
         # concurrent calls on this replica cannot both take the last slot.
@@ -165,11 +165,20 @@ class JobService:
     def prepare(self, request: JobRequest, *, job_id: str | None) -> tuple[JobRequest, Obj]:
         """A request validated, with defaults applied, admitted, and rendered as a Job manifest
         (named job_id, or by its request_id, or at random)."""
-        job_type = self.registry.get(request.job_type)
+        if request.params_field:
+            # Sent as generic_job: the type is named by generic_job.type, and the params (a Struct,
+            # where every number is a double) are first checked against its declared parameters.
+            job_type = self.registry.get(request.job_type, field=f"{GENERIC_FIELD}.type")
+        else:
+            job_type = self.registry.get(request.job_type)
+        params_field = request.params_field or job_type.request_field
         try:
-            params = job_type.validate(request.params, self.settings)
+            params = request.params
+            if request.params_field:
+                params = check_generic_params(job_type, params)
+            params = job_type.validate(params, self.settings)
         except InvalidArgumentError as e:
-            raise e.prefixed(job_type.request_field) from None
+            raise e.prefixed(params_field) from None
         request = check_request(request, self.settings)
         self.admission.check_namespace(request.namespace)
         if job_id is None:
@@ -181,7 +190,7 @@ class JobService:
         manifest = render_job(
             request, job_type=job_type, params=params, job_id=job_id, settings=self.settings
         )
-        self.admission.check_images(manifest, field=f"{job_type.request_field}.image")
+        self.admission.check_images(manifest, field=f"{params_field}.image")
         return request, manifest
 
     def _create(

@@ -41,7 +41,14 @@ from jobscheduler.errors import (
 )
 from jobscheduler.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
 from jobscheduler.models import JobState, JobStatus
-from jobscheduler.registry import Registry
+from jobscheduler.registry import (
+    GENERIC_FIELD,
+    GENERIC_PARAMS_FIELD,
+    JobType,
+    Registry,
+    description_of,
+    parameters_of,
+)
 from jobscheduler.render import JobRequest, Resources
 from jobscheduler.schedules import ScheduleService, ScheduleSpec, ScheduleView
 from jobscheduler.service import JobQuery, JobService, encode_page_token
@@ -199,6 +206,37 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             status = self.service.resume(request.namespace, request.job_id, deadline=deadline)
             log.info("job resumed", state=status.state.value)
             return pb.ResumeJobResponse(status=to_proto_status(status))
+
+    def ListJobTypes(
+        self, request: pb.ListJobTypesRequest, context: grpc.ServicerContext
+    ) -> pb.ListJobTypesResponse:
+        with self._rpc("ListJobTypes", context):
+            types = self.registry.types()
+            if request.name:
+                types = [t for t in types if t.name == request.name]
+                if not types:
+                    raise NotFoundError(
+                        f"no job type {request.name!r}; registered: {', '.join(self.registry.names())}"
+                    )
+            return pb.ListJobTypesResponse(job_types=[self._to_proto_job_type(t) for t in types])
+
+    def _to_proto_job_type(self, job_type: JobType) -> pb.JobTypeInfo:
+        own_field = job_type.request_field in self._request_fields()
+        return pb.JobTypeInfo(
+            name=job_type.name,
+            request_field=job_type.request_field if own_field else GENERIC_FIELD,
+            description=description_of(job_type),
+            parameters=[
+                pb.JobTypeParameter(
+                    name=p.name,
+                    type=p.type,
+                    required=p.required,
+                    default=p.default,
+                    description=p.description,
+                )
+                for p in parameters_of(job_type)
+            ],
+        )
 
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         with self._stream("WatchJob", context, namespace=request.namespace, job_id=request.job_id):
@@ -380,7 +418,11 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
                 setattr(out, name, value)
         if job.job_type:
             request_field = self.registry.get(job.job_type).request_field
-            ParseDict(dict(job.params), getattr(out, request_field))
+            if job.params_field or request_field not in self._request_fields():
+                out.generic_job.type = job.job_type
+                ParseDict(dict(job.params), out.generic_job.params)
+            else:
+                ParseDict(dict(job.params), getattr(out, request_field))
         return out
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -415,12 +457,21 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             raise InvalidArgumentError(
                 "job_type", f"no job type set; set one of: {', '.join(self._request_fields())}"
             )
-        job_type = self.registry.for_request_field(which)
-        params = MessageToDict(getattr(request, which), preserving_proto_field_name=True)
+        params_field = ""
+        if which == GENERIC_FIELD:
+            # Resolved and checked against the type's parameters by the service, which names
+            # generic_job.type and generic_job.params in its errors.
+            type_name = request.generic_job.type
+            params = MessageToDict(request.generic_job.params, preserving_proto_field_name=True)
+            params_field = GENERIC_PARAMS_FIELD
+        else:
+            type_name = self.registry.for_request_field(which).name
+            params = MessageToDict(getattr(request, which), preserving_proto_field_name=True)
         res = request.resources
         return JobRequest(
-            job_type=job_type.name,
+            job_type=type_name,
             params=params,
+            params_field=params_field,
             name=request.name,
             namespace=request.namespace,
             labels=dict(request.labels),
@@ -590,4 +641,6 @@ def to_proto_status(status: JobStatus) -> pb.JobStatus:
         exit_code=status.exit_code,
         request_id=status.request_id,
         schedule=status.schedule,
+        completed_indexes=status.completed_indexes,
+        failed_indexes=status.failed_indexes,
     )

@@ -47,6 +47,10 @@ _SERVICE_LABEL_PREFIX = NAME_LABEL.split("/", 1)[0] + "/"
 
 # Sorts missing timestamps first, so a malformed object never makes an ordering raise.
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+# How much of a container's termination message a status carries. The message is the
+# workload's own account of the failure (the health check names each unhealthy target), or,
+# with FallbackToLogsOnError, the tail of its log; the end is what says why.
+MAX_TERMINATION_MESSAGE_CHARS = 2048
 
 
 def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobStatus:
@@ -81,6 +85,8 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         exit_code=verdict.exit_code,
         request_id=_string(annotations, REQUEST_ID_ANNOTATION),
         schedule=_string(labels, SCHEDULE_LABEL),
+        completed_indexes=_string(job_status, "completedIndexes"),
+        failed_indexes=_string(job_status, "failedIndexes"),
     )
 
 
@@ -113,13 +119,21 @@ class _Termination:
     message: str = ""
 
     def describe(self) -> str:
+        detail = f": {_one_line(self.message)}" if self.message.strip() else ""
         if not self.container:
-            detail = f": {self.message}" if self.message else ""
             return f"pod failed ({self.reason or 'unknown reason'}){detail}"
         if self.exit_code is None:
-            return f"container {self.container} terminated ({self.reason or 'unknown reason'})"
+            return f"container {self.container} terminated ({self.reason or 'unknown reason'}){detail}"
         reason = f" ({self.reason})" if self.reason else ""
-        return f"container {self.container} exited with code {self.exit_code}{reason}"
+        return f"container {self.container} exited with code {self.exit_code}{reason}{detail}"
+
+
+def _one_line(message: str) -> str:
+    """A termination message on one line, its end kept when it is long."""
+    text = " / ".join(line.strip() for line in message.splitlines() if line.strip())
+    if len(text) > MAX_TERMINATION_MESSAGE_CHARS:
+        return "…" + text[-(MAX_TERMINATION_MESSAGE_CHARS - 1) :]
+    return text
 
 
 def _judge(

@@ -21,6 +21,7 @@ VARIABLES = (
     "LOG_FORMAT",
     "TIMER_IMAGE",
     "TIMER_COMMAND",
+    "WORKER_IMAGE",
     "DEFAULT_CPU_REQUEST",
     "DEFAULT_MEMORY_REQUEST",
     "MAX_TIMER_DURATION_SECONDS",
@@ -44,6 +45,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "log_format": "json",
     "timer_image": "timer-service:latest",
     "timer_command": ("jobscheduler-timer",),
+    "worker_image": "jobscheduler:latest",
     "default_cpu_request": "100m",
     "default_memory_request": "64Mi",
     "max_timer_duration_seconds": 86400,
@@ -118,6 +120,9 @@ def test_empty_environment_equals_class_defaults() -> None:
         pytest.param({"LOG_FORMAT": "Console"}, "log_format", "console", id="log-format-console"),
         pytest.param(
             {"TIMER_IMAGE": "reg.example/timer:1.2"}, "timer_image", "reg.example/timer:1.2", id="timer-image"
+        ),
+        pytest.param(
+            {"WORKER_IMAGE": "reg.example/js:0.2"}, "worker_image", "reg.example/js:0.2", id="worker-image"
         ),
         pytest.param(
             {"TIMER_COMMAND": "python -m jobscheduler.workloads.timer"},
@@ -202,6 +207,8 @@ def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) 
         pytest.param("TIMER_IMAGE", "timer service:latest", id="timer-image-with-space"),
         pytest.param("TIMER_IMAGE", "timer-service:\tlatest", id="timer-image-with-tab"),
         pytest.param("TIMER_IMAGE", "", id="timer-image-empty"),
+        pytest.param("WORKER_IMAGE", "js :1", id="worker-image-with-space"),
+        pytest.param("WORKER_IMAGE", "", id="worker-image-empty"),
         pytest.param("SCHEDULE_RATE_PER_CALLER", "-1", id="rate-negative"),
         pytest.param("SCHEDULE_RATE_PER_CALLER", "fast", id="rate-not-a-number"),
         pytest.param("SCHEDULE_RATE_PER_CALLER", "inf", id="rate-infinite"),

@@ -8,6 +8,7 @@ report their status from the state of their pods.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -193,6 +194,376 @@ class TimerJob(_message.Message):
 Global___TimerJob: _TypeAlias = TimerJob  # noqa: Y015
 
 @_typing.final
+class ContainerJob(_message.Message):
+    """Runs a container image once: the image's entrypoint, or command and args."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    image: _builtins.str
+    """required; e.g. ghcr.io/acme/tool:1.2"""
+    working_dir: _builtins.str
+    """absolute path (default: the image's WORKDIR)"""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the container's entrypoint (default: the image's ENTRYPOINT)"""
+
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """its arguments (default: the image's CMD)"""
+
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """environment; stored in the Job (secrets: use secret_env)"""
+
+    def __init__(
+        self,
+        *,
+        image: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        working_dir: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "command", b"command", "env", b"env", "image", b"image", "working_dir", b"working_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerJob: _TypeAlias = ContainerJob  # noqa: Y015
+
+@_typing.final
+class WebhookJob(_message.Message):
+    """One HTTP request made from inside the cluster by the jobscheduler-webhook workload (image
+    WORKER_IMAGE), retried with exponential backoff while the failure looks temporary (no answer,
+    408, 429, 5xx). SUCCEEDED when an expected status comes back, FAILED otherwise.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATUS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """required; http:// or https://, no user or password"""
+    method: _builtins.str
+    """GET, POST (default), PUT, PATCH, DELETE, HEAD"""
+    body: _builtins.str
+    """sent as UTF-8; at most 64 KiB (default: no body)"""
+    expected_status: _builtins.str
+    """codes and ranges counting as success (default "200-299")"""
+    timeout_seconds: _builtins.float
+    """one attempt, at most 3600 (default 10)"""
+    attempts: _builtins.int
+    """in all, the first included, 1 .. 100 (default 5)"""
+    backoff_seconds: _builtins.float
+    """before the first retry, doubled each retry (default 1)"""
+    max_backoff_seconds: _builtins.float
+    """cap on a pause, Retry-After included (default 30)"""
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Request headers. Stored in the Job: for credentials leave this empty and pass
+        WEBHOOK_HEADERS (a JSON object) in the request's secret_env.
+        """
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        method: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        body: _builtins.str = ...,
+        expected_status: _builtins.str = ...,
+        timeout_seconds: _builtins.float = ...,
+        attempts: _builtins.int = ...,
+        backoff_seconds: _builtins.float | None = ...,
+        max_backoff_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_backoff_seconds", b"_backoff_seconds", "_max_backoff_seconds", b"_max_backoff_seconds", "backoff_seconds", b"backoff_seconds", "max_backoff_seconds", b"max_backoff_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_backoff_seconds", b"_backoff_seconds", "_max_backoff_seconds", b"_max_backoff_seconds", "attempts", b"attempts", "backoff_seconds", b"backoff_seconds", "body", b"body", "expected_status", b"expected_status", "headers", b"headers", "max_backoff_seconds", b"max_backoff_seconds", "method", b"method", "timeout_seconds", b"timeout_seconds", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__backoff_seconds: _TypeAlias = _typing.Literal["backoff_seconds"]  # noqa: Y015
+    _WhichOneofArgType__backoff_seconds: _TypeAlias = _typing.Literal["_backoff_seconds", b"_backoff_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__max_backoff_seconds: _TypeAlias = _typing.Literal["max_backoff_seconds"]  # noqa: Y015
+    _WhichOneofArgType__max_backoff_seconds: _TypeAlias = _typing.Literal["_max_backoff_seconds", b"_max_backoff_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__backoff_seconds) -> _WhichOneofReturnType__backoff_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_backoff_seconds) -> _WhichOneofReturnType__max_backoff_seconds | None: ...
+
+Global___WebhookJob: _TypeAlias = WebhookJob  # noqa: Y015
+
+@_typing.final
+class HealthCheckTarget(_message.Message):
+    """One thing a health-check job probes. The keys that apply depend on type."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATUS_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """required: http, tcp or grpc"""
+    name: _builtins.str
+    """how the status message names it; unique (default: its address)"""
+    url: _builtins.str
+    """http: the URL to GET; redirects are not followed"""
+    expected_status: _builtins.str
+    """http: healthy codes and ranges (default "200-399")"""
+    host: _builtins.str
+    """tcp: host name or IP address"""
+    port: _builtins.int
+    """tcp: 1 .. 65535"""
+    address: _builtins.str
+    """grpc: host:port serving grpc.health.v1.Health (plaintext)"""
+    service: _builtins.str
+    """grpc: the service asked about (default "": the whole server)"""
+    timeout_seconds: _builtins.float
+    """one attempt (default: HealthCheckJob.timeout_seconds)"""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        name: _builtins.str = ...,
+        url: _builtins.str = ...,
+        expected_status: _builtins.str = ...,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        address: _builtins.str = ...,
+        service: _builtins.str = ...,
+        timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "expected_status", b"expected_status", "host", b"host", "name", b"name", "port", b"port", "service", b"service", "timeout_seconds", b"timeout_seconds", "type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheckTarget: _TypeAlias = HealthCheckTarget  # noqa: Y015
+
+@_typing.final
+class HealthCheckJob(_message.Message):
+    """Probes HTTP, TCP and gRPC health endpoints in parallel with the jobscheduler-healthcheck
+    workload (image WORKER_IMAGE). FAILED when any target is unhealthy; the status message then
+    names each unhealthy target and why ("1/2 healthy; unhealthy: db (tcp db:5432: connection refused)").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGETS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    attempts: _builtins.int
+    """per target; healthy as soon as one is (default 1)"""
+    timeout_seconds: _builtins.float
+    """one attempt (default 5)"""
+    interval_seconds: _builtins.float
+    """pause between two attempts on one target (default 1)"""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthCheckTarget]:
+        """required, 1 .. 50"""
+
+    def __init__(
+        self,
+        *,
+        targets: _abc.Iterable[Global___HealthCheckTarget] | None = ...,
+        attempts: _builtins.int = ...,
+        timeout_seconds: _builtins.float = ...,
+        interval_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_interval_seconds", b"_interval_seconds", "interval_seconds", b"interval_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_interval_seconds", b"_interval_seconds", "attempts", b"attempts", "interval_seconds", b"interval_seconds", "targets", b"targets", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__interval_seconds: _TypeAlias = _typing.Literal["interval_seconds"]  # noqa: Y015
+    _WhichOneofArgType__interval_seconds: _TypeAlias = _typing.Literal["_interval_seconds", b"_interval_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__interval_seconds) -> _WhichOneofReturnType__interval_seconds | None: ...
+
+Global___HealthCheckJob: _TypeAlias = HealthCheckJob  # noqa: Y015
+
+@_typing.final
+class BatchJob(_message.Message):
+    """An Indexed Job: one container per index 0 .. completions-1 (the index is in the
+    JOB_COMPLETION_INDEX environment variable), parallelism at a time. The status reports
+    completed_indexes and failed_indexes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    WORKING_DIR_FIELD_NUMBER: _builtins.int
+    COMPLETIONS_FIELD_NUMBER: _builtins.int
+    PARALLELISM_FIELD_NUMBER: _builtins.int
+    BACKOFF_LIMIT_PER_INDEX_FIELD_NUMBER: _builtins.int
+    MAX_FAILED_INDEXES_FIELD_NUMBER: _builtins.int
+    image: _builtins.str
+    """required"""
+    working_dir: _builtins.str
+    """absolute path (default: the image's WORKDIR)"""
+    completions: _builtins.int
+    """required, 1 .. 100000: the number of indexes"""
+    parallelism: _builtins.int
+    """pods at once, at most completions (default 1)"""
+    backoff_limit_per_index: _builtins.int
+    """Retries of each index before that index fails; set, the other indexes go on after one
+    fails, and backoff_limit defaults to unlimited. Unset: backoff_limit counts all failures.
+    """
+    max_failed_indexes: _builtins.int
+    """The Job fails at once when more indexes than this have failed (needs backoff_limit_per_index)."""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """default: the image's ENTRYPOINT"""
+
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """default: the image's CMD"""
+
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """JOB_COMPLETION_INDEX is set by Kubernetes"""
+
+    def __init__(
+        self,
+        *,
+        image: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        working_dir: _builtins.str = ...,
+        completions: _builtins.int = ...,
+        parallelism: _builtins.int = ...,
+        backoff_limit_per_index: _builtins.int | None = ...,
+        max_failed_indexes: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_backoff_limit_per_index", b"_backoff_limit_per_index", "_max_failed_indexes", b"_max_failed_indexes", "backoff_limit_per_index", b"backoff_limit_per_index", "max_failed_indexes", b"max_failed_indexes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_backoff_limit_per_index", b"_backoff_limit_per_index", "_max_failed_indexes", b"_max_failed_indexes", "args", b"args", "backoff_limit_per_index", b"backoff_limit_per_index", "command", b"command", "completions", b"completions", "env", b"env", "image", b"image", "max_failed_indexes", b"max_failed_indexes", "parallelism", b"parallelism", "working_dir", b"working_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__backoff_limit_per_index: _TypeAlias = _typing.Literal["backoff_limit_per_index"]  # noqa: Y015
+    _WhichOneofArgType__backoff_limit_per_index: _TypeAlias = _typing.Literal["_backoff_limit_per_index", b"_backoff_limit_per_index"]  # noqa: Y015
+    _WhichOneofReturnType__max_failed_indexes: _TypeAlias = _typing.Literal["max_failed_indexes"]  # noqa: Y015
+    _WhichOneofArgType__max_failed_indexes: _TypeAlias = _typing.Literal["_max_failed_indexes", b"_max_failed_indexes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__backoff_limit_per_index) -> _WhichOneofReturnType__backoff_limit_per_index | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_failed_indexes) -> _WhichOneofReturnType__max_failed_indexes | None: ...
+
+Global___BatchJob: _TypeAlias = BatchJob  # noqa: Y015
+
+@_typing.final
+class GenericJob(_message.Message):
+    """Any registered job type, by name, with its parameters as JSON: the way to run a type that
+    has no field of its own here (a plugin's), checked against the parameters ListJobTypes
+    reports for it. A built-in type may be sent this way too.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """required; a name from ListJobTypes"""
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct:
+        """the type's parameters"""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        params: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenericJob: _TypeAlias = GenericJob  # noqa: Y015
+
+@_typing.final
 class Resources(_message.Message):
     """Kubernetes quantities ("100m", "0.5", "64Mi"). Requests default to DEFAULT_CPU_REQUEST and
     DEFAULT_MEMORY_REQUEST; limits are unset unless given.
@@ -305,6 +676,11 @@ class ScheduleJobRequest(_message.Message):
     SUSPEND_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
+    CONTAINER_JOB_FIELD_NUMBER: _builtins.int
+    WEBHOOK_JOB_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_JOB_FIELD_NUMBER: _builtins.int
+    BATCH_JOB_FIELD_NUMBER: _builtins.int
+    GENERIC_JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """human name; DNS-1123 label once lower-cased"""
     namespace: _builtins.str
@@ -345,6 +721,26 @@ class ScheduleJobRequest(_message.Message):
     def timer_job(self) -> Global___TimerJob:
         """the Timer job type"""
 
+    @_builtins.property
+    def container_job(self) -> Global___ContainerJob:
+        """the container job type"""
+
+    @_builtins.property
+    def webhook_job(self) -> Global___WebhookJob:
+        """the webhook job type"""
+
+    @_builtins.property
+    def health_check_job(self) -> Global___HealthCheckJob:
+        """the health-check job type"""
+
+    @_builtins.property
+    def batch_job(self) -> Global___BatchJob:
+        """the indexed batch job type"""
+
+    @_builtins.property
+    def generic_job(self) -> Global___GenericJob:
+        """any registered type by name (plugins)"""
+
     def __init__(
         self,
         *,
@@ -361,10 +757,15 @@ class ScheduleJobRequest(_message.Message):
         suspend: _builtins.bool = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         timer_job: Global___TimerJob | None = ...,
+        container_job: Global___ContainerJob | None = ...,
+        webhook_job: Global___WebhookJob | None = ...,
+        health_check_job: Global___HealthCheckJob | None = ...,
+        batch_job: Global___BatchJob | None = ...,
+        generic_job: Global___GenericJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "job_type", b"job_type", "resources", b"resources", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "resources", b"resources", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "dry_run", b"dry_run", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "request_id", b"request_id", "resources", b"resources", "secret_env", b"secret_env", "suspend", b"suspend", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "request_id", b"request_id", "resources", b"resources", "secret_env", b"secret_env", "suspend", b"suspend", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
@@ -372,7 +773,7 @@ class ScheduleJobRequest(_message.Message):
     _WhichOneofArgType__backoff_limit: _TypeAlias = _typing.Literal["_backoff_limit", b"_backoff_limit"]  # noqa: Y015
     _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
-    _WhichOneofReturnType_job_type: _TypeAlias = _typing.Literal["timer_job"]  # noqa: Y015
+    _WhichOneofReturnType_job_type: _TypeAlias = _typing.Literal["timer_job", "container_job", "webhook_job", "health_check_job", "batch_job", "generic_job"]  # noqa: Y015
     _WhichOneofArgType_job_type: _TypeAlias = _typing.Literal["job_type", b"job_type"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__active_deadline_seconds) -> _WhichOneofReturnType__active_deadline_seconds | None: ...
@@ -468,6 +869,8 @@ class JobStatus(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    COMPLETED_INDEXES_FIELD_NUMBER: _builtins.int
+    FAILED_INDEXES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """the Kubernetes Job's name"""
     namespace: _builtins.str
@@ -494,6 +897,10 @@ class JobStatus(_message.Message):
     """the idempotency key it was created with"""
     schedule: _builtins.str
     """the schedule that started it, if any"""
+    completed_indexes: _builtins.str
+    """indexed (batch) jobs: indexes that succeeded, e.g. "0-2,4" """
+    failed_indexes: _builtins.str
+    """indexed (batch) jobs: indexes that failed, e.g. "3" """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """when the Job was created"""
@@ -536,10 +943,12 @@ class JobStatus(_message.Message):
         exit_code: _builtins.int | None = ...,
         request_id: _builtins.str = ...,
         schedule: _builtins.str = ...,
+        completed_indexes: _builtins.str = ...,
+        failed_indexes: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "pods", b"pods", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "pods", b"pods", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -1017,6 +1426,113 @@ class TriggerScheduleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ListJobTypesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """only the type of this name (NOT_FOUND when none); empty: every type"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobTypesRequest: _TypeAlias = ListJobTypesRequest  # noqa: Y015
+
+@_typing.final
+class JobTypeParameter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """as in the type's message; "targets[].port" is a key of each element of targets"""
+    type: _builtins.str
+    """string, integer, number, boolean, list<string>, map<string,string>, list<object>"""
+    required: _builtins.bool
+    default: _builtins.str
+    """the value used when it is not given; empty: none"""
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        default: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default", b"default", "description", b"description", "name", b"name", "required", b"required", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobTypeParameter: _TypeAlias = JobTypeParameter  # noqa: Y015
+
+@_typing.final
+class JobTypeInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """the type's name: the jobscheduler.io/job-type label, GenericJob.type"""
+    request_field: _builtins.str
+    """its ScheduleJobRequest field, "generic_job" for a type without one"""
+    description: _builtins.str
+    @_builtins.property
+    def parameters(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTypeParameter]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        request_field: _builtins.str = ...,
+        description: _builtins.str = ...,
+        parameters: _abc.Iterable[Global___JobTypeParameter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters", b"parameters", "request_field", b"request_field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobTypeInfo: _TypeAlias = JobTypeInfo  # noqa: Y015
+
+@_typing.final
+class ListJobTypesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTypeInfo]:
+        """by name"""
+
+    def __init__(
+        self,
+        *,
+        job_types: _abc.Iterable[Global___JobTypeInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_types", b"job_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobTypesResponse: _TypeAlias = ListJobTypesResponse  # noqa: Y015
 
 @_typing.final
 class GetJobStatusRequest(_message.Message):

@@ -59,6 +59,11 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobResponse.FromString,
                 _registered_method=True)
+        self.ListJobTypes = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListJobTypes',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListJobTypesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListJobTypesResponse.FromString,
+                _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/jobscheduler.JobScheduler/WatchJob',
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobRequest.SerializeToString,
@@ -145,6 +150,13 @@ class JobSchedulerServicer:
 
     def ResumeJob(self, request, context):
         """Releases a job scheduled with suspend=true: its pods start.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobTypes(self, request, context):
+        """Every registered job type (built-in or plugin) with its parameters, their types, defaults and docs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -246,6 +258,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.ResumeJob,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobResponse.SerializeToString,
+            ),
+            'ListJobTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobTypes,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListJobTypesRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListJobTypesResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
@@ -433,6 +450,33 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/ResumeJob',
             jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobRequest.SerializeToString,
             jobscheduler_dot_api_dot_scheduler__pb2.ResumeJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListJobTypes',
+            jobscheduler_dot_api_dot_scheduler__pb2.ListJobTypesRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.ListJobTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class JobSchedulerStub:
     """Stops a job's pods; the job then reads CANCELLED until retention removes it."""
     ResumeJob: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeJobRequest, _scheduler_pb2.ResumeJobResponse]
     """Releases a job scheduled with suspend=true: its pods start."""
+    ListJobTypes: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListJobTypesRequest, _scheduler_pb2.ListJobTypesResponse]
+    """Every registered job type (built-in or plugin) with its parameters, their types, defaults and docs."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobRequest, _scheduler_pb2.JobEvent]
     """The job's current status at once, then an event on every change; ends after the terminal state."""
     WatchJobs: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]
@@ -81,6 +83,8 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """Stops a job's pods; the job then reads CANCELLED until retention removes it."""
     ResumeJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeJobRequest, _scheduler_pb2.ResumeJobResponse]  # type: ignore[assignment]
     """Releases a job scheduled with suspend=true: its pods start."""
+    ListJobTypes: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListJobTypesRequest, _scheduler_pb2.ListJobTypesResponse]  # type: ignore[assignment]
+    """Every registered job type (built-in or plugin) with its parameters, their types, defaults and docs."""
     WatchJob: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobRequest, _scheduler_pb2.JobEvent]  # type: ignore[assignment]
     """The job's current status at once, then an event on every change; ends after the terminal state."""
     WatchJobs: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]  # type: ignore[assignment]
@@ -144,6 +148,14 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.ResumeJobResponse, _abc.Awaitable[_scheduler_pb2.ResumeJobResponse]]:
         """Releases a job scheduled with suspend=true: its pods start."""
+
+    @_abc_1.abstractmethod
+    def ListJobTypes(
+        self,
+        request: _scheduler_pb2.ListJobTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListJobTypesResponse, _abc.Awaitable[_scheduler_pb2.ListJobTypesResponse]]:
+        """Every registered job type (built-in or plugin) with its parameters, their types, defaults and docs."""
 
     @_abc_1.abstractmethod
     def WatchJob(

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from jobscheduler.config import LOG_LEVELS, Settings
 from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.registry import Workload
+from jobscheduler.registry import Parameter, Workload
 from jobscheduler.validation import check_env, shown
 
 # Variables the workload reads; a caller's env may not override them.
@@ -62,6 +62,29 @@ class TimerJobType:
     name = "timer"
     request_field = "timer_job"
     description = "Waits duration_seconds, then POSTs a completion report to control_plane_endpoint."
+    parameters = (
+        Parameter(
+            "duration_seconds",
+            "integer",
+            "seconds to wait, 1 … MAX_TIMER_DURATION_SECONDS (server setting, default 86400)",
+            required=True,
+        ),
+        Parameter("timer_name", "string", "the timer's name, in the completion report", required=True),
+        Parameter(
+            "control_plane_endpoint",
+            "string",
+            "http:// or https:// URL the completion report is POSTed to "
+            f"(at most {MAX_ENDPOINT_LENGTH} characters)",
+            required=True,
+        ),
+        Parameter("image", "string", "container image of the timer workload", default="TIMER_IMAGE"),
+        Parameter("log_level", "string", ", ".join(LOG_LEVELS), default="info"),
+        Parameter(
+            "env",
+            "map<string,string>",
+            f"extra environment for the container (at most {MAX_ENV_BYTES // 1024} KiB)",
+        ),
+    )
 
     def validate(self, params: Mapping[str, Any], settings: Settings) -> Mapping[str, Any]:
         duration = params.get("duration_seconds", 0)

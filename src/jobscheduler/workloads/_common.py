@@ -1,27 +1,31 @@
-"""What the webhook and healthcheck workloads share: exit codes, reading and checking environment variables,
-HTTP status sets, retry pauses, one-JSON-object-per-line logs and SIGTERM/SIGINT handling.
-Standard library only, like the workloads themselves."""
+"""What the timer, webhook and healthcheck workloads share: exit codes, reading and checking environment
+variables, HTTP requests and status sets, retry pauses, one-JSON-object-per-line logs, SIGTERM/SIGINT handling
+and the entry point's boilerplate. Standard library only, like the workloads themselves."""
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import http.client
 import json
 import math
+import os
 import re
 import select
 import signal
 import socket
+import sys
 import threading
 import time
+import urllib.error
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
 from types import FrameType
-from typing import IO, Any, TextIO
+from typing import IO, Any, Protocol, TextIO, TypeVar
 from urllib.parse import urlsplit
-from urllib.request import HTTPRedirectHandler, Request
+from urllib.request import HTTPRedirectHandler, OpenerDirector, Request
 
 LOG_LEVELS = {"trace": 5, "debug": 10, "info": 20, "warn": 30, "error": 40}
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -86,13 +90,17 @@ def required(environ: Mapping[str, str], name: str, *, expected: str) -> str:
     return value
 
 
-def positive_int(environ: Mapping[str, str], name: str, *, default: int) -> int:
+def positive_int(environ: Mapping[str, str], name: str, *, default: int | None) -> int:
+    """default None makes the variable required."""
+    expected = "a whole number greater than 0"
     raw = read(environ, name)
     if raw is None:
+        if default is None:
+            raise ConfigError.unset(name, expected=expected)
         return default
     # Stricter than int(): "1.5", "+3", "1_000" and non-ASCII digits are refused, not reinterpreted.
     if not _WHOLE_NUMBER.fullmatch(raw) or int(raw) == 0:
-        raise ConfigError.invalid(name, raw, expected="a whole number greater than 0")
+        raise ConfigError.invalid(name, raw, expected=expected)
     return int(raw)
 
 
@@ -129,6 +137,10 @@ def choice(environ: Mapping[str, str], name: str, choices: Iterable[str], *, def
     return raw.lower()
 
 
+# What http_url_problem says of a URL whose only fault is a user or password, which must not be logged.
+URL_WITH_CREDENTIALS = "must not hold a user or password; send credentials in a header instead"
+
+
 def http_url_problem(raw: str) -> str | None:
     """Why raw is not a usable http(s) URL, without quoting it (its path or query may hold a token)."""
     try:
@@ -145,7 +157,7 @@ def http_url_problem(raw: str) -> str | None:
         return "has no host"
     if parts.username is not None or parts.password is not None:
         # urllib would not send them, and the secret must not end up in the pod's log.
-        return "must not hold a user or password; send credentials in a header instead"
+        return URL_WITH_CREDENTIALS
     return None
 
 
@@ -217,6 +229,67 @@ def backoff_seconds(retry: int, *, initial: float, cap: float, retry_after: floa
     return min(initial * 2.0 ** min(retry - 1, 64), cap)
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    status: int | None  # None when no HTTP answer arrived: refused, reset, timed out, DNS failure
+    error: str = ""
+    retry_after_seconds: float | None = None
+    response_excerpt: str = ""
+
+
+def is_retryable(status: int | None) -> bool:
+    """Whether a failed attempt may succeed later without anyone changing the request."""
+    # 408 is the server's own "try again"; any other 4xx says the request is wrong and will stay wrong.
+    return status is None or status in (408, 429) or 500 <= status <= 599
+
+
+def send_request(
+    opener: OpenerDirector,
+    request: Request,
+    *,
+    timeout: float,
+    excerpt_bytes: int,
+    error_text: Callable[[Exception], str] | None = None,
+) -> AttemptResult:
+    """Makes one request and classifies what came back; never raises for network or HTTP failures.
+
+    error_text describes a failure without an HTTP status (default: request_error_text).
+    """
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return AttemptResult(status=response.status)
+    except urllib.error.HTTPError as e:  # any status urllib does not call success, 3xx included
+        with e:
+            excerpt = _read_excerpt(e, excerpt_bytes)
+        return AttemptResult(
+            status=e.code,
+            error=f"HTTP {e.code} {e.reason}",
+            retry_after_seconds=parse_retry_after(e.headers.get("Retry-After")),
+            response_excerpt=excerpt,
+        )
+    except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
+        text = request_error_text(e, timeout=timeout) if error_text is None else error_text(e)
+        return AttemptResult(status=None, error=text)
+
+
+def _read_excerpt(response: urllib.error.HTTPError, limit: int) -> str:
+    try:
+        return response.read(limit).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return ""
+
+
+def request_error_text(error: Exception, *, timeout: float) -> str:
+    """A short description of a urllib request that got no HTTP status (HTTPError is handled before)."""
+    if isinstance(error, urllib.error.URLError):
+        if isinstance(error.reason, OSError):
+            return os_error_text(error.reason, timeout=timeout)
+        return str(error.reason)
+    if isinstance(error, OSError):  # a timeout while reading the answer is not wrapped in URLError
+        return os_error_text(error, timeout=timeout)
+    return f"bad HTTP answer: {type(error).__name__}: {error}".rstrip(": ")
+
+
 def os_error_text(error: OSError, *, timeout: float) -> str:
     """A short, stable description of a network failure, such as "connection refused"."""
     if isinstance(error, TimeoutError):
@@ -258,6 +331,9 @@ class JsonLogger:
         with self._lock:
             self._stream.write(line)
             self._stream.flush()
+
+    def trace(self, event: str, **fields: object) -> None:
+        self.log("trace", event, **fields)
 
     def debug(self, event: str, **fields: object) -> None:
         self.log("debug", event, **fields)
@@ -302,6 +378,7 @@ class SignalWatch:
 
     def __init__(self) -> None:
         self.first_signal: int | None = None
+        self.first_signal_at: float | None = None  # time.monotonic()
         self._count = 0
         self._reader, self._writer = socket.socketpair()
         self._previous_handlers: dict[int, _SignalHandler] = {}
@@ -329,7 +406,7 @@ class SignalWatch:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self._count += 1
         if self._count == 1:
-            self.first_signal = signum
+            self.first_signal, self.first_signal_at = signum, time.monotonic()
         elif self._count == 2:  # later ones arrive while we are already unwinding: ignore them
             raise SecondSignalError(signum)
 
@@ -340,6 +417,10 @@ class SignalWatch:
             with contextlib.suppress(BlockingIOError):
                 while self._reader.recv(512):
                     pass
+
+    def shutdown_deadline(self, budget_seconds: float) -> float | None:
+        """When work must stop (time.monotonic()): budget_seconds after the first signal, None before it."""
+        return None if self.first_signal_at is None else self.first_signal_at + budget_seconds
 
     def wake(self) -> None:
         """Ends a `wait` in progress, or the next one; safe from any thread, also after the block ended."""
@@ -356,3 +437,61 @@ class SignalWatch:
                 return True
             self.wait(end - now)
         return False
+
+
+# Entry point
+
+
+class _Settings(Protocol):
+    @property
+    def log_level(self) -> str: ...  # a key of LOG_LEVELS
+
+
+SettingsT = TypeVar("SettingsT", bound=_Settings)
+_SettingsT_contra = TypeVar("_SettingsT_contra", bound=_Settings, contravariant=True)
+
+
+class Run(Protocol[_SettingsT_contra]):
+    def __call__(self, settings: _SettingsT_contra, *, signals: SignalWatch, log: JsonLogger) -> ExitCode: ...
+
+
+def run_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    usage: str,
+    load_settings: Callable[[Mapping[str, str]], SettingsT],
+    log_context: Callable[[SettingsT], Mapping[str, object]],
+    run: Run[SettingsT],
+    aborted_event: str,
+    aborted_hint: str,
+    on_config_error: Callable[[ConfigError], None] | None = None,
+    on_aborted: Callable[[SettingsT, SecondSignalError, JsonLogger], None] | None = None,
+) -> int:
+    """A workload's `main`: --help, no arguments, settings from the environment (exit code 2 and one line on
+    stderr when they are bad), a JSON log on stdout bound to log_context, then `run` under a SignalWatch,
+    and the aborted_event line and exit code 143 on a second signal. The hooks run after those lines.
+    Must run on the main thread, which is where Python delivers signals."""
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        sys.stdout.write(usage)
+        return 0
+    if args:
+        print(f"{prog}: takes no arguments, only environment variables (see --help)", file=sys.stderr)
+        return int(ExitCode.BAD_CONFIGURATION)
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as e:
+        print(f"{prog}: configuration error: {e}", file=sys.stderr)
+        if on_config_error is not None:
+            on_config_error(e)
+        return int(ExitCode.BAD_CONFIGURATION)
+    log = JsonLogger(sys.stdout, level=settings.log_level, **log_context(settings))
+    try:
+        with SignalWatch() as signals:
+            return int(run(settings, signals=signals, log=log))
+    except SecondSignalError as e:
+        log.error(aborted_event, signal=e.signal_name, exit_code=int(ExitCode.ABORTED), hint=aborted_hint)
+        if on_aborted is not None:
+            on_aborted(settings, e, log)
+        return int(ExitCode.ABORTED)

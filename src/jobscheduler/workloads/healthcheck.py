@@ -43,7 +43,9 @@ from jobscheduler.workloads._common import (
     parse_seconds,
     positive_int,
     read,
+    request_error_text,
     required,
+    run_main,
     seconds,
 )
 
@@ -338,14 +340,8 @@ def check_http(target: HttpTarget) -> CheckResult:
     except urllib.error.HTTPError as e:  # any status urllib does not call success, 3xx included
         with e:
             status = e.code
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, OSError):
-            return CheckResult(healthy=False, detail=os_error_text(e.reason, timeout=target.timeout_seconds))
-        return CheckResult(healthy=False, detail=str(e.reason))
-    except OSError as e:  # a timeout while reading the answer is not wrapped in URLError
-        return CheckResult(healthy=False, detail=os_error_text(e, timeout=target.timeout_seconds))
-    except http.client.HTTPException as e:
-        return CheckResult(healthy=False, detail=f"bad HTTP answer: {type(e).__name__}: {e}".rstrip(": "))
+    except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
+        return CheckResult(healthy=False, detail=request_error_text(e, timeout=target.timeout_seconds))
     if status in target.expected_status:
         return CheckResult(healthy=True, detail=f"status {status}")
     return CheckResult(healthy=False, detail=f"status {status}, expected {target.expected_status}")
@@ -576,34 +572,28 @@ def _write_termination_message(path: str, message: str, *, log: JsonLogger | Non
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; must run on the main thread, which is where Python delivers signals."""
-    args = sys.argv[1:] if argv is None else argv
-    if args in (["-h"], ["--help"]):
-        sys.stdout.write(USAGE)
-        return 0
-    if args:
-        print(f"{PROG}: takes no arguments, only environment variables (see --help)", file=sys.stderr)
-        return int(ExitCode.BAD_CONFIGURATION)
-    try:
-        settings = load_settings(os.environ)
-    except ConfigError as e:
-        print(f"{PROG}: configuration error: {e}", file=sys.stderr)
-        # The Job's status shows the termination message: the reason belongs there too.
-        _write_termination_message(termination_log_path(os.environ), f"configuration error: {e}", log=None)
-        return int(ExitCode.BAD_CONFIGURATION)
-    log = JsonLogger(sys.stdout, level=settings.log_level, job_id=settings.job_id or None)
-    try:
-        with SignalWatch() as signals:
-            return int(run(settings, signals=signals, log=log))
-    except SecondSignalError as e:
-        log.error(
-            "healthcheck.aborted",
-            signal=e.signal_name,
-            exit_code=int(ExitCode.ABORTED),
-            hint="a second signal ends the workload at once; the checks' results are unknown",
-        )
-        message = f"aborted by a second {e.signal_name} before the checks finished"
-        _write_termination_message(settings.termination_log, message, log=log)
-        return int(ExitCode.ABORTED)
+    return run_main(
+        argv,
+        prog=PROG,
+        usage=USAGE,
+        load_settings=load_settings,
+        log_context=lambda settings: {"job_id": settings.job_id or None},
+        run=run,
+        aborted_event="healthcheck.aborted",
+        aborted_hint="a second signal ends the workload at once; the checks' results are unknown",
+        on_config_error=_config_error_message,
+        on_aborted=_aborted_message,
+    )
+
+
+def _config_error_message(error: ConfigError) -> None:
+    # The Job's status shows the termination message: the reason belongs there too.
+    _write_termination_message(termination_log_path(os.environ), f"configuration error: {error}", log=None)
+
+
+def _aborted_message(settings: Settings, error: SecondSignalError, log: JsonLogger) -> None:
+    message = f"aborted by a second {error.signal_name} before the checks finished"
+    _write_termination_message(settings.termination_log, message, log=log)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,10 @@ the environment. Header values and the body may hold secrets: they never reach t
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import re
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,23 +16,24 @@ from dataclasses import dataclass
 from jobscheduler.workloads._common import (
     DEFAULT_MAX_BACKOFF_SECONDS,
     LOG_LEVELS,
+    AttemptResult,
     ConfigError,
     ExitCode,
     JsonLogger,
     RefuseRedirects,
-    SecondSignalError,
     SignalWatch,
     StatusSet,
     backoff_seconds,
     choice,
     http_url_problem,
-    os_error_text,
+    is_retryable,
     package_version,
-    parse_retry_after,
     positive_int,
     read,
     required,
+    run_main,
     seconds,
+    send_request,
     url_origin,
 )
 
@@ -178,20 +176,6 @@ def build_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    status: int | None  # None when no HTTP answer arrived: refused, reset, timed out, DNS failure
-    error: str = ""
-    retry_after_seconds: float | None = None
-    response_excerpt: str = ""
-
-
-def is_retryable(status: int | None) -> bool:
-    """Whether an unexpected outcome may change without anyone changing the request."""
-    # 408 is the server's own "try again"; any other 4xx says the request is wrong and will stay wrong.
-    return status is None or status in (408, 429) or 500 <= status <= 599
-
-
 def send_once(
     opener: urllib.request.OpenerDirector, settings: Settings, *, headers: Mapping[str, str]
 ) -> AttemptResult:
@@ -199,33 +183,9 @@ def send_once(
     request = urllib.request.Request(
         settings.url, data=settings.body, headers=dict(headers), method=settings.method
     )
-    try:
-        with opener.open(request, timeout=settings.timeout_seconds) as response:
-            return AttemptResult(status=response.status)
-    except urllib.error.HTTPError as e:  # any status urllib does not call success, 3xx included
-        with e:
-            excerpt = _read_excerpt(e)
-        return AttemptResult(
-            status=e.code,
-            error=f"HTTP {e.code} {e.reason}",
-            retry_after_seconds=parse_retry_after(e.headers.get("Retry-After")),
-            response_excerpt=excerpt,
-        )
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, OSError):
-            return AttemptResult(status=None, error=os_error_text(e.reason, timeout=settings.timeout_seconds))
-        return AttemptResult(status=None, error=str(e.reason))
-    except OSError as e:  # a timeout while reading the answer is not wrapped in URLError
-        return AttemptResult(status=None, error=os_error_text(e, timeout=settings.timeout_seconds))
-    except http.client.HTTPException as e:
-        return AttemptResult(status=None, error=f"bad HTTP answer: {type(e).__name__}: {e}".rstrip(": "))
-
-
-def _read_excerpt(response: urllib.error.HTTPError) -> str:
-    try:
-        return response.read(RESPONSE_EXCERPT_CHARS).decode("utf-8", "replace")
-    except (OSError, http.client.HTTPException):
-        return ""
+    return send_request(
+        opener, request, timeout=settings.timeout_seconds, excerpt_bytes=RESPONSE_EXCERPT_CHARS
+    )
 
 
 _HINTS = {
@@ -319,30 +279,16 @@ def run(settings: Settings, *, signals: SignalWatch, log: JsonLogger) -> ExitCod
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; must run on the main thread, which is where Python delivers signals."""
-    args = sys.argv[1:] if argv is None else argv
-    if args in (["-h"], ["--help"]):
-        sys.stdout.write(USAGE)
-        return 0
-    if args:
-        print(f"{PROG}: takes no arguments, only environment variables (see --help)", file=sys.stderr)
-        return int(ExitCode.BAD_CONFIGURATION)
-    try:
-        settings = load_settings(os.environ)
-    except ConfigError as e:
-        print(f"{PROG}: configuration error: {e}", file=sys.stderr)
-        return int(ExitCode.BAD_CONFIGURATION)
-    log = JsonLogger(sys.stdout, level=settings.log_level, job_id=settings.job_id or None)
-    try:
-        with SignalWatch() as signals:
-            return int(run(settings, signals=signals, log=log))
-    except SecondSignalError as e:
-        log.error(
-            "webhook.aborted",
-            signal=e.signal_name,
-            exit_code=int(ExitCode.ABORTED),
-            hint="a second signal ends the workload at once; whether the request took effect is unknown",
-        )
-        return int(ExitCode.ABORTED)
+    return run_main(
+        argv,
+        prog=PROG,
+        usage=USAGE,
+        load_settings=load_settings,
+        log_context=lambda settings: {"job_id": settings.job_id or None},
+        run=run,
+        aborted_event="webhook.aborted",
+        aborted_hint="a second signal ends the workload at once; whether the request took effect is unknown",
+    )
 
 
 if __name__ == "__main__":
