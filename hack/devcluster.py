@@ -369,6 +369,13 @@ def command(component: str, ports: Ports) -> list[str]:
             # Endpoints may not hold loopback addresses; nothing in-cluster dials the apiserver
             # through the kubernetes Service here.
             "--endpoint-reconciler-type=none",
+            # pods/log (and exec, port-forward) are proxied to the node's kubelet endpoint: on
+            # kwok's fake nodes that is kwok's own server, at the node's InternalIP (127.0.0.1)
+            # and status.daemonEndpoints port. The default order tries Hostname first, which
+            # kwok's nodes do not resolve. kwok serves TLS with a self-signed certificate and
+            # asks for no client certificate; without --kubelet-certificate-authority the API
+            # server does not verify a kubelet's serving certificate (its default).
+            "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
             "--v=1",
         ]
@@ -416,14 +423,39 @@ def command(component: str, ports: Ports) -> list[str]:
             binary("kwok"),
             f"--kubeconfig={STATE / 'kwok.kubeconfig'}",
             f"--config={ROOT / 'hack' / 'kwok' / 'stages.yaml'}",
+            f"--config={write_kwok_logs_config()}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--server-address=127.0.0.1:{ports.kwok}",
+            # Published as the nodes' kubelet port (status.daemonEndpoints, see stages.yaml),
+            # so the API server reaches kwok's server for pods/log.
+            f"--node-port={ports.kwok}",
             "--node-ip=127.0.0.1",
             "--cidr=10.244.0.0/16",
             "--node-lease-duration-seconds=40",
         ]
     raise ClusterError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
+
+
+def write_kwok_logs_config() -> Path:
+    """kwok's ClusterLogs: every pod on the fake nodes serves hack/kwok/pod.log (CRI log format)
+    as its containers' log, through pods/log (kubectl logs). kwok's selector matches only pod
+    names and namespaces, not annotations, so it is all pods. Written into the state directory
+    because kwok resolves a relative logsFile against its working directory."""
+    path = STATE / "kwok-logs.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "ClusterLogs",
+                "metadata": {"name": "simulated-pod-logs"},
+                "spec": {"logs": [{"logsFile": str(ROOT / "hack" / "kwok" / "pod.log")}]},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return path
 
 
 def ready_check(component: str, ports: Ports) -> tuple[str, Callable[[], bool]]:

@@ -285,6 +285,19 @@ class JobCache:
         job = self._jobs.get((namespace, name))
         return job["metadata"]["labels"] if job else {}
 
+    def jobs_with_pods(
+        self, namespace: str, match: Callable[[Mapping[str, str], JobStatus], bool]
+    ) -> list[tuple[Obj, list[Obj]]]:
+        """The slim Job and slim pods of each matching job in a namespace ("" = all), for checks
+        that need more than a status (annotations, resourceVersion, pod creation times). The
+        objects are shared with the cache: read them, never change them."""
+        with self._lock:
+            return [
+                (job, list(self._pods.get(job["metadata"]["uid"], {}).values()))
+                for key, job in self._jobs.items()
+                if namespace in ("", key[0]) and match(job["metadata"]["labels"], self._statuses[key])
+            ]
+
     def query(
         self,
         namespace: str,

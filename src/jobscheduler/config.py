@@ -89,10 +89,18 @@ class Settings:
     leader_lease_seconds: float = 15.0
     """LEADER_LEASE_SECONDS: a leader silent this long is replaced (coordination.k8s.io Lease
     `jobscheduler-schedules` in K8S_NAMESPACE)."""
+    default_pending_timeout_seconds: int = 0
+    """DEFAULT_PENDING_TIMEOUT_SECONDS: seconds a job's pod may stay pending with ImagePullBackOff,
+    Unschedulable and the like before the leader ends the job as FAILED, for requests that set no
+    pending_timeout_seconds. 0 (the default): never, as Kubernetes itself behaves; a pod may
+    legitimately wait that way for a node to be added or a Secret to be created."""
     max_active_jobs_per_caller: int = 0
     """MAX_ACTIVE_JOBS_PER_CALLER: unfinished jobs (pending, suspended or running) one caller may have
     in a namespace; more get RESOURCE_EXHAUSTED. 0: unlimited. A caller is its token's name, or
     its address when tokens are off."""
+    template_history_limit: int = 20
+    """TEMPLATE_HISTORY_LIMIT: versions of a job template kept (the newest; fewer when large ones
+    would overflow its 1 MiB ConfigMap); older versions are dropped as new ones are stored."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -227,8 +235,14 @@ class Settings:
             schedule_loop=boolean("SCHEDULE_LOOP", d.schedule_loop),
             schedule_tick_seconds=number("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds),
             leader_lease_seconds=number("LEADER_LEASE_SECONDS", d.leader_lease_seconds),
+            default_pending_timeout_seconds=integer(
+                "DEFAULT_PENDING_TIMEOUT_SECONDS", d.default_pending_timeout_seconds, low=0, high=2**31 - 1
+            ),
             max_active_jobs_per_caller=integer(
                 "MAX_ACTIVE_JOBS_PER_CALLER", d.max_active_jobs_per_caller, low=0, high=1_000_000
+            ),
+            template_history_limit=integer(
+                "TEMPLATE_HISTORY_LIMIT", d.template_history_limit, low=1, high=1000
             ),
         )
 

@@ -8,8 +8,11 @@ one of the domain's errors, with the API's own body kept out of the message.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +47,11 @@ class ConflictError(FailedPreconditionError):
 
 class GoneError(UnavailableError):
     """A watch asked for a resourceVersion the API server no longer has (HTTP 410): relist."""
+
+
+class NodeUnavailableError(UnavailableError):
+    """The API server is fine, but it could not get a pod's log from the pod's node (its kubelet
+    did not answer): HTTP 500 from the pods/log proxy."""
 
 
 class GatewayConfigError(JobSchedulerError):
@@ -82,6 +90,7 @@ RESOURCES = {
     "cronjobs": "/apis/batch/v1",
     "pods": "/api/v1",
     "secrets": "/api/v1",
+    "configmaps": "/api/v1",
     "leases": "/apis/coordination.k8s.io/v1",
 }
 
@@ -274,6 +283,51 @@ class KubeGateway:
         finally:
             resp.release_conn()
 
+    def open_pod_log(
+        self,
+        namespace: str,
+        pod: str,
+        *,
+        container: str,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        since_seconds: int | None = None,
+        timestamps: bool = False,
+        deadline: float | None = None,
+    ) -> PodLogStream:
+        """GET the pods/log subresource (kubectl logs POD -c CONTAINER [-f] [--tail N]
+        [--since Ns] [--timestamps]): the API server proxies it to the kubelet of the pod's node.
+        Opening is retried like any call; the open stream is read by PodLogStream. Raises
+        NotFoundError (no such pod), InvalidArgumentError (no such container),
+        FailedPreconditionError (the node has no log for it yet, e.g. "waiting to start"),
+        NodeUnavailableError (the node did not answer), or the usual translations."""
+        query = [("container", container)]
+        if follow:
+            query.append(("follow", "true"))
+        if tail_lines is not None:
+            query.append(("tailLines", str(tail_lines)))
+        if since_seconds is not None:
+            query.append(("sinceSeconds", str(since_seconds)))
+        if timestamps:
+            query.append(("timestamps", "true"))
+        path = f"{collection_path('pods', namespace)}/{pod}/log"
+        try:
+            resp = self._with_retries(
+                "pod_log",
+                deadline,
+                # A followed log may stay quiet for as long as the container runs: no read timeout
+                # (PodLogStream.close() ends it); a plain read gets the call's budget.
+                lambda t: self._raw(
+                    "GET", path, query=query, accept="*/*", timeout=(t[0], None) if follow else t
+                ),
+            )
+        except JobSchedulerError as e:
+            cause = e.__cause__
+            if not isinstance(cause, ApiException):
+                raise
+            raise _pod_log_error(cause, pod=pod, container=container, fallback=e) from cause
+        return PodLogStream(resp, pod=pod)
+
     def ready(self, *, timeout: float = 2.0) -> bool:
         """Whether the API server answers /readyz (kubectl get --raw /readyz); never raises."""
         try:
@@ -291,14 +345,15 @@ class KubeGateway:
         body: Obj | None = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
-        timeout: float | tuple[float, float],
+        accept: str = "application/json",
+        timeout: float | tuple[float, float | None],
     ) -> Any:
         """One HTTP call through the client's connection pool and credentials; the response unread."""
         return self.api.call_api(
             path,
             method,
             query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            header_params={"Content-Type": content_type, "Accept": accept},
             body=body,
             auth_settings=["BearerToken"],
             _preload_content=False,
@@ -362,6 +417,103 @@ class KubeGateway:
 class _Reply:
     status: int
     data: bytes
+
+
+class PodLogStream:
+    """An open pods/log response, read by a thread of its own into a small queue, so that the
+    reader can wait with a timeout and give up at any moment: a followed log ends only when the
+    node closes it (kwok's fake nodes never do) or when close() is called."""
+
+    CHUNK_BYTES = 64 * 1024
+
+    def __init__(self, resp: Any, *, pod: str) -> None:
+        self._resp = resp
+        self._pod = pod
+        # Bounded: a slow gRPC reader holds the node back through TCP, not through memory.
+        self._queue: queue.Queue[bytes | Exception | None] = queue.Queue(maxsize=16)
+        self._closed = threading.Event()
+        self._finished = False
+        # The end (None) or a break taken from the queue behind some bytes: given by the next read.
+        self._held: list[Exception | None] = []
+        self._thread = threading.Thread(target=self._pump, name=f"pod-log-{pod}", daemon=True)
+        self._thread.start()
+
+    def read(self, timeout: float) -> bytes | None:
+        """The bytes of the log that have come (up to about 1 MiB: a node may send each line on
+        its own), waiting up to `timeout` seconds for the first; b"" when none came; None once
+        the log has ended. Raises UnavailableError when the connection broke."""
+        data = b""
+        while len(data) < 16 * self.CHUNK_BYTES:
+            item: bytes | Exception | None
+            if self._held:
+                item = self._held.pop()
+            else:
+                try:
+                    item = self._queue.get(timeout=timeout) if not data else self._queue.get_nowait()
+                except queue.Empty:
+                    return data
+            if item is None or isinstance(item, Exception):
+                if data:
+                    self._held.append(item)
+                    return data
+                if item is None:
+                    self._finished = True
+                    return None
+                raise item
+            data += item
+        return data
+
+    def close(self) -> None:
+        """Stops reading and frees the connection (idempotent)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if not self._finished:
+            # Unblocks the pump's read: the stream may be followed and silent.
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                self._resp.shutdown()
+        self._thread.join(timeout=5)
+        if not self._finished:
+            self._resp.close()  # partly read: the connection cannot be reused
+        self._resp.release_conn()
+
+    def _pump(self) -> None:
+        try:
+            for chunk in self._resp.stream(self.CHUNK_BYTES, decode_content=True):
+                if chunk and not self._offer(chunk):
+                    return
+            self._offer(None)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            if not self._closed.is_set():
+                self._offer(UnavailableError(f"the log stream of pod {self._pod} broke ({_describe(e)})"))
+
+    def _offer(self, item: bytes | Exception | None) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _pod_log_error(
+    e: ApiException, *, pod: str, container: str, fallback: JobSchedulerError
+) -> JobSchedulerError:
+    message = _api_message(e)
+    if e.status == 404:
+        return NotFoundError(f"pod {pod!r} not found (deleted?)")
+    if e.status == 400:
+        if "container" in message and ("not valid" in message or "must be specified" in message):
+            return InvalidArgumentError("container", message)
+        # The kubelet's "container X in pod Y is waiting to start: ...", or a node without a log
+        # for it (kwok: "no logs found for container ...").
+        return FailedPreconditionError(f"no logs for container {container!r} of pod {pod!r}: {message}")
+    if e.status == 500:
+        return NodeUnavailableError(
+            f"the node of pod {pod!r} did not serve its logs ({message or 'HTTP 500'}); retry later"
+        )
+    return fallback
 
 
 def _retryable(e: ApiException) -> bool:

@@ -22,10 +22,15 @@ from jobscheduler.models import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     NAME_LABEL,
+    PENDING_TIMEOUT_ANNOTATION,
     REQUEST_ID_ANNOTATION,
     SECRET_ENV_PENDING_ANNOTATION,
+    TEMPLATE_LABEL,
+    TEMPLATE_VERSION_LABEL,
+    DependencyCondition,
 )
 from jobscheduler.registry import JobType
+from jobscheduler.retry import RetryPolicy, check_retry, render_pod_failure_policy
 from jobscheduler.validation import (
     check_annotations,
     check_dns_label,
@@ -88,6 +93,24 @@ class JobRequest:
     params_field: str = ""
     """Where params came from when not the type's own request field (`generic_job.params`):
     errors about them name it."""
+    after: tuple[str, ...] = ()
+    """Job ids in the same namespace this job waits for (jobscheduler.dependencies)."""
+    after_condition: DependencyCondition | None = None
+    """When it is released: None (not given) is SUCCEEDED."""
+    retry: RetryPolicy | None = None
+    """Retry rules, rendered as the Job's podFailurePolicy (jobscheduler.retry); None: every pod
+    failure counts towards backoff_limit."""
+    pending_timeout_seconds: int | None = None
+    """How long a pod may stay stuck pending before the service fails the job (jobscheduler.pending);
+    None: DEFAULT_PENDING_TIMEOUT_SECONDS, 0: never."""
+    template: str = ""
+    """The template the request was made from (jobscheduler.templates), and its version: labels
+    on the Job and its pods."""
+    template_version: int = 0
+    fingerprint: str = ""
+    """When set, the request_id fingerprint (request_hash) to use instead of one of this request:
+    a request made from a template is fingerprinted as the caller sent it, so a retry still
+    finds its job after the template has changed."""
 
 
 def _is_control(c: str) -> bool:
@@ -107,10 +130,19 @@ def job_id_for_request(namespace: str, request_id: str) -> str:
 
 def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
     """Fingerprint of what a request asks for; a reused request_id must ask for the same."""
+    if request.fingerprint:
+        return request.fingerprint
     # Secret values stay out: this hash is stored on the Job, readable by anyone who reads Jobs.
     body = asdict(request) | {"params": params, "secret_env": sorted(request.secret_env)}
     # The same job asked for through its own field or through generic_job is the same job.
     del body["params_field"]
+    if not request.after and request.after_condition is None:
+        del body["after"], body["after_condition"]  # as before dependencies existed: fingerprints still match
+    else:
+        body["after_condition"] = (request.after_condition or DependencyCondition.SUCCEEDED).value
+    for key in ("retry", "pending_timeout_seconds"):
+        if body[key] is None:
+            del body[key]  # unset, as before these fields existed: earlier fingerprints still match
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -128,6 +160,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
         ("backoff_limit", request.backoff_limit, 0),
         ("active_deadline_seconds", request.active_deadline_seconds, 1),
         ("ttl_seconds_after_finished", request.ttl_seconds_after_finished, 0),
+        ("pending_timeout_seconds", request.pending_timeout_seconds, 0),
     ):
         if value is not None and not low <= value <= 2**31 - 1:
             raise InvalidArgumentError(field_name, f"must be between {low} and {2**31 - 1} (got {value})")
@@ -158,6 +191,13 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
         suspend=request.suspend,
         secret_env=dict(sorted(request.secret_env.items())),
         params_field=request.params_field,
+        after=tuple(request.after),
+        after_condition=request.after_condition,
+        retry=check_retry(request.retry) if request.retry is not None else None,
+        pending_timeout_seconds=request.pending_timeout_seconds,
+        template=request.template,
+        template_version=request.template_version,
+        fingerprint=request.fingerprint,
     )
 
 
@@ -254,6 +294,9 @@ def render_job(
         JOB_TYPE_LABEL: job_type.name,
         NAME_LABEL: request.name,
     }
+    if request.template:
+        labels[TEMPLATE_LABEL] = request.template
+        labels[TEMPLATE_VERSION_LABEL] = str(request.template_version)
     annotations = {**workload.annotations, REQUEST_HASH_ANNOTATION: request_hash(request, params)}
     if request.request_id:
         annotations[REQUEST_ID_ANNOTATION] = request.request_id
@@ -318,6 +361,21 @@ def render_job(
         spec["activeDeadlineSeconds"] = request.active_deadline_seconds
     if request.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = request.ttl_seconds_after_finished
+    if request.retry is not None:
+        policy = render_pod_failure_policy(
+            request.retry,
+            container_names=[c["name"] for c in spec["template"]["spec"]["containers"]],
+            per_index="backoffLimitPerIndex" in job_spec,
+        )
+        if policy is not None:
+            spec["podFailurePolicy"] = policy
+    pending_timeout = (
+        request.pending_timeout_seconds
+        if request.pending_timeout_seconds is not None
+        else settings.default_pending_timeout_seconds
+    )
+    if pending_timeout:
+        annotations[PENDING_TIMEOUT_ANNOTATION] = str(pending_timeout)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

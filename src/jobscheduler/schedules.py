@@ -62,6 +62,7 @@ from jobscheduler.models import (
     JobStatus,
 )
 from jobscheduler.render import REQUEST_HASH_ANNOTATION, JobRequest, Resources
+from jobscheduler.retry import RetryPolicy
 from jobscheduler.runstats import RunRecord, RunStats, summarize
 from jobscheduler.service import MAX_PAGE_SIZE, JobQuery, JobService
 from jobscheduler.validation import check_dns_label, shown
@@ -237,6 +238,8 @@ class ScheduleService:
             ("request_id", job.request_id),
             ("suspend", job.suspend),
             ("secret_env", job.secret_env),
+            ("after", job.after),
+            ("after_condition", job.after_condition),
         ):
             if given:
                 raise InvalidArgumentError(
@@ -746,6 +749,8 @@ def _spec_from(cronjob: Obj) -> ScheduleSpec:
     raw = json.loads(_annotations(cronjob)[SPEC_ANNOTATION])
     job = dict(raw["job"])
     job["resources"] = Resources(**job.get("resources") or {})
+    if job.get("retry") is not None:
+        job["retry"] = RetryPolicy.from_dict(job["retry"])
     spec = ScheduleSpec(
         name=raw["name"],
         namespace=raw["namespace"],

@@ -41,6 +41,7 @@ RPC_VERBS: Mapping[str, str] = {
     "ListJobTypes": "read",
     "WatchJob": "read",
     "WatchJobs": "read",
+    "GetJobLogs": "read",
     "CancelJob": "cancel",
     "CreateSchedule": "schedule",
     "UpdateSchedule": "schedule",
@@ -50,6 +51,11 @@ RPC_VERBS: Mapping[str, str] = {
     "ListSchedules": "read",
     "PauseSchedule": "cancel",
     "DeleteSchedule": "cancel",
+    "CreateTemplate": "schedule",
+    "UpdateTemplate": "schedule",
+    "GetTemplate": "read",
+    "ListTemplates": "read",
+    "DeleteTemplate": "cancel",
 }
 ALL_NAMESPACES = "*"
 # The files are stat-ed at most this often (per handshake or call, not by a thread of their own).

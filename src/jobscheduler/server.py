@@ -32,7 +32,9 @@ from jobscheduler.config import ConfigError, SecuritySettings, Settings
 from jobscheduler.gateway import KubeGateway
 from jobscheduler.leader import LeaseElector, Reconciler, ScheduleLoop
 from jobscheduler.metrics import register_cache, serve_metrics
+from jobscheduler.pending import PendingTimeouts
 from jobscheduler.registry import Registry
+from jobscheduler.release import DependencyReleaser
 from jobscheduler.schedules import ScheduleService
 from jobscheduler.security import Security
 from jobscheduler.service import JobService
@@ -206,6 +208,8 @@ def build_server(
     schedules = ScheduleService(gateway, service)
     # Leader-only tasks besides the schedules, run on every tick by the elected replica.
     reconcilers: list[Reconciler] = []
+    reconcilers.append(PendingTimeouts(service))  # fail jobs stuck pending past their timeout
+    reconcilers.append(DependencyReleaser(service))  # release or fail jobs held by `after`
     loop = None
     if settings.schedule_loop:
         elector = LeaseElector(

@@ -21,6 +21,7 @@ from typing import Any
 from jobscheduler.admission import Admission, AdmissionPolicy, caller_label
 from jobscheduler.cache import Event, JobCache, iter_events, sort_key, terminal
 from jobscheduler.config import Settings
+from jobscheduler.dependencies import Lookup, hold_manifest, is_held, plan
 from jobscheduler.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -41,6 +42,7 @@ from jobscheduler.models import (
     REQUEST_ID_ANNOTATION,
     SCHEDULE_LABEL,
     SECRET_ENV_PENDING_ANNOTATION,
+    DependencyCondition,
     JobState,
     JobStatus,
 )
@@ -150,6 +152,8 @@ class JobService:
     ) -> ScheduleResult:
         request, manifest = self.prepare(request, job_id=None)
         job_id = manifest["metadata"]["name"]
+        if request.after or request.after_condition is not None:
+            self._hold_for_dependencies(request, manifest, deadline=deadline)
         if caller:
             label = caller_label(caller)
             manifest["metadata"]["labels"][CALLER_LABEL] = label
@@ -193,6 +197,44 @@ class JobService:
         self.admission.check_images(manifest, field=f"{params_field}.image")
         return request, manifest
 
+    def _hold_for_dependencies(self, request: JobRequest, manifest: Obj, *, deadline: float | None) -> None:
+        """Checks the request's `after` and records it on the manifest, which is held until the
+        dependencies are met (jobscheduler.dependencies; the leader's DependencyReleaser lets it
+        go). A retry of a request_id whose job exists is left to _existing: its dependencies
+        may be gone by now."""
+        if not request.after:
+            raise InvalidArgumentError("after_condition", "applies only with after")
+        job_id = manifest["metadata"]["name"]
+        lookup = self.job_lookup(request.namespace, deadline=deadline)
+        if request.request_id and lookup(job_id) is not None:
+            return
+        condition = request.after_condition or DependencyCondition.SUCCEEDED
+        decision = plan(request.after, condition, job_id=job_id, namespace=request.namespace, lookup=lookup)
+        hold_manifest(
+            manifest, after=request.after, condition=condition, decision=decision, suspend=request.suspend
+        )
+
+    def job_lookup(self, namespace: str, *, deadline: float | None = None) -> Lookup:
+        """The managed jobs of one namespace by id, each read once: from the cache when it serves
+        the namespace, else (and on a miss: a job another replica created a moment ago) from the
+        API. Statuses read from the API are derived without pods, which is exact once a job has
+        ended (what dependencies ask) but may say PENDING for a running one."""
+        cache = self._cached(namespace)
+        seen: dict[str, JobStatus | None] = {}
+
+        def lookup(job_id: str) -> JobStatus | None:
+            if job_id not in seen:
+                status = cache.get(namespace, job_id) if cache is not None else None
+                if status is None:
+                    with contextlib.suppress(NotFoundError):
+                        job = self.gateway.get_job(namespace, job_id, deadline=deadline)
+                        if (job["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:
+                            status = derive_status(job, [])
+                seen[job_id] = status
+            return seen[job_id]
+
+        return lookup
+
     def _create(
         self, request: JobRequest, manifest: Obj, *, dry_run: bool, deadline: float | None
     ) -> ScheduleResult:
@@ -224,7 +266,7 @@ class JobService:
                     "secrets", meta["namespace"], render_secret_env(request, job), deadline=deadline
                 )
             patch: Obj = {"metadata": {"annotations": {SECRET_ENV_PENDING_ANNOTATION: None}}}
-            if not request.suspend:
+            if not request.suspend and not is_held(job):  # a held job waits for its dependencies
                 patch["spec"] = {"suspend": False}
             released = self.gateway.patch_job(meta["namespace"], meta["name"], patch, deadline=deadline)
         except JobSchedulerError:
@@ -520,6 +562,12 @@ class JobService:
                 f"job {job_id!r} is waiting for its secret_env to be stored; repeat its ScheduleJob call "
                 "with the same request_id to finish it, or cancel it"
             )
+        if is_held(job):
+            raise FailedPreconditionError(
+                f"job {job_id!r} is held by its dependencies (waiting for "
+                f"{', '.join(status.waiting_for) or 'the leader to release it'}): the service releases it "
+                "when they end, or fails it when one fails; ResumeJob is only for jobs scheduled with suspend"
+            )
         patched = self.gateway.patch_job(
             status.namespace, job_id, {"spec": {"suspend": False}}, deadline=deadline
         )
@@ -551,6 +599,10 @@ class JobService:
                 },
                 "spec": {"activeDeadlineSeconds": 1, "suspend": False},
             }
+            if (job.get("spec") or {}).get("suspend"):
+                # Resumed only to fail by the deadline, a suspended Job would start a pod within
+                # that second (a job held by dependencies must never run).
+                patch["spec"]["parallelism"] = 0
             try:
                 patched = self.gateway.patch_job(status.namespace, job_id, patch, deadline=deadline)
             except ConflictError:

@@ -39,8 +39,17 @@ from jobscheduler.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from jobscheduler.gateway import NodeUnavailableError
+from jobscheduler.joblogs import JobLogs, LogQuery
 from jobscheduler.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
-from jobscheduler.models import JobState, JobStatus
+from jobscheduler.models import DependencyCondition, JobState, JobStatus
+from jobscheduler.overlay import (
+    check_not_templated,
+    from_template,
+    is_templated,
+    to_proto_template,
+    to_template_draft,
+)
 from jobscheduler.registry import (
     GENERIC_FIELD,
     GENERIC_PARAMS_FIELD,
@@ -50,8 +59,10 @@ from jobscheduler.registry import (
     parameters_of,
 )
 from jobscheduler.render import JobRequest, Resources
+from jobscheduler.retry import RetryPolicy, RetryRule
 from jobscheduler.schedules import ScheduleService, ScheduleSpec, ScheduleView
 from jobscheduler.service import JobQuery, JobService, encode_page_token
+from jobscheduler.templates import TemplateService
 
 log = structlog.get_logger("jobscheduler.rpc")
 T = TypeVar("T")
@@ -99,6 +110,13 @@ CATCH_UP: dict[int, CatchUp] = {
     pb.CATCH_UP_POLICY_LATEST: CatchUp.LATEST,
     pb.CATCH_UP_POLICY_ALL: CatchUp.ALL,
 }
+# UNSPECIFIED is "not given": SUCCEEDED with `after`, and the only value allowed without it.
+DEPENDENCY_CONDITIONS: dict[int, DependencyCondition | None] = {
+    pb.DEPENDENCY_CONDITION_UNSPECIFIED: None,
+    pb.DEPENDENCY_CONDITION_SUCCEEDED: DependencyCondition.SUCCEEDED,
+    pb.DEPENDENCY_CONDITION_FINISHED: DependencyCondition.FINISHED,
+}
+CONDITION_TO_PROTO = {v: k for k, v in DEPENDENCY_CONDITIONS.items()}
 E = TypeVar("E")
 
 
@@ -115,6 +133,60 @@ def status_code_for(error: JobSchedulerError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+RETRY_ACTIONS: dict[int, str] = {
+    pb.RETRY_ACTION_UNSPECIFIED: "",  # refused by check_retry, naming the field
+    pb.RETRY_ACTION_FAIL_JOB: "FailJob",
+    pb.RETRY_ACTION_FAIL_INDEX: "FailIndex",
+    pb.RETRY_ACTION_IGNORE: "Ignore",
+    pb.RETRY_ACTION_COUNT: "Count",
+}
+RETRY_OPERATORS: dict[int, str] = {
+    pb.RETRY_OPERATOR_UNSPECIFIED: "In",
+    pb.RETRY_OPERATOR_IN: "In",
+    pb.RETRY_OPERATOR_NOT_IN: "NotIn",
+}
+
+
+def retry_from_proto(message: pb.RetryPolicy) -> RetryPolicy:
+    rules = tuple(
+        RetryRule(
+            action=_enum_value(f"retry.rules[{i}].action", RETRY_ACTIONS, rule.action),
+            exit_codes=tuple(rule.exit_codes),
+            operator=_enum_value(f"retry.rules[{i}].operator", RETRY_OPERATORS, rule.operator),
+            container_name=rule.container_name,
+            pod_conditions=tuple(rule.pod_conditions),
+        )
+        for i, rule in enumerate(message.rules)
+    )
+    return RetryPolicy(
+        fail_on_exit_codes=tuple(message.fail_on_exit_codes),
+        retry_on_exit_codes=tuple(message.retry_on_exit_codes),
+        ignore_disruptions=message.ignore_disruptions,
+        count_oom=message.count_oom,
+        rules=rules,
+    )
+
+
+def retry_to_proto(policy: RetryPolicy) -> pb.RetryPolicy:
+    actions = {v: k for k, v in RETRY_ACTIONS.items()}
+    return pb.RetryPolicy(
+        fail_on_exit_codes=policy.fail_on_exit_codes,
+        retry_on_exit_codes=policy.retry_on_exit_codes,
+        ignore_disruptions=policy.ignore_disruptions,
+        count_oom=policy.count_oom,
+        rules=[
+            pb.RetryRule(
+                action=actions.get(rule.action, pb.RETRY_ACTION_UNSPECIFIED),  # type: ignore[arg-type]
+                exit_codes=rule.exit_codes,
+                operator=pb.RETRY_OPERATOR_NOT_IN if rule.operator == "NotIn" else pb.RETRY_OPERATOR_IN,
+                container_name=rule.container_name,
+                pod_conditions=rule.pod_conditions,
+            )
+            for rule in policy.rules
+        ],
+    )
+
+
 class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def __init__(
         self,
@@ -128,6 +200,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     ) -> None:
         self.service = service
         self._schedules = schedules
+        self._templates: TemplateService | None = None
+        self._job_logs: JobLogs | None = None
         self.registry = registry
         self.on_unavailable = on_unavailable or (lambda: None)
         self.authorize = authorize
@@ -135,16 +209,34 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         self._streams = threading.BoundedSemaphore(max_streams) if max_streams else None
 
     @property
+    def job_logs(self) -> JobLogs:
+        if self._job_logs is None:
+            self._job_logs = JobLogs(self.service.gateway, self.service)
+        return self._job_logs
+
+    @property
     def schedules(self) -> ScheduleService:
         if self._schedules is None:
             self._schedules = ScheduleService(self.service.gateway, self.service)
         return self._schedules
 
+    @property
+    def templates(self) -> TemplateService:
+        if self._templates is None:
+            self._templates = TemplateService(self.service.gateway, self.service)
+        return self._templates
+
     def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.ServicerContext
     ) -> pb.ScheduleJobResponse:
         with self._rpc("ScheduleJob", context, namespace=request.namespace) as deadline:
-            job_request = self._to_job_request(request)
+            if is_templated(request):
+                stored = self.templates.resolve(
+                    request.namespace, request.template, version=request.template_version, deadline=deadline
+                )
+                job_request = from_template(stored, request, to_job_request=self._to_job_request)
+            else:
+                job_request = self._to_job_request(request)
             result = self.service.schedule(
                 job_request, caller=_CALLER.get(), dry_run=request.dry_run, deadline=deadline
             )
@@ -257,6 +349,25 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             for event in events:
                 yield to_proto_event(event)
 
+    def GetJobLogs(
+        self, request: pb.GetJobLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.LogChunk]:
+        with self._stream(
+            "GetJobLogs", context, namespace=request.namespace, job_id=request.job_id
+        ) as deadline:
+            query = LogQuery(
+                namespace=request.namespace,
+                job_id=request.job_id,
+                pod=request.pod,
+                container=request.container,
+                follow=request.follow,
+                tail_lines=request.tail_lines if request.HasField("tail_lines") else None,
+                since_seconds=request.since_seconds if request.HasField("since_seconds") else None,
+                timestamps=request.timestamps,
+            )
+            for chunk in self.job_logs.stream(query, alive=context.is_active, deadline=deadline):
+                yield pb.LogChunk(pod=chunk.pod, container=chunk.container, lines=chunk.lines)
+
     # -- schedules -----------------------------------------------------------------------------
 
     def CreateSchedule(self, request: pb.CreateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
@@ -325,8 +436,58 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             )
             return pb.TriggerScheduleResponse(status=to_proto_status(status), created=created)
 
+    # -- templates -----------------------------------------------------------------------------
+
+    def CreateTemplate(self, request: pb.CreateTemplateRequest, context: grpc.ServicerContext) -> pb.Template:
+        spec = request.template
+        with self._rpc("CreateTemplate", context, namespace=spec.namespace, template=spec.name) as deadline:
+            with _fields_under("template"):
+                draft = to_template_draft(spec, to_job_request=self._to_job_request)
+                stored = self.templates.create(draft, author=_CALLER.get(), deadline=deadline)
+            return to_proto_template(stored)
+
+    def UpdateTemplate(self, request: pb.UpdateTemplateRequest, context: grpc.ServicerContext) -> pb.Template:
+        spec = request.template
+        with self._rpc("UpdateTemplate", context, namespace=spec.namespace, template=spec.name) as deadline:
+            if request.expected_version < 0:
+                raise InvalidArgumentError(
+                    "expected_version", f"must not be negative (got {request.expected_version})"
+                )
+            with _fields_under("template"):
+                draft = to_template_draft(spec, to_job_request=self._to_job_request)
+                stored = self.templates.update(
+                    draft, expected_version=request.expected_version, author=_CALLER.get(), deadline=deadline
+                )
+            return to_proto_template(stored)
+
+    def GetTemplate(self, request: pb.GetTemplateRequest, context: grpc.ServicerContext) -> pb.Template:
+        with self._rpc(
+            "GetTemplate", context, namespace=request.namespace, template=request.name
+        ) as deadline:
+            stored = self.templates.get(
+                request.namespace, request.name, version=request.version, deadline=deadline
+            )
+            return to_proto_template(stored)
+
+    def ListTemplates(
+        self, request: pb.ListTemplatesRequest, context: grpc.ServicerContext
+    ) -> pb.ListTemplatesResponse:
+        with self._rpc("ListTemplates", context, namespace=request.namespace) as deadline:
+            stored = self.templates.list_templates(request.namespace, deadline=deadline)
+            return pb.ListTemplatesResponse(templates=[to_proto_template(t, with_job=False) for t in stored])
+
+    def DeleteTemplate(
+        self, request: pb.DeleteTemplateRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteTemplateResponse:
+        with self._rpc(
+            "DeleteTemplate", context, namespace=request.namespace, template=request.name
+        ) as deadline:
+            self.templates.delete(request.namespace, request.name, deadline=deadline)
+            return pb.DeleteTemplateResponse()
+
     def _to_schedule_spec(self, spec: pb.ScheduleSpec) -> ScheduleSpec:
         with _fields_under("job"):
+            check_not_templated(spec.job)
             job = (
                 self._to_job_request(spec.job) if spec.HasField("job") else JobRequest(job_type="", params={})
             )
@@ -416,6 +577,10 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         for name in ("backoff_limit", "active_deadline_seconds", "ttl_seconds_after_finished"):
             if (value := getattr(job, name)) is not None:
                 setattr(out, name, value)
+        if job.pending_timeout_seconds is not None:
+            out.pending_timeout_seconds = job.pending_timeout_seconds
+        if job.retry is not None:
+            out.retry.CopyFrom(retry_to_proto(job.retry))
         if job.job_type:
             request_field = self.registry.get(job.job_type).request_field
             if job.params_field or request_field not in self._request_fields():
@@ -436,7 +601,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         return states
 
     @contextmanager
-    def _stream(self, method: str, context: grpc.ServicerContext, **fields: Any) -> Iterator[None]:
+    def _stream(self, method: str, context: grpc.ServicerContext, **fields: Any) -> Iterator[float | None]:
         if self._streams is not None and not self._streams.acquire(blocking=False):
             RPC_REQUESTS.labels(method, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
             _abort(
@@ -445,8 +610,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
                 "too many open watch streams on this replica (MAX_WATCH_STREAMS); retry later or elsewhere",
             )
         try:
-            with self._rpc(method, context, observe_latency=False, **fields):
-                yield
+            with self._rpc(method, context, observe_latency=False, **fields) as deadline:
+                yield deadline
         finally:
             if self._streams is not None:
                 self._streams.release()
@@ -492,6 +657,12 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             request_id=request.request_id,
             suspend=request.suspend,
             secret_env=dict(request.secret_env),
+            after=tuple(request.after),
+            after_condition=_enum_value("after_condition", DEPENDENCY_CONDITIONS, request.after_condition),
+            retry=retry_from_proto(request.retry) if request.HasField("retry") else None,
+            pending_timeout_seconds=(
+                request.pending_timeout_seconds if request.HasField("pending_timeout_seconds") else None
+            ),
         )
 
     def _request_fields(self) -> list[str]:
@@ -517,7 +688,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             log.debug("rpc ok", duration_ms=round((time.perf_counter() - started) * 1000, 2))
         except JobSchedulerError as e:
             code = status_code_for(e)
-            if code is grpc.StatusCode.UNAVAILABLE:
+            # A node that does not serve a pod's log says nothing about the API server.
+            if code is grpc.StatusCode.UNAVAILABLE and not isinstance(e, NodeUnavailableError):
                 self.on_unavailable()
             log.info("rpc failed", code=code.name, error=str(e))
             _abort(context, code, str(e), retry_after=getattr(e, "retry_after", None))
@@ -643,4 +815,9 @@ def to_proto_status(status: JobStatus) -> pb.JobStatus:
         schedule=status.schedule,
         completed_indexes=status.completed_indexes,
         failed_indexes=status.failed_indexes,
+        template=status.template,
+        template_version=status.template_version,
+        waiting_for=list(status.waiting_for),
+        after=list(status.after),
+        after_condition=CONDITION_TO_PROTO[status.after_condition],  # type: ignore[arg-type]
     )

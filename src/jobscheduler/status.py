@@ -6,18 +6,30 @@ the module does no I/O, so the watch cache and the one-off API read share one in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from jobscheduler.dependencies import (
+    WAITING_FOR_ANNOTATION,
+    WAITING_REASON,
+    read_dependencies,
+    waiting_message,
+)
 from jobscheduler.models import (
     CANCELLED_AT_ANNOTATION,
+    FAILED_AT_ANNOTATION,
+    FAILED_MESSAGE_ANNOTATION,
+    FAILED_REASON_ANNOTATION,
     JOB_TYPE_LABEL,
     MANAGED_BY_LABEL,
     NAME_LABEL,
     REQUEST_ID_ANNOTATION,
     SCHEDULE_LABEL,
+    TEMPLATE_LABEL,
+    TEMPLATE_VERSION_LABEL,
     JobState,
     JobStatus,
 )
@@ -64,6 +76,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     annotations = _mapping(metadata, "annotations")
     job_id = _string(metadata, "name")
     verdict = _judge(job_status, annotations, pods)
+    dependencies = read_dependencies(annotations)
     return JobStatus(
         job_id=job_id,
         namespace=_string(metadata, "namespace"),
@@ -87,6 +100,11 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         schedule=_string(labels, SCHEDULE_LABEL),
         completed_indexes=_string(job_status, "completedIndexes"),
         failed_indexes=_string(job_status, "failedIndexes"),
+        template=_string(labels, TEMPLATE_LABEL),
+        template_version=_label_int(labels, TEMPLATE_VERSION_LABEL),
+        after=dependencies.after,
+        after_condition=dependencies.condition,
+        waiting_for=(dependencies.waiting or ()) if verdict.reason == WAITING_REASON else (),
     )
 
 
@@ -166,9 +184,27 @@ def _judge(
             f"cancelled at {shown}" if shown else "cancelled",
             finished_at=when,
         )
+    failed_reason = annotations.get(FAILED_REASON_ANNOTATION)
+    if isinstance(failed_reason, str) and failed_reason:
+        # The service ended the job itself (a pending timeout, a failed dependency) the way it
+        # cancels one; the Job controller's DeadlineExceeded that follows is that decision, and the
+        # annotations say why.
+        message = annotations.get(FAILED_MESSAGE_ANNOTATION)
+        failed_condition = conditions.get("Failed") or conditions.get("FailureTarget") or {}
+        return _Verdict(
+            JobState.FAILED,
+            failed_reason,
+            message if isinstance(message, str) and message else "ended by the service",
+            finished_at=_time(annotations.get(FAILED_AT_ANNOTATION))
+            or _time(failed_condition.get("lastTransitionTime")),
+        )
     failed = conditions.get("Failed") or conditions.get("FailureTarget")
     if failed is not None:
         return _failed(failed, pods)
+    if WAITING_FOR_ANNOTATION in annotations:
+        # Held (suspended) by its dependencies until the leader releases or fails it; not a
+        # caller's suspend, which ResumeJob lifts.
+        return _Verdict(JobState.PENDING, WAITING_REASON, waiting_message(read_dependencies(annotations)))
     return _unfinished(job_status, conditions, pods)
 
 
@@ -176,6 +212,13 @@ def _failed(condition: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     reason = _string(condition, "reason") or "Failed"
     parts = [_string(condition, "message")]
     last = _last_failure(pods)
+    if reason == "PodFailurePolicy":
+        # A retry rule failed the job at once. The condition names the pod whose failure matched
+        # (in a parallel Job not necessarily the last to finish); its exit code is the one to report.
+        culprit = _policy_pod(parts[0], pods)
+        if culprit is not None:
+            last = _termination(culprit) or last
+        parts[0] = "failed at once by a retry rule" + (f": {parts[0]}" if parts[0] else "")
     if last is not None:
         # The Job condition only says which limit was hit (BackoffLimitExceeded, ...); an OOM kill is
         # what the caller has to act on, and it is only visible on the pod.
@@ -244,6 +287,19 @@ def _unfinished(
     if failures:
         message += f" after {failures} failed attempt{'s' if failures != 1 else ''}"
     return _Verdict(JobState.PENDING, "Created", message)
+
+
+# How the Job controller names the pod in a PodFailurePolicy condition: "Container main for pod
+# ns/name failed with exit code 3 matching FailJob rule at index 0", or "Pod ns/name has
+# condition DisruptionTarget matching FailJob rule at index 1".
+_POLICY_POD = re.compile(r"\bpod ([a-z0-9.-]+)/([a-z0-9.-]+)", re.IGNORECASE)
+
+
+def _policy_pod(message: str, pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    match = _POLICY_POD.search(message)
+    if match is None:
+        return None
+    return next((pod for pod in pods if _name(pod) == match.group(2)), None)
 
 
 def _finished_pods(
@@ -430,6 +486,11 @@ def _list(obj: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 def _string(obj: Mapping[str, Any], key: str) -> str:
     value = obj.get(key)
     return value if isinstance(value, str) else ""
+
+
+def _label_int(labels: Mapping[str, Any], key: str) -> int:
+    value = _string(labels, key)
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else 0
 
 
 def _count(obj: Mapping[str, Any], key: str) -> int:

@@ -33,7 +33,9 @@ TIMER = pb.TimerJob(duration_seconds=60, timer_name="t", control_plane_endpoint=
 EXPECTED_RESOURCE_RULES = {
     ("jobs.batch", "create get list watch patch delete"),
     ("pods", "list watch"),
+    ("pods/log", "get"),
     ("secrets", "create"),
+    ("configmaps", "create get list update delete"),
     ("cronjobs.batch", "create get list update patch delete"),
     ("leases.coordination.k8s.io", "create get patch"),
     ("selfsubjectreviews.authentication.k8s.io", "create"),
@@ -227,6 +229,9 @@ def test_the_role_is_sufficient_for_the_full_grpc_flow(cluster: Cluster, tmp_pat
                 ).status.state
                 == pb.JOB_STATE_SUCCEEDED,
             )
+            # GetJobLogs needs pods/log get (without it: PERMISSION_DENIED from Kubernetes).
+            chunks = stub.GetJobLogs(pb.GetJobLogsRequest(job_id=quick.job_id), timeout=10)
+            assert [line for chunk in chunks for line in chunk.lines]
 
             slow = stub.ScheduleJob(
                 pb.ScheduleJobRequest(
@@ -254,6 +259,19 @@ def test_the_role_is_sufficient_for_the_full_grpc_flow(cluster: Cluster, tmp_pat
                     pb.ScheduleJobRequest(name="x", namespace="default", timer_job=TIMER), timeout=10
                 )
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+            # Templates: each ConfigMap verb the Role grants for them, used as the ServiceAccount.
+            spec = pb.Template(name="t", job=pb.ScheduleJobRequest(timer_job=TIMER))
+            assert stub.CreateTemplate(pb.CreateTemplateRequest(template=spec), timeout=10).version == 1
+            spec.description = "second"
+            assert stub.UpdateTemplate(pb.UpdateTemplateRequest(template=spec), timeout=10).version == 2
+            listed = stub.ListTemplates(pb.ListTemplatesRequest(), timeout=10).templates
+            assert [(t.name, t.latest_version) for t in listed] == [("t", 2)]
+            from_v1 = stub.ScheduleJob(
+                pb.ScheduleJobRequest(template="t", template_version=1, dry_run=True), timeout=10
+            )
+            assert "jobscheduler.io/template-version: '1'" in from_v1.manifest
+            stub.DeleteTemplate(pb.DeleteTemplateRequest(name="t"), timeout=10)
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=30)

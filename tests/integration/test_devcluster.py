@@ -60,6 +60,22 @@ def test_job_runs_to_complete_on_a_fake_node(cluster: Cluster, namespace: str) -
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0
 
 
+def test_fake_nodes_serve_pod_logs_through_the_api_server(cluster: Cluster, namespace: str) -> None:
+    # kwok's ClusterLogs (hack/devcluster.py) serves hack/kwok/pod.log for every pod, reached by
+    # the API server at the node's InternalIP and status.daemonEndpoints port, as a kubelet is.
+    batch, core = client.BatchV1Api(cluster.api), client.CoreV1Api(cluster.api)
+    batch.create_namespaced_job(namespace, job_manifest("logs"))
+    wait_until(
+        "Job Complete", lambda: job_condition(batch.read_namespaced_job("logs", namespace), "Complete")
+    )
+    [pod] = pods_of(core, namespace, "logs")
+    node = core.read_node(pod.spec.node_name)
+    assert node.status.daemon_endpoints.kubelet_endpoint.port > 0
+    text = [line.split(" ", 3)[3] for line in (ROOT / "hack" / "kwok" / "pod.log").read_text().splitlines()]
+    assert core.read_namespaced_pod_log(pod.metadata.name, namespace).splitlines() == text
+    assert core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=1).splitlines() == text[-1:]
+
+
 def test_failing_pod_with_backoff_limit_2_fails_the_job_after_3_pods(
     cluster: Cluster, namespace: str
 ) -> None:

@@ -37,7 +37,7 @@ from kubernetes import client
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.config import LOG_LEVELS
 from jobscheduler.jobtypes.timer import RESERVED_ENV
-from jobscheduler.models import JOB_TYPE_LABEL, MANAGED_BY_LABEL, NAME_LABEL
+from jobscheduler.models import CALLER_LABEL, JOB_TYPE_LABEL, MANAGED_BY_LABEL, NAME_LABEL
 from jobscheduler.server import MAX_MESSAGE_BYTES
 from jobscheduler.validation import RESERVED_KEYS, RESERVED_PREFIXES
 from tests.conftest import Cluster
@@ -59,7 +59,8 @@ EXAMPLES = {
 SCALE = float(os.environ.get("JOBSCHEDULER_FUZZ_SCALE", "1"))
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
-SERVICE_LABELS = frozenset({MANAGED_BY_LABEL, JOB_TYPE_LABEL, NAME_LABEL})
+# Set by the service on every Job (the caller label: who scheduled it, for MAX_ACTIVE_JOBS_PER_CALLER).
+SERVICE_LABELS = frozenset({MANAGED_BY_LABEL, JOB_TYPE_LABEL, NAME_LABEL, CALLER_LABEL})
 # A watch stream that passed validation stays open: how long to wait for it to say anything.
 STREAM_WAIT = 0.5
 OPEN = "OPEN"  # pseudo status: a watch stream was accepted and kept open

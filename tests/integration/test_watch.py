@@ -345,7 +345,13 @@ def test_metrics_endpoint_serves_the_documented_families(
         cluster,
         tmp_path,
         port=free_port(),
-        env={"METRICS_PORT": str(port), "WATCH_NAMESPACES": namespace, "K8S_NAMESPACE": namespace},
+        # No schedule loop: its Lease writes would count among the Kubernetes calls measured here.
+        env={
+            "METRICS_PORT": str(port),
+            "WATCH_NAMESPACES": namespace,
+            "K8S_NAMESPACE": namespace,
+            "SCHEDULE_LOOP": "false",
+        },
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -386,3 +392,5 @@ def test_metrics_endpoint_serves_the_documented_families(
     assert value(r'jobscheduler_cache_objects\{resource="pods"\}') == 1
     assert value(r"jobscheduler_watch_streams") == 0
     assert "# TYPE jobscheduler_watch_restarts_total counter" in text
+    assert "# TYPE jobscheduler_schedule_runs_total counter" in text
+    assert value(r"jobscheduler_schedule_leader") == 0  # SCHEDULE_LOOP=false: never leads

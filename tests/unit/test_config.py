@@ -65,6 +65,8 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "schedule_loop": True,
     "schedule_tick_seconds": 1.0,
     "leader_lease_seconds": 15.0,
+    "default_pending_timeout_seconds": 0,  # off: Kubernetes itself never fails a pending pod
+    "template_history_limit": 20,
 }
 
 
@@ -98,6 +100,10 @@ def test_empty_environment_equals_class_defaults() -> None:
         pytest.param({"SCHEDULE_RATE_PER_CALLER": "2.5"}, "schedule_rate_per_caller", 2.5, id="rate"),
         pytest.param({"SCHEDULE_BURST_PER_CALLER": "10"}, "schedule_burst_per_caller", 10, id="burst"),
         pytest.param({"MAX_ACTIVE_JOBS_PER_CALLER": "3"}, "max_active_jobs_per_caller", 3, id="max-active"),
+        pytest.param(
+            {"DEFAULT_PENDING_TIMEOUT_SECONDS": "600"}, "default_pending_timeout_seconds", 600, id="pending"
+        ),
+        pytest.param({"TEMPLATE_HISTORY_LIMIT": "5"}, "template_history_limit", 5, id="template-history"),
         pytest.param({"GRPC_PORT": " 0 "}, "grpc_port", 0, id="grpc-port-0-free-port-whitespace-stripped"),
         pytest.param({"GRPC_PORT": "65535"}, "grpc_port", 65535, id="grpc-port-max"),
         pytest.param({"GRPC_HOST": "127.0.0.1"}, "grpc_host", "127.0.0.1", id="grpc-host"),
@@ -214,6 +220,9 @@ def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) 
         pytest.param("SCHEDULE_RATE_PER_CALLER", "inf", id="rate-infinite"),
         pytest.param("SCHEDULE_BURST_PER_CALLER", "-2", id="burst-negative"),
         pytest.param("MAX_ACTIVE_JOBS_PER_CALLER", "ten", id="max-active-not-an-integer"),
+        pytest.param("DEFAULT_PENDING_TIMEOUT_SECONDS", "-1", id="pending-timeout-negative"),
+        pytest.param("DEFAULT_PENDING_TIMEOUT_SECONDS", "10m", id="pending-timeout-not-seconds"),
+        pytest.param("TEMPLATE_HISTORY_LIMIT", "0", id="template-history-zero"),
         pytest.param("ALLOWED_IMAGES", "ghcr.io/acme/ docker.io/*", id="images-space-separated"),
     ],
 )

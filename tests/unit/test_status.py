@@ -439,7 +439,8 @@ THREE_FAILED_ATTEMPTS = [
             {
                 "state": JobState.FAILED,
                 "reason": "PodFailurePolicy",
-                "message": "last attempt: container main exited with code 42 (Error)",
+                "message": "failed at once by a retry rule; "
+                "last attempt: container main exited with code 42 (Error)",
                 "exit_code": 42,
                 "finished_at": at(6),
             },

@@ -23,6 +23,90 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RetryAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RetryActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RetryAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETRY_ACTION_UNSPECIFIED: _RetryAction.ValueType  # 0
+    """not allowed: a rule names its action"""
+    RETRY_ACTION_FAIL_JOB: _RetryAction.ValueType  # 1
+    """the job fails at once, whatever backoff_limit allows"""
+    RETRY_ACTION_FAIL_INDEX: _RetryAction.ValueType  # 2
+    """indexed jobs with backoff_limit_per_index: that index fails, no retry"""
+    RETRY_ACTION_IGNORE: _RetryAction.ValueType  # 3
+    """retried without counting towards backoff_limit"""
+    RETRY_ACTION_COUNT: _RetryAction.ValueType  # 4
+    """counted towards backoff_limit, as without a rule"""
+
+class RetryAction(_RetryAction, metaclass=_RetryActionEnumTypeWrapper):
+    """What Kubernetes does with a failed pod that matches a retry rule (podFailurePolicy action)."""
+
+RETRY_ACTION_UNSPECIFIED: RetryAction.ValueType  # 0
+"""not allowed: a rule names its action"""
+RETRY_ACTION_FAIL_JOB: RetryAction.ValueType  # 1
+"""the job fails at once, whatever backoff_limit allows"""
+RETRY_ACTION_FAIL_INDEX: RetryAction.ValueType  # 2
+"""indexed jobs with backoff_limit_per_index: that index fails, no retry"""
+RETRY_ACTION_IGNORE: RetryAction.ValueType  # 3
+"""retried without counting towards backoff_limit"""
+RETRY_ACTION_COUNT: RetryAction.ValueType  # 4
+"""counted towards backoff_limit, as without a rule"""
+Global___RetryAction: _TypeAlias = RetryAction  # noqa: Y015
+
+class _RetryOperator:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RetryOperatorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RetryOperator.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RETRY_OPERATOR_UNSPECIFIED: _RetryOperator.ValueType  # 0
+    """IN"""
+    RETRY_OPERATOR_IN: _RetryOperator.ValueType  # 1
+    """the code is one of exit_codes"""
+    RETRY_OPERATOR_NOT_IN: _RetryOperator.ValueType  # 2
+    """the code is none of exit_codes"""
+
+class RetryOperator(_RetryOperator, metaclass=_RetryOperatorEnumTypeWrapper):
+    """How a rule's exit_codes are matched against a failed container's exit code."""
+
+RETRY_OPERATOR_UNSPECIFIED: RetryOperator.ValueType  # 0
+"""IN"""
+RETRY_OPERATOR_IN: RetryOperator.ValueType  # 1
+"""the code is one of exit_codes"""
+RETRY_OPERATOR_NOT_IN: RetryOperator.ValueType  # 2
+"""the code is none of exit_codes"""
+Global___RetryOperator: _TypeAlias = RetryOperator  # noqa: Y015
+
+class _DependencyCondition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyConditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyCondition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_CONDITION_UNSPECIFIED: _DependencyCondition.ValueType  # 0
+    """SUCCEEDED"""
+    DEPENDENCY_CONDITION_SUCCEEDED: _DependencyCondition.ValueType  # 1
+    """Released once every dependency SUCCEEDED; FAILED (reason DependencyFailed) as soon as one
+    fails, is cancelled, or is deleted before it was seen to succeed.
+    """
+    DEPENDENCY_CONDITION_FINISHED: _DependencyCondition.ValueType  # 2
+    """Released once every dependency has ended, whatever its outcome (deleted counts as ended)."""
+
+class DependencyCondition(_DependencyCondition, metaclass=_DependencyConditionEnumTypeWrapper):
+    """When a job with `after` is released (ScheduleJobRequest.after_condition)."""
+
+DEPENDENCY_CONDITION_UNSPECIFIED: DependencyCondition.ValueType  # 0
+"""SUCCEEDED"""
+DEPENDENCY_CONDITION_SUCCEEDED: DependencyCondition.ValueType  # 1
+"""Released once every dependency SUCCEEDED; FAILED (reason DependencyFailed) as soon as one
+fails, is cancelled, or is deleted before it was seen to succeed.
+"""
+DEPENDENCY_CONDITION_FINISHED: DependencyCondition.ValueType  # 2
+"""Released once every dependency has ended, whatever its outcome (deleted counts as ended)."""
+Global___DependencyCondition: _TypeAlias = DependencyCondition  # noqa: Y015
+
 class _JobState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -600,6 +684,105 @@ class Resources(_message.Message):
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
 
 @_typing.final
+class RetryRule(_message.Message):
+    """One podFailurePolicy rule: an action and what a failed pod must show for it to apply,
+    either exit codes or pod conditions (exactly one of the two).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    EXIT_CODES_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    CONTAINER_NAME_FIELD_NUMBER: _builtins.int
+    POD_CONDITIONS_FIELD_NUMBER: _builtins.int
+    action: Global___RetryAction.ValueType
+    """required"""
+    operator: Global___RetryOperator.ValueType
+    """with exit_codes (default IN)"""
+    container_name: _builtins.str
+    """with exit_codes: only this container (default: any)"""
+    @_builtins.property
+    def exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """0 .. 255, at most 255; 0 only with NOT_IN (0 is success)"""
+
+    @_builtins.property
+    def pod_conditions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """condition types true on the failed pod, e.g. "DisruptionTarget"; at most 20"""
+
+    def __init__(
+        self,
+        *,
+        action: Global___RetryAction.ValueType = ...,
+        exit_codes: _abc.Iterable[_builtins.int] | None = ...,
+        operator: Global___RetryOperator.ValueType = ...,
+        container_name: _builtins.str = ...,
+        pod_conditions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "container_name", b"container_name", "exit_codes", b"exit_codes", "operator", b"operator", "pod_conditions", b"pod_conditions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryRule: _TypeAlias = RetryRule  # noqa: Y015
+
+@_typing.final
+class RetryPolicy(_message.Message):
+    """Retry rules, rendered as the Job's spec.podFailurePolicy in this order (Kubernetes applies
+    the first rule a failed pod matches; a Failed condition's "rule at index N" counts in it):
+    ignore_disruptions, count_oom, fail_on_exit_codes, retry_on_exit_codes, then rules. At most
+    20 rules in all. Pods whose containers exit 0 never match an exit-code rule.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FAIL_ON_EXIT_CODES_FIELD_NUMBER: _builtins.int
+    RETRY_ON_EXIT_CODES_FIELD_NUMBER: _builtins.int
+    IGNORE_DISRUPTIONS_FIELD_NUMBER: _builtins.int
+    COUNT_OOM_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    ignore_disruptions: _builtins.bool
+    """A pod that failed because it was disrupted (evicted, preempted, its node drained or
+    lost: the pod condition DisruptionTarget) is replaced without counting (Ignore).
+    """
+    count_oom: _builtins.bool
+    """Exit code 137 (128 + SIGKILL: what an OOM-killed container shows; Kubernetes has no OOM
+    pod condition, so any SIGKILL matches) is counted and retried even when a later rule, such
+    as retry_on_exit_codes, would fail the job (Count, In [137]).
+    """
+    @_builtins.property
+    def fail_on_exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """A container exiting with one of these fails the job at once (FailJob, In). 1 .. 255."""
+
+    @_builtins.property
+    def retry_on_exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Only these exit codes are retried (within backoff_limit); any other non-zero code fails the
+        job at once (FailJob, NotIn). 1 .. 255.
+        """
+
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetryRule]:
+        """any other rules, after the ones above"""
+
+    def __init__(
+        self,
+        *,
+        fail_on_exit_codes: _abc.Iterable[_builtins.int] | None = ...,
+        retry_on_exit_codes: _abc.Iterable[_builtins.int] | None = ...,
+        ignore_disruptions: _builtins.bool = ...,
+        count_oom: _builtins.bool = ...,
+        rules: _abc.Iterable[Global___RetryRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count_oom", b"count_oom", "fail_on_exit_codes", b"fail_on_exit_codes", "ignore_disruptions", b"ignore_disruptions", "retry_on_exit_codes", b"retry_on_exit_codes", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
+
+@_typing.final
 class ScheduleJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -675,6 +858,13 @@ class ScheduleJobRequest(_message.Message):
     DRY_RUN_FIELD_NUMBER: _builtins.int
     SUSPEND_FIELD_NUMBER: _builtins.int
     SECRET_ENV_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    PENDING_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    TEMPLATE_UNSET_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    AFTER_CONDITION_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     CONTAINER_JOB_FIELD_NUMBER: _builtins.int
     WEBHOOK_JOB_FIELD_NUMBER: _builtins.int
@@ -697,6 +887,22 @@ class ScheduleJobRequest(_message.Message):
     """render and return the manifest, create nothing"""
     suspend: _builtins.bool
     """create the Job held (no pods) until ResumeJob"""
+    pending_timeout_seconds: _builtins.int
+    """A job whose pod stays pending this long with ImagePullBackOff, ErrImagePull,
+    InvalidImageName, CreateContainerConfigError, CreateContainerError, RunContainerError or
+    Unschedulable is ended by the service's leader as FAILED with that reason (counted from the
+    pod's creation). 0: never; unset: DEFAULT_PENDING_TIMEOUT_SECONDS.
+    """
+    template: _builtins.str
+    """Start from a stored template (CreateTemplate) in the request's namespace: its job is the
+    base and the fields set in this request override it (README "Templates": messages and maps
+    merge, repeated fields and set scalars replace; a job type other than the template's is
+    refused). Empty: no template.
+    """
+    template_version: _builtins.int
+    """the version to start from; 0: the latest"""
+    after_condition: Global___DependencyCondition.ValueType
+    """default SUCCEEDED; only with after"""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """added to the Job and its pods"""
@@ -715,6 +921,28 @@ class ScheduleJobRequest(_message.Message):
         Secret owned by the Job (deleted with it) and referenced by name, so the values never appear
         in the Job, a status, a dry-run manifest or a log line. Not part of the request_id
         fingerprint: a retry with other values returns the job created first.
+        """
+
+    @_builtins.property
+    def retry(self) -> Global___RetryPolicy:
+        """Which pod failures are retried, which fail the job at once and which do not count
+        (the Job's podFailurePolicy). Unset: every failure counts towards backoff_limit.
+        """
+
+    @_builtins.property
+    def template_unset(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Template fields to drop before the overrides apply, for values an override cannot reset
+        (suspend=false, a label): a field ("suspend", "timer_job.env"), a map key ("labels.team",
+        "timer_job.env.DEBUG") or a generic_job parameter ("generic_job.params.verbose").
+        """
+
+    @_builtins.property
+    def after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Dependencies: job ids in this job's namespace (dependencies never cross namespaces), at
+        most 32, each an existing job of this service, none depending back on this job. The job
+        is created held (suspended; PENDING, reason WaitingForDependencies) and released by the
+        service's leader once after_condition holds, or failed (reason DependencyFailed) when it
+        no longer can. Empty: no dependencies.
         """
 
     @_builtins.property
@@ -756,6 +984,13 @@ class ScheduleJobRequest(_message.Message):
         dry_run: _builtins.bool = ...,
         suspend: _builtins.bool = ...,
         secret_env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        retry: Global___RetryPolicy | None = ...,
+        pending_timeout_seconds: _builtins.int | None = ...,
+        template: _builtins.str = ...,
+        template_version: _builtins.int = ...,
+        template_unset: _abc.Iterable[_builtins.str] | None = ...,
+        after: _abc.Iterable[_builtins.str] | None = ...,
+        after_condition: Global___DependencyCondition.ValueType = ...,
         timer_job: Global___TimerJob | None = ...,
         container_job: Global___ContainerJob | None = ...,
         webhook_job: Global___WebhookJob | None = ...,
@@ -763,14 +998,16 @@ class ScheduleJobRequest(_message.Message):
         batch_job: Global___BatchJob | None = ...,
         generic_job: Global___GenericJob | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "resources", b"resources", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "pending_timeout_seconds", b"pending_timeout_seconds", "resources", b"resources", "retry", b"retry", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "request_id", b"request_id", "resources", b"resources", "secret_env", b"secret_env", "suspend", b"suspend", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "after", b"after", "after_condition", b"after_condition", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "pending_timeout_seconds", b"pending_timeout_seconds", "request_id", b"request_id", "resources", b"resources", "retry", b"retry", "secret_env", b"secret_env", "suspend", b"suspend", "template", b"template", "template_unset", b"template_unset", "template_version", b"template_version", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
     _WhichOneofReturnType__backoff_limit: _TypeAlias = _typing.Literal["backoff_limit"]  # noqa: Y015
     _WhichOneofArgType__backoff_limit: _TypeAlias = _typing.Literal["_backoff_limit", b"_backoff_limit"]  # noqa: Y015
+    _WhichOneofReturnType__pending_timeout_seconds: _TypeAlias = _typing.Literal["pending_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__pending_timeout_seconds: _TypeAlias = _typing.Literal["_pending_timeout_seconds", b"_pending_timeout_seconds"]  # noqa: Y015
     _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofReturnType_job_type: _TypeAlias = _typing.Literal["timer_job", "container_job", "webhook_job", "health_check_job", "batch_job", "generic_job"]  # noqa: Y015
@@ -779,6 +1016,8 @@ class ScheduleJobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__active_deadline_seconds) -> _WhichOneofReturnType__active_deadline_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__backoff_limit) -> _WhichOneofReturnType__backoff_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pending_timeout_seconds) -> _WhichOneofReturnType__pending_timeout_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_seconds_after_finished) -> _WhichOneofReturnType__ttl_seconds_after_finished | None: ...
     @_typing.overload
@@ -871,6 +1110,11 @@ class JobStatus(_message.Message):
     SCHEDULE_FIELD_NUMBER: _builtins.int
     COMPLETED_INDEXES_FIELD_NUMBER: _builtins.int
     FAILED_INDEXES_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    AFTER_CONDITION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """the Kubernetes Job's name"""
     namespace: _builtins.str
@@ -901,6 +1145,12 @@ class JobStatus(_message.Message):
     """indexed (batch) jobs: indexes that succeeded, e.g. "0-2,4" """
     failed_indexes: _builtins.str
     """indexed (batch) jobs: indexes that failed, e.g. "3" """
+    template: _builtins.str
+    """the template it was made from, if any"""
+    template_version: _builtins.int
+    """that template's version"""
+    after_condition: Global___DependencyCondition.ValueType
+    """their condition (UNSPECIFIED without after)"""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """when the Job was created"""
@@ -920,6 +1170,14 @@ class JobStatus(_message.Message):
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """the caller's labels"""
+
+    @_builtins.property
+    def waiting_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """held by dependencies: the ones not yet seen to end"""
+
+    @_builtins.property
+    def after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the dependencies it was scheduled with"""
 
     def __init__(
         self,
@@ -945,10 +1203,15 @@ class JobStatus(_message.Message):
         schedule: _builtins.str = ...,
         completed_indexes: _builtins.str = ...,
         failed_indexes: _builtins.str = ...,
+        template: _builtins.str = ...,
+        template_version: _builtins.int = ...,
+        waiting_for: _abc.Iterable[_builtins.str] | None = ...,
+        after: _abc.Iterable[_builtins.str] | None = ...,
+        after_condition: Global___DependencyCondition.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "pods", b"pods", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "pods", b"pods", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -1428,6 +1691,238 @@ class TriggerScheduleResponse(_message.Message):
 Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015
 
 @_typing.final
+class Template(_message.Message):
+    """A named job template: a ScheduleJob request kept in the cluster, in versions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    JOB_TYPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """required; DNS-1123 label"""
+    namespace: _builtins.str
+    """default K8S_NAMESPACE; jobs made from it run there"""
+    description: _builtins.str
+    """for people; at most 1,024 characters"""
+    version: _builtins.int
+    """Set by the service; ignored in requests.
+    this version: 1, 2, ...
+    """
+    latest_version: _builtins.int
+    """the newest version"""
+    updated_by: _builtins.str
+    """who stored this version (token name or address)"""
+    job_type: _builtins.str
+    """the job's type, e.g. timer"""
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest:
+        """The job: a ScheduleJob request with a job type (generic_job included), validated as
+        ScheduleJob validates one. Not allowed here: request_id, dry_run, secret_env and the
+        template fields; namespace must be empty or the template's.
+        """
+
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """the versions kept, oldest first"""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """when version 1 was stored"""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """when this version was stored"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        description: _builtins.str = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+        version: _builtins.int = ...,
+        latest_version: _builtins.int = ...,
+        versions: _abc.Iterable[_builtins.int] | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_by: _builtins.str = ...,
+        job_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "job", b"job", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "job", b"job", "job_type", b"job_type", "latest_version", b"latest_version", "name", b"name", "namespace", b"namespace", "updated_at", b"updated_at", "updated_by", b"updated_by", "version", b"version", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Template: _TypeAlias = Template  # noqa: Y015
+
+@_typing.final
+class CreateTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """name, namespace, description and job"""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTemplateRequest: _TypeAlias = CreateTemplateRequest  # noqa: Y015
+
+@_typing.final
+class UpdateTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    expected_version: _builtins.int
+    """Compare-and-set for read-modify-write: refused (FAILED_PRECONDITION) unless this is still
+    the latest version. 0: store whatever the latest is.
+    """
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """the whole new version; name and namespace say which template"""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTemplateRequest: _TypeAlias = UpdateTemplateRequest  # noqa: Y015
+
+@_typing.final
+class GetTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    version: _builtins.int
+    """0: the latest"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTemplateRequest: _TypeAlias = GetTemplateRequest  # noqa: Y015
+
+@_typing.final
+class ListTemplatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTemplatesRequest: _TypeAlias = ListTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class ListTemplatesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Template]:
+        """by name; the latest version of each, without its job"""
+
+    def __init__(
+        self,
+        *,
+        templates: _abc.Iterable[Global___Template] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["templates", b"templates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTemplatesResponse: _TypeAlias = ListTemplatesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTemplateRequest: _TypeAlias = DeleteTemplateRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTemplateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTemplateResponse: _TypeAlias = DeleteTemplateResponse  # noqa: Y015
+
+@_typing.final
 class ListJobTypesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1833,3 +2328,96 @@ class JobEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class GetJobLogsRequest(_message.Message):
+    """Which logs GetJobLogs streams. Each option applies to each pod, as `kubectl logs` applies it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    POD_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
+    SINCE_SECONDS_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """required"""
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    pod: _builtins.str
+    """One pod of the job (a name from JobStatus.pods). Empty: every pod whose container has
+    started, oldest first (each retry is a pod of its own).
+    """
+    container: _builtins.str
+    """default: the pod's first container"""
+    follow: _builtins.bool
+    """Keep streaming new lines until the container ends; without `pod`, also the pods that start
+    later (retries), until the job has ended. Pods that have not started yet are waited for.
+    """
+    tail_lines: _builtins.int
+    """only the last N lines (0 .. 100000) of each pod; unset: all"""
+    since_seconds: _builtins.int
+    """only lines written in the last N seconds (≥ 1); unset: all"""
+    timestamps: _builtins.bool
+    """prefix each line with its RFC 3339 time, as the node wrote it"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        pod: _builtins.str = ...,
+        container: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        tail_lines: _builtins.int | None = ...,
+        since_seconds: _builtins.int | None = ...,
+        timestamps: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_since_seconds", b"_since_seconds", "_tail_lines", b"_tail_lines", "since_seconds", b"since_seconds", "tail_lines", b"tail_lines"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_since_seconds", b"_since_seconds", "_tail_lines", b"_tail_lines", "container", b"container", "follow", b"follow", "job_id", b"job_id", "namespace", b"namespace", "pod", b"pod", "since_seconds", b"since_seconds", "tail_lines", b"tail_lines", "timestamps", b"timestamps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__since_seconds: _TypeAlias = _typing.Literal["since_seconds"]  # noqa: Y015
+    _WhichOneofArgType__since_seconds: _TypeAlias = _typing.Literal["_since_seconds", b"_since_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__tail_lines: _TypeAlias = _typing.Literal["tail_lines"]  # noqa: Y015
+    _WhichOneofArgType__tail_lines: _TypeAlias = _typing.Literal["_tail_lines", b"_tail_lines"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__since_seconds) -> _WhichOneofReturnType__since_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tail_lines) -> _WhichOneofReturnType__tail_lines | None: ...
+
+Global___GetJobLogsRequest: _TypeAlias = GetJobLogsRequest  # noqa: Y015
+
+@_typing.final
+class LogChunk(_message.Message):
+    """A run of consecutive lines from one container."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POD_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    pod: _builtins.str
+    """the pod's name"""
+    container: _builtins.str
+    """the container's name"""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """complete lines, without their newline (invalid UTF-8 replaced)"""
+
+    def __init__(
+        self,
+        *,
+        pod: _builtins.str = ...,
+        container: _builtins.str = ...,
+        lines: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["container", b"container", "lines", b"lines", "pod", b"pod"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015

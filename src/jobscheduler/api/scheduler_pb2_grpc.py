@@ -74,6 +74,11 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.GetJobLogs = channel.unary_stream(
+                '/jobscheduler.JobScheduler/GetJobLogs',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.LogChunk.FromString,
+                _registered_method=True)
         self.CreateSchedule = channel.unary_unary(
                 '/jobscheduler.JobScheduler/CreateSchedule',
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.CreateScheduleRequest.SerializeToString,
@@ -113,6 +118,31 @@ class JobSchedulerStub:
                 '/jobscheduler.JobScheduler/TriggerSchedule',
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
+        self.CreateTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/CreateTemplate',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.CreateTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Template.FromString,
+                _registered_method=True)
+        self.UpdateTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/UpdateTemplate',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.UpdateTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Template.FromString,
+                _registered_method=True)
+        self.GetTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/GetTemplate',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.GetTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.Template.FromString,
+                _registered_method=True)
+        self.ListTemplates = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListTemplates',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListTemplatesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListTemplatesResponse.FromString,
+                _registered_method=True)
+        self.DeleteTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/DeleteTemplate',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateResponse.FromString,
                 _registered_method=True)
 
 
@@ -176,6 +206,14 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLogs(self, request, context):
+        """The job's container logs (the Kubernetes pods/log subresource): its pods oldest first, or
+        one pod; with follow, new lines as they are written until the containers end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSchedule(self, request, context):
         """Recurring work. A schedule is a batch/v1 CronJob named after it; an interval that no cron
         expression can express is run by the service's leader-elected loop instead.
@@ -231,6 +269,42 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTemplate(self, request, context):
+        """Templates: named, versioned ScheduleJob requests kept in the cluster (one ConfigMap each);
+        ScheduleJob with `template` starts from one. Every write is a new, immutable version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTemplate(self, request, context):
+        """Stores a new version (the whole description and job); older versions stay readable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTemplate(self, request, context):
+        """The latest version, or the one asked for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTemplates(self, request, context):
+        """Every template's latest version, without its job, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTemplate(self, request, context):
+        """Deletes the template with every version; jobs made from it are left alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +348,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.WatchJobsRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.JobEvent.SerializeToString,
             ),
+            'GetJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.LogChunk.SerializeToString,
+            ),
             'CreateSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSchedule,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.CreateScheduleRequest.FromString,
@@ -313,6 +392,31 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.TriggerSchedule,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'CreateTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTemplate,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.CreateTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Template.SerializeToString,
+            ),
+            'UpdateTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTemplate,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.UpdateTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Template.SerializeToString,
+            ),
+            'GetTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTemplate,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.GetTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.Template.SerializeToString,
+            ),
+            'ListTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTemplates,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListTemplatesRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'DeleteTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTemplate,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +646,33 @@ class JobScheduler:
             _registered_method=True)
 
     @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/GetJobLogs',
+            jobscheduler_dot_api_dot_scheduler__pb2.GetJobLogsRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateSchedule(request,
             target,
             options=(),
@@ -747,6 +878,141 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/TriggerSchedule',
             jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.SerializeToString,
             jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/CreateTemplate',
+            jobscheduler_dot_api_dot_scheduler__pb2.CreateTemplateRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Template.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/UpdateTemplate',
+            jobscheduler_dot_api_dot_scheduler__pb2.UpdateTemplateRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Template.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/GetTemplate',
+            jobscheduler_dot_api_dot_scheduler__pb2.GetTemplateRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.Template.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListTemplates',
+            jobscheduler_dot_api_dot_scheduler__pb2.ListTemplatesRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/DeleteTemplate',
+            jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateResponse.FromString,
             options,
             channel_credentials,
             insecure,

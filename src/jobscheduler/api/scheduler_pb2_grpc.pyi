@@ -51,6 +51,10 @@ class JobSchedulerStub:
     """The job's current status at once, then an event on every change; ends after the terminal state."""
     WatchJobs: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]
     """Every change to the jobs matching a filter, first the current status of each; never ends."""
+    GetJobLogs: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.GetJobLogsRequest, _scheduler_pb2.LogChunk]
+    """The job's container logs (the Kubernetes pods/log subresource): its pods oldest first, or
+    one pod; with follow, new lines as they are written until the containers end.
+    """
     CreateSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateScheduleRequest, _scheduler_pb2.Schedule]
     """Recurring work. A schedule is a batch/v1 CronJob named after it; an interval that no cron
     expression can express is run by the service's leader-elected loop instead.
@@ -67,6 +71,18 @@ class JobSchedulerStub:
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.Schedule]
     TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerScheduleRequest, _scheduler_pb2.TriggerScheduleResponse]
     """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
+    CreateTemplate: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTemplateRequest, _scheduler_pb2.Template]
+    """Templates: named, versioned ScheduleJob requests kept in the cluster (one ConfigMap each);
+    ScheduleJob with `template` starts from one. Every write is a new, immutable version.
+    """
+    UpdateTemplate: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTemplateRequest, _scheduler_pb2.Template]
+    """Stores a new version (the whole description and job); older versions stay readable."""
+    GetTemplate: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetTemplateRequest, _scheduler_pb2.Template]
+    """The latest version, or the one asked for."""
+    ListTemplates: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListTemplatesRequest, _scheduler_pb2.ListTemplatesResponse]
+    """Every template's latest version, without its job, by name."""
+    DeleteTemplate: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteTemplateRequest, _scheduler_pb2.DeleteTemplateResponse]
+    """Deletes the template with every version; jobs made from it are left alone."""
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -89,6 +105,10 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """The job's current status at once, then an event on every change; ends after the terminal state."""
     WatchJobs: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchJobsRequest, _scheduler_pb2.JobEvent]  # type: ignore[assignment]
     """Every change to the jobs matching a filter, first the current status of each; never ends."""
+    GetJobLogs: _aio.UnaryStreamMultiCallable[_scheduler_pb2.GetJobLogsRequest, _scheduler_pb2.LogChunk]  # type: ignore[assignment]
+    """The job's container logs (the Kubernetes pods/log subresource): its pods oldest first, or
+    one pod; with follow, new lines as they are written until the containers end.
+    """
     CreateSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
     """Recurring work. A schedule is a batch/v1 CronJob named after it; an interval that no cron
     expression can express is run by the service's leader-elected loop instead.
@@ -105,6 +125,18 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
     TriggerSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerScheduleRequest, _scheduler_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
     """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
+    CreateTemplate: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTemplateRequest, _scheduler_pb2.Template]  # type: ignore[assignment]
+    """Templates: named, versioned ScheduleJob requests kept in the cluster (one ConfigMap each);
+    ScheduleJob with `template` starts from one. Every write is a new, immutable version.
+    """
+    UpdateTemplate: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTemplateRequest, _scheduler_pb2.Template]  # type: ignore[assignment]
+    """Stores a new version (the whole description and job); older versions stay readable."""
+    GetTemplate: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetTemplateRequest, _scheduler_pb2.Template]  # type: ignore[assignment]
+    """The latest version, or the one asked for."""
+    ListTemplates: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListTemplatesRequest, _scheduler_pb2.ListTemplatesResponse]  # type: ignore[assignment]
+    """Every template's latest version, without its job, by name."""
+    DeleteTemplate: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteTemplateRequest, _scheduler_pb2.DeleteTemplateResponse]  # type: ignore[assignment]
+    """Deletes the template with every version; jobs made from it are left alone."""
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -174,6 +206,16 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         """Every change to the jobs matching a filter, first the current status of each; never ends."""
 
     @_abc_1.abstractmethod
+    def GetJobLogs(
+        self,
+        request: _scheduler_pb2.GetJobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.LogChunk], _abc.AsyncIterator[_scheduler_pb2.LogChunk]]:
+        """The job's container logs (the Kubernetes pods/log subresource): its pods oldest first, or
+        one pod; with follow, new lines as they are written until the containers end.
+        """
+
+    @_abc_1.abstractmethod
     def CreateSchedule(
         self,
         request: _scheduler_pb2.CreateScheduleRequest,
@@ -236,5 +278,47 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.TriggerScheduleResponse, _abc.Awaitable[_scheduler_pb2.TriggerScheduleResponse]]:
         """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
+
+    @_abc_1.abstractmethod
+    def CreateTemplate(
+        self,
+        request: _scheduler_pb2.CreateTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Template, _abc.Awaitable[_scheduler_pb2.Template]]:
+        """Templates: named, versioned ScheduleJob requests kept in the cluster (one ConfigMap each);
+        ScheduleJob with `template` starts from one. Every write is a new, immutable version.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateTemplate(
+        self,
+        request: _scheduler_pb2.UpdateTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Template, _abc.Awaitable[_scheduler_pb2.Template]]:
+        """Stores a new version (the whole description and job); older versions stay readable."""
+
+    @_abc_1.abstractmethod
+    def GetTemplate(
+        self,
+        request: _scheduler_pb2.GetTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.Template, _abc.Awaitable[_scheduler_pb2.Template]]:
+        """The latest version, or the one asked for."""
+
+    @_abc_1.abstractmethod
+    def ListTemplates(
+        self,
+        request: _scheduler_pb2.ListTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListTemplatesResponse, _abc.Awaitable[_scheduler_pb2.ListTemplatesResponse]]:
+        """Every template's latest version, without its job, by name."""
+
+    @_abc_1.abstractmethod
+    def DeleteTemplate(
+        self,
+        request: _scheduler_pb2.DeleteTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.DeleteTemplateResponse, _abc.Awaitable[_scheduler_pb2.DeleteTemplateResponse]]:
+        """Deletes the template with every version; jobs made from it are left alone."""
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
