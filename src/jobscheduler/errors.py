@@ -6,6 +6,9 @@ to one status code. Messages are written for the caller and never carry raw API 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class JobSchedulerError(Exception):
     """Root of every error the service raises on purpose."""
@@ -55,3 +58,13 @@ class ResourceExhaustedError(JobSchedulerError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+@contextmanager
+def fields_under(parent: str) -> Iterator[None]:
+    """InvalidArgumentErrors raised inside name their field within `parent` (the request message
+    that holds it): `duration_seconds` becomes `job.timer_job.duration_seconds`."""
+    try:
+        yield
+    except InvalidArgumentError as e:
+        raise e.prefixed(parent) from None

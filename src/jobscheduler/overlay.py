@@ -17,8 +17,7 @@ A request made from a template is fingerprinted (request_id reuse) as the caller
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,7 +28,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.errors import FailedPreconditionError, InvalidArgumentError
+from jobscheduler.errors import FailedPreconditionError, InvalidArgumentError, fields_under
 from jobscheduler.render import JobRequest
 from jobscheduler.templates import TemplateDraft, TemplateVersion
 
@@ -57,14 +56,6 @@ def is_templated(request: pb.ScheduleJobRequest) -> bool:
 
 def _set_fields(message: Message) -> set[str]:
     return {field.name for field, _ in message.ListFields()}
-
-
-@contextmanager
-def _fields_under(parent: str) -> Iterator[None]:
-    try:
-        yield
-    except InvalidArgumentError as e:
-        raise e.prefixed(parent) from None
 
 
 def check_template_job(job: pb.ScheduleJobRequest) -> None:
@@ -166,7 +157,7 @@ def unset_paths(message: pb.ScheduleJobRequest, paths: Sequence[str]) -> None:
     ("labels.team": everything after the map's name is the key, dots included) or a Struct key
     ("generic_job.params.verbose"). A path the message does not set is no error."""
     for i, path in enumerate(paths):
-        with _fields_under(f"template_unset[{i}]"):
+        with fields_under(f"template_unset[{i}]"):
             _unset(message, path)
 
 
@@ -240,7 +231,7 @@ def job_from_json(stored: TemplateVersion) -> pb.ScheduleJobRequest:
 
 
 def to_template_draft(spec: pb.Template, *, to_job_request: ToJobRequest) -> TemplateDraft:
-    with _fields_under("job"):
+    with fields_under("job"):
         check_template_job(spec.job)
         job = to_job_request(spec.job) if spec.HasField("job") else JobRequest(job_type="", params={})
     return TemplateDraft(

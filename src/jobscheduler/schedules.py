@@ -231,32 +231,22 @@ class ScheduleService:
         ):
             if value is not None and not low <= value <= high:
                 raise InvalidArgumentError(field_name, f"must be between {low} and {high} (got {value})")
-        job = spec.job
-        if not job.job_type:
-            raise InvalidArgumentError("job", "is required: the job every run starts (e.g. job.timer_job)")
-        for field_name, given in (
-            ("request_id", job.request_id),
-            ("suspend", job.suspend),
-            ("secret_env", job.secret_env),
-            ("after", job.after),
-            ("after_condition", job.after_condition),
-        ):
-            if given:
-                raise InvalidArgumentError(
-                    f"job.{field_name}",
-                    "is not allowed in a schedule's job (each run is a job of its own; TriggerSchedule "
-                    "takes an idempotency_key; keep secrets in a Secret the image reads)",
-                )
-        if job.namespace and job.namespace != namespace:
-            raise InvalidArgumentError(
-                "job.namespace",
-                f"must be empty or the schedule's namespace {namespace!r} (got {job.namespace!r})",
-            )
-        job = replace(job, namespace=namespace, name=job.name or spec.name)
-        try:
-            checked, manifest = self.jobs.prepare(job, job_id=spec.name)
-        except InvalidArgumentError as e:
-            raise e.prefixed("job") from None
+        job, checked, manifest = self.jobs.check_embedded_job(
+            spec.job,
+            namespace=namespace,
+            owner="schedule",
+            job_id=spec.name,
+            default_name=spec.name,
+            forbidden={
+                "request_id": spec.job.request_id,
+                "suspend": spec.job.suspend,
+                "secret_env": spec.job.secret_env,
+                "after": spec.job.after,
+                "after_condition": spec.job.after_condition,
+            },
+            why="each run is a job of its own; TriggerSchedule takes an idempotency_key; keep secrets in a "
+            "Secret the image reads",
+        )
         spec = replace(spec, namespace=namespace, job=job)
         if checked.ttl_seconds_after_finished is not None and job.ttl_seconds_after_finished is None:
             # Runs are kept by the history limits, not the service's default retention.

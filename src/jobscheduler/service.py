@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from jobscheduler.errors import (
     JobSchedulerError,
     NotFoundError,
     ResourceExhaustedError,
+    fields_under,
 )
 from jobscheduler.gateway import ConflictError, KubeGateway
 from jobscheduler.models import (
@@ -234,6 +235,36 @@ class JobService:
             return seen[job_id]
 
         return lookup
+
+    def check_embedded_job(
+        self,
+        job: JobRequest,
+        *,
+        namespace: str,
+        owner: str,
+        job_id: str,
+        default_name: str,
+        forbidden: Mapping[str, object],
+        why: str,
+    ) -> tuple[JobRequest, JobRequest, Obj]:
+        """The job a schedule or template holds: a job type is set, none of `forbidden` (field
+        name: value) is, its namespace is the owner's; then checked and rendered as ScheduleJob
+        would. Errors name fields under `job.`. Returns the job with namespace and name filled
+        in, the checked request, and the manifest."""
+        if not job.job_type:
+            raise InvalidArgumentError("job", f"is required: the job the {owner} runs (e.g. job.timer_job)")
+        for field_name, given in forbidden.items():
+            if given:
+                raise InvalidArgumentError(f"job.{field_name}", f"is not allowed in a {owner}'s job ({why})")
+        if job.namespace and job.namespace != namespace:
+            raise InvalidArgumentError(
+                "job.namespace",
+                f"must be empty or the {owner}'s namespace {namespace!r} (got {job.namespace!r})",
+            )
+        job = replace(job, namespace=namespace, name=job.name or default_name)
+        with fields_under("job"):
+            checked, manifest = self.prepare(job, job_id=job_id)
+        return job, checked, manifest
 
     def _create(
         self, request: JobRequest, manifest: Obj, *, dry_run: bool, deadline: float | None

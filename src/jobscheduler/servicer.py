@@ -38,6 +38,7 @@ from jobscheduler.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
     UnavailableError,
+    fields_under,
 )
 from jobscheduler.gateway import NodeUnavailableError
 from jobscheduler.joblogs import JobLogs, LogQuery
@@ -373,7 +374,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def CreateSchedule(self, request: pb.CreateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
         spec = request.schedule
         with self._rpc("CreateSchedule", context, namespace=spec.namespace, schedule=spec.name) as deadline:
-            with _fields_under("schedule"):
+            with fields_under("schedule"):
                 view = self.schedules.create(self._to_schedule_spec(spec), deadline=deadline)
             return self._to_proto_schedule(view)
 
@@ -396,7 +397,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def UpdateSchedule(self, request: pb.UpdateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
         spec = request.schedule
         with self._rpc("UpdateSchedule", context, namespace=spec.namespace, schedule=spec.name) as deadline:
-            with _fields_under("schedule"):
+            with fields_under("schedule"):
                 view = self.schedules.update(self._to_schedule_spec(spec), deadline=deadline)
             return self._to_proto_schedule(view)
 
@@ -441,7 +442,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def CreateTemplate(self, request: pb.CreateTemplateRequest, context: grpc.ServicerContext) -> pb.Template:
         spec = request.template
         with self._rpc("CreateTemplate", context, namespace=spec.namespace, template=spec.name) as deadline:
-            with _fields_under("template"):
+            with fields_under("template"):
                 draft = to_template_draft(spec, to_job_request=self._to_job_request)
                 stored = self.templates.create(draft, author=_CALLER.get(), deadline=deadline)
             return to_proto_template(stored)
@@ -453,7 +454,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
                 raise InvalidArgumentError(
                     "expected_version", f"must not be negative (got {request.expected_version})"
                 )
-            with _fields_under("template"):
+            with fields_under("template"):
                 draft = to_template_draft(spec, to_job_request=self._to_job_request)
                 stored = self.templates.update(
                     draft, expected_version=request.expected_version, author=_CALLER.get(), deadline=deadline
@@ -486,7 +487,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             return pb.DeleteTemplateResponse()
 
     def _to_schedule_spec(self, spec: pb.ScheduleSpec) -> ScheduleSpec:
-        with _fields_under("job"):
+        with fields_under("job"):
             check_not_templated(spec.job)
             job = (
                 self._to_job_request(spec.job) if spec.HasField("job") else JobRequest(job_type="", params={})
@@ -703,15 +704,6 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             if observe_latency:
                 RPC_DURATION.labels(method).observe(time.perf_counter() - started)
             structlog.contextvars.clear_contextvars()
-
-
-@contextmanager
-def _fields_under(parent: str) -> Iterator[None]:
-    """Errors naming a field name it inside `parent` (the request message that holds it)."""
-    try:
-        yield
-    except InvalidArgumentError as e:
-        raise e.prefixed(parent) from None
 
 
 def _abort(

@@ -154,31 +154,17 @@ class TemplateService:
                 "description", f"is {len(draft.description)} characters long; at most {MAX_DESCRIPTION_CHARS}"
             )
         job = draft.job
-        if not job.job_type:
-            raise InvalidArgumentError("job", "is required: the job the template runs (e.g. job.timer_job)")
-        for field_name, given in (
-            ("request_id", job.request_id),
-            ("secret_env", job.secret_env),
-            # Every job made from the template would wait for the same fixed jobs.
-            ("after", job.after),
-        ):
-            if given:
-                raise InvalidArgumentError(
-                    f"job.{field_name}",
-                    "is not allowed in a template (templates are stored in a ConfigMap and shared by "
-                    "every job made from them); give it in the ScheduleJob request instead",
-                )
-        if job.namespace and job.namespace != namespace:
-            raise InvalidArgumentError(
-                "job.namespace",
-                f"must be empty or the template's namespace {namespace!r} (got {job.namespace!r})",
-            )
-        try:
-            self.jobs.prepare(
-                replace(job, namespace=namespace, name=job.name or draft.name), job_id=CHECK_JOB_ID
-            )
-        except InvalidArgumentError as e:
-            raise e.prefixed("job") from None
+        self.jobs.check_embedded_job(
+            job,
+            namespace=namespace,
+            owner="template",
+            job_id=CHECK_JOB_ID,
+            default_name=draft.name,
+            # `after`: every job made from the template would wait for the same fixed jobs.
+            forbidden={"request_id": job.request_id, "secret_env": job.secret_env, "after": job.after},
+            why="templates are stored in a ConfigMap and shared by every job made from them; give it in "
+            "the ScheduleJob request instead",
+        )
         size = len(_canonical(draft.body).encode())
         if size > MAX_VERSION_BYTES:
             raise InvalidArgumentError(
