@@ -49,7 +49,6 @@ from jobscheduler.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
-    JobSchedulerError,
     NotFoundError,
 )
 from jobscheduler.gateway import ConflictError, KubeGateway
@@ -270,12 +269,8 @@ class ScheduleService:
             "timeZone": timing.zone.key,
             "concurrencyPolicy": spec.concurrency.value,
             "suspend": paused or timing.executor == "service",
-            "successfulJobsHistoryLimit": (
-                3 if spec.successful_runs_history_limit is None else spec.successful_runs_history_limit
-            ),
-            "failedJobsHistoryLimit": 1
-            if spec.failed_runs_history_limit is None
-            else spec.failed_runs_history_limit,
+            "successfulJobsHistoryLimit": _successful_history(spec),
+            "failedJobsHistoryLimit": _failed_history(spec),
             "jobTemplate": {
                 "metadata": {"labels": template_labels, "annotations": template_annotations},
                 "spec": manifest["spec"],
@@ -603,7 +598,8 @@ class ScheduleService:
             patch["metadata"]["annotations"][LAST_RUN_ANNOTATION] = _rfc3339(plan.start[-1])
         with contextlib.suppress(ConflictError):  # changed meanwhile: the next tick looks again
             self.gateway.patch("cronjobs", meta["namespace"], meta["name"], patch)
-        self._trim_history(cronjob, spec)
+        # History limits need nothing here: the runs are owned by the CronJob as their
+        # controller, and the CronJob controller trims them even while the CronJob is suspended.
 
     def _backfill_cron(
         self, cronjob: Obj, spec: ScheduleSpec, timing: Timing, now: datetime, created_at: datetime
@@ -652,23 +648,15 @@ class ScheduleService:
             "schedule run started", schedule=cronjob["metadata"]["name"], job_id=job_name, run_at=_rfc3339(at)
         )
 
-    def _trim_history(self, cronjob: Obj, spec: ScheduleSpec) -> None:
-        """History limits for the runs the service starts (the CronJob controller keeps them
-        for its own): the oldest finished runs beyond the limits are deleted."""
-        meta = cronjob["metadata"]
-        runs = self._runs(meta["namespace"], meta["name"], deadline=None)
-        limits = {
-            True: 3 if spec.successful_runs_history_limit is None else spec.successful_runs_history_limit,
-            False: 1 if spec.failed_runs_history_limit is None else spec.failed_runs_history_limit,
-        }
-        for succeeded, limit in limits.items():
-            finished = [s for s in runs if s.state.terminal and (s.state.value == "SUCCEEDED") is succeeded]
-            finished.sort(
-                key=lambda s: (s.created_at or datetime.min.replace(tzinfo=UTC), s.job_id), reverse=True
-            )
-            for old in finished[limit:]:
-                with contextlib.suppress(JobSchedulerError):
-                    self.gateway.delete("jobs", meta["namespace"], old.job_id)
+
+def _successful_history(spec: ScheduleSpec) -> int:
+    """Finished runs kept; 3 unless set, the CronJob's own default."""
+    return 3 if spec.successful_runs_history_limit is None else spec.successful_runs_history_limit
+
+
+def _failed_history(spec: ScheduleSpec) -> int:
+    """Failed runs kept; 1 unless set, the CronJob's own default."""
+    return 1 if spec.failed_runs_history_limit is None else spec.failed_runs_history_limit
 
 
 def _annotations(obj: Obj) -> dict[str, str]:

@@ -88,12 +88,13 @@ def kwok_runs_the_current_stages() -> bool:
 
 @pytest.fixture
 def current_stages(cluster: Cluster) -> None:
-    """Skips a test that needs a simulation added to hack/kwok/stages.yaml after the running kwok
+    """Fails a test that needs a simulation added to hack/kwok/stages.yaml after the running kwok
     started (sim.jobscheduler.io/message, sim.jobscheduler.io/fail-indexes)."""
     if not cluster.local:
         pytest.skip("needs the project's own kwok Stages (hack/kwok/stages.yaml)")
     if not kwok_runs_the_current_stages():
-        pytest.skip(
+        # A fail, not a skip: a stale simulator must not let these tests count as passed.
+        pytest.fail(
             "the running kwok was started before hack/kwok/stages.yaml last changed; restart it "
             "(hack/devcluster.py restart kwok, or a fresh hack/dev.sh test) to simulate this"
         )

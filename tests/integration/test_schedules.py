@@ -370,6 +370,39 @@ def test_one_minute_interval_at_17_seconds_runs_once_per_minute_with_two_replica
     assert (times[1] - times[0]) == timedelta(minutes=1)
 
 
+def test_service_run_schedule_keeps_only_its_history_limit(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    seen: set[str] = set()
+    with replica(cluster, tmp_path, namespace) as (_, stub):
+        start = whole_second_after(datetime.now(UTC), 1)
+        create(
+            stub,
+            namespace,
+            name="trim",
+            interval="1s",
+            start_time=timestamp(start),
+            successful_runs_history_limit=2,
+            job=job("0s"),
+        )
+
+        def enough_runs() -> bool:
+            seen.update(j.metadata.name for j in runs(cluster, namespace, "trim"))
+            return len(seen) >= 8
+
+        wait_until("eight runs", enough_runs, timeout=40)
+
+        def trimmed() -> bool:
+            kept = runs(cluster, namespace, "trim")
+            done = [j for j in kept if j.status.succeeded]
+            return len(done) <= 2 and len(kept) < len(seen)
+
+        wait_until("the finished runs beyond the limit to be deleted", trimmed, timeout=20)
+    kept = runs(cluster, namespace, "trim")
+    assert len([j for j in kept if j.status.succeeded]) <= 2
+    assert len(seen) >= 8
+
+
 def test_pause_stops_new_runs_and_resume_starts_them_again(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
