@@ -14,7 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hack/buildinfo.sh hack/buildinfo.sh
-COPY src ./src
+COPY jobscheduler ./jobscheduler
 # Build info is embedded into the package: the image has no .git to ask at run time.
 RUN VERSION="${VERSION}" COMMIT="${COMMIT}" DIRTY="${DIRTY}" BUILD_DATE="${BUILD_DATE}" \
       bash hack/buildinfo.sh \

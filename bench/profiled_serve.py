@@ -122,9 +122,12 @@ def hottest_functions(session: Session, *, limit: int = 25) -> str:
     )
 
 
+WORK_TREE = Path(__file__).resolve().parent.parent
+
+
 def shorten(path: str) -> str:
-    """A source path from its package on (site-packages/… or src/…), or as it is."""
-    for marker in ("site-packages/", "/src/", "/lib/python3"):
+    """A source path from its package on (site-packages/… or the work tree), or as it is."""
+    for marker in ("site-packages/", f"{WORK_TREE}/", "/lib/python3"):
         if marker in path:
             tail = path.split(marker, 1)[1]
             return tail.split("/", 1)[1] if marker == "/lib/python3" and "/" in tail else tail
@@ -171,10 +174,10 @@ def write_profile(out: Path) -> None:
 
 
 def main() -> int:
-    # Before jobscheduler.server looks it up: build_server calls futures.ThreadPoolExecutor(...).
+    # Before jobscheduler.transport.server looks it up: build_server calls futures.ThreadPoolExecutor(...).
     concurrent.futures.ThreadPoolExecutor = ProfilingExecutor  # type: ignore[misc]
-    from jobscheduler.cache import JobCache
-    from jobscheduler.cli import main as jobscheduler_main
+    from jobscheduler.cli.main import main as jobscheduler_main
+    from jobscheduler.kube.cache import JobCache
 
     apply = JobCache.apply
 

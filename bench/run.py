@@ -42,7 +42,7 @@ from bench.report import Target, evaluate_targets, render_markdown, write_result
 from bench.schedule import measure_schedule
 from bench.service import read_rss_mb
 from bench.watch import measure_watch_delay
-from jobscheduler.config import Settings
+from jobscheduler.domain.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_NOTE = (

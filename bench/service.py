@@ -1,4 +1,4 @@
-"""The service under test, run as a real `python -m jobscheduler.cli serve` subprocess.
+"""The service under test, run as a real `python -m jobscheduler.cli.main serve` subprocess.
 
 It gets its configuration from the environment exactly as in production (IN_CLUSTER=false and
 the dev cluster's admin kubeconfig), serves on a free loopback port, and is only measured
@@ -75,7 +75,7 @@ class ServiceProcess:
             "LOG_LEVEL": "warn",
         }
         # Under a profiler the service runs through bench/profiled_serve.py, same code and settings.
-        module = "jobscheduler.cli" if profile_path is None else "bench.profiled_serve"
+        module = "jobscheduler.cli.main" if profile_path is None else "bench.profiled_serve"
         if profile_path is not None:
             self.env["BENCH_PROFILE_OUT"] = str(profile_path)
         self.command = [sys.executable, "-m", module, "serve"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Embeds build information into the package (src/jobscheduler/_buildinfo.json), read by
+# Embeds build information into the package (jobscheduler/_buildinfo.json), read by
 # `jobscheduler version` / `version-full`. The container build passes the same values as
 # build args (VERSION, COMMIT, DIRTY, BUILD_DATE) because it has no .git to ask.
 set -euo pipefail
@@ -9,5 +9,5 @@ commit="${COMMIT:-$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)}"
 dirty="${DIRTY:-$([[ "$version" == *-dirty ]] && echo true || echo false)}"
 build_date="${BUILD_DATE:-$(date -u +%Y-%m-%dT%H:%M:%SZ)}"
 printf '{"version": "%s", "commit": "%s", "dirty": %s, "build_date": "%s"}\n' \
-  "${version%-dirty}" "$commit" "$dirty" "$build_date" >"$ROOT/src/jobscheduler/_buildinfo.json"
-cat "$ROOT/src/jobscheduler/_buildinfo.json"
+  "${version%-dirty}" "$commit" "$dirty" "$build_date" >"$ROOT/jobscheduler/_buildinfo.json"
+cat "$ROOT/jobscheduler/_buildinfo.json"

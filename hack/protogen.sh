@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates the Python protobuf/gRPC modules (and their .pyi stubs) from proto/.
-#   hack/protogen.sh           write them into src/
+#   hack/protogen.sh           write them into the package (jobscheduler/api/)
 #   hack/protogen.sh --check   fail if the committed ones differ from a fresh generation
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
-OUT="$ROOT/src"
+OUT="$ROOT"
 if [[ "${1:-}" == "--check" ]]; then
   OUT="$(mktemp -d)"
   trap 'rm -rf "$OUT"' EXIT
@@ -17,8 +17,8 @@ PATH="$(dirname "$PY"):$PATH" "$PY" -m grpc_tools.protoc -I . \
   "${protos[@]}"
 if [[ "${1:-}" == "--check" ]]; then
   for f in $(cd "$OUT" && find . -name '*_pb2*' | sort); do
-    if ! cmp -s "$OUT/$f" "$ROOT/src/$f"; then
-      echo "generated code is stale: src/${f#./} differs from proto/ (run hack/protogen.sh and commit)" >&2
+    if ! cmp -s "$OUT/$f" "$ROOT/$f"; then
+      echo "generated code is stale: ${f#./} differs from proto/ (run hack/protogen.sh and commit)" >&2
       exit 1
     fi
   done

@@ -17,10 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.config import Settings
-from jobscheduler.gateway import KubeGateway, RetryPolicy, load_api_client
-from jobscheduler.registry import Registry
-from jobscheduler.server import App, build_server
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.registry import Registry
+from jobscheduler.kube.gateway import KubeGateway, RetryPolicy, load_api_client
+from jobscheduler.transport.server import App, build_server
 from tests.conftest import Cluster
 
 
@@ -129,7 +129,7 @@ def start_serve(
     }
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobscheduler.cli", "serve"],
+            [sys.executable, "-m", "jobscheduler.cli.main", "serve"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,

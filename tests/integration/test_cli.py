@@ -49,7 +49,7 @@ def cli_process(server: str | None, *args: str, env: dict[str, str] | None = Non
     base_env = {k: v for k, v in os.environ.items() if k != "JOBSCHEDULER_SERVER"}
     server_flag = ["--server", server] if server else []
     return {
-        "args": [sys.executable, "-m", "jobscheduler.cli", *server_flag, *args],
+        "args": [sys.executable, "-m", "jobscheduler.cli.main", *server_flag, *args],
         "env": {**base_env, **(env or {})},
         "text": True,
     }

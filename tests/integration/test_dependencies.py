@@ -25,7 +25,7 @@ from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.render import job_id_for_request
+from jobscheduler.domain.render import job_id_for_request
 from tests.conftest import ROOT, Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import ServeProcess, free_port, start_serve

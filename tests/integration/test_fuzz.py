@@ -35,11 +35,11 @@ from hypothesis import strategies as st
 from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.config import LOG_LEVELS
+from jobscheduler.domain.config import LOG_LEVELS
+from jobscheduler.domain.models import CALLER_LABEL, JOB_TYPE_LABEL, MANAGED_BY_LABEL, NAME_LABEL
+from jobscheduler.domain.validation import RESERVED_KEYS, RESERVED_PREFIXES
 from jobscheduler.jobtypes.timer import RESERVED_ENV
-from jobscheduler.models import CALLER_LABEL, JOB_TYPE_LABEL, MANAGED_BY_LABEL, NAME_LABEL
-from jobscheduler.server import MAX_MESSAGE_BYTES
-from jobscheduler.validation import RESERVED_KEYS, RESERVED_PREFIXES
+from jobscheduler.transport.server import MAX_MESSAGE_BYTES
 from tests.conftest import Cluster
 from tests.integration.conftest import Service
 

@@ -25,7 +25,7 @@ from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.models import FAILED_REASON_ANNOTATION, PENDING_TIMEOUT_ANNOTATION
+from jobscheduler.domain.models import FAILED_REASON_ANNOTATION, PENDING_TIMEOUT_ANNOTATION
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import ServeProcess, Service, free_port, start_serve

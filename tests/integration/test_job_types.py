@@ -21,8 +21,8 @@ from google.protobuf.struct_pb2 import Struct
 from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.config import Settings
-from jobscheduler.registry import Registry
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.registry import Registry
 from tests.conftest import ROOT, Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import Service

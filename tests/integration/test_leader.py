@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jobscheduler.gateway import KubeGateway, RetryPolicy, load_api_client
-from jobscheduler.leader import LEASE_NAME, LeaseElector
+from jobscheduler.control.leader import LEASE_NAME, LeaseElector
+from jobscheduler.kube.gateway import KubeGateway, RetryPolicy, load_api_client
 from tests.conftest import Cluster
 
 LEASE_SECONDS = 3.0

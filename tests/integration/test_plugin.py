@@ -21,7 +21,7 @@ from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.registry import ENTRY_POINT_GROUP
+from jobscheduler.domain.registry import ENTRY_POINT_GROUP
 from tests.conftest import ROOT, Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import free_port, start_serve

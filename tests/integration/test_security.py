@@ -216,7 +216,7 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_restart(
 
 def serve_exit(cluster: Cluster, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "jobscheduler.cli", "serve"],
+        [sys.executable, "-m", "jobscheduler.cli.main", "serve"],
         env={
             **os.environ,
             "IN_CLUSTER": "false",

@@ -522,7 +522,7 @@ def test_serve_shuts_down_cleanly_on_sigterm(cluster: Cluster, tmp_path: Path) -
 )
 def test_bad_configuration_fails_at_start_naming_the_variable(env: dict[str, str], variable: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "jobscheduler.cli", "serve"],
+        [sys.executable, "-m", "jobscheduler.cli.main", "serve"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -41,7 +41,7 @@ from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.models import MANAGED_SELECTOR
+from jobscheduler.domain.models import MANAGED_SELECTOR
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import ServeProcess, free_port, start_serve

@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.admission import Admission, AdmissionPolicy, caller_label, image_allowed, normalize_image
-from jobscheduler.errors import InvalidArgumentError, PermissionDeniedError, ResourceExhaustedError
+from jobscheduler.domain.admission import (
+    Admission,
+    AdmissionPolicy,
+    caller_label,
+    image_allowed,
+    normalize_image,
+)
+from jobscheduler.domain.errors import InvalidArgumentError, PermissionDeniedError, ResourceExhaustedError
 
 
 @pytest.mark.parametrize(

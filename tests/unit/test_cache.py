@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.cache import (
+from jobscheduler.domain.models import JobState, JobStatus
+from jobscheduler.domain.status import derive_status
+from jobscheduler.kube.cache import (
     Event,
     JobCache,
     Subscription,
@@ -24,8 +26,6 @@ from jobscheduler.cache import (
     slim_pod,
     sort_key,
 )
-from jobscheduler.models import JobState, JobStatus
-from jobscheduler.status import derive_status
 
 Obj = dict[str, Any]
 Match = Callable[[Mapping[str, str], JobStatus], bool]

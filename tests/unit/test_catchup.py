@@ -1,4 +1,4 @@
-"""The catch-up and concurrency decisions of jobscheduler.catchup, table-driven: which run times
+"""The catch-up and concurrency decisions of jobscheduler.domain.catchup, table-driven: which run times
 start, which are missed, and when the next run is due. Every expected value is written out."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from jobscheduler.catchup import (
+from jobscheduler.domain.catchup import (
     CatchUp,
     Concurrency,
     IntervalPlan,
@@ -20,7 +20,7 @@ from jobscheduler.catchup import (
     plan_cron_backfill,
     plan_interval,
 )
-from jobscheduler.cron import next_runs, parse_cron
+from jobscheduler.domain.cron import next_runs, parse_cron
 
 UTC = zoneinfo.ZoneInfo("UTC")
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-BUILDINFO = ROOT / "src" / "jobscheduler" / "_buildinfo.json"
+BUILDINFO = ROOT / "jobscheduler" / "_buildinfo.json"
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def embedded() -> Iterator[Path]:
 
 def run(*args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "jobscheduler.cli", *args],
+        [sys.executable, "-m", "jobscheduler.cli.main", *args],
         capture_output=True,
         text=True,
         check=True,

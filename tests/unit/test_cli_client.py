@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from jobscheduler import client
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.cli import CLIENT_COMMANDS, build_parser, main
+from jobscheduler.cli import client
+from jobscheduler.cli.main import CLIENT_COMMANDS, build_parser, main
 from tests.conftest import ROOT
 
 S = pb.JobState

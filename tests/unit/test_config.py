@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.config import ConfigError, Settings
+from jobscheduler.domain.config import ConfigError, Settings
 
 # Every variable from_env reads; cleared before the test that reads the real environment.
 VARIABLES = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobscheduler.render import WORKLOAD_UID
+from jobscheduler.domain.render import WORKLOAD_UID
 from tests.conftest import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -1,7 +1,7 @@
 """Cron expressions, time zones and intervals: parsing, and the instants a schedule fires at.
 
 Every expected instant is written out in UTC and was worked out by hand from robfig/cron v3's
-rules (see the jobscheduler.cron docstring): 2026 clock changes are Europe/Berlin 03-29 01:00Z
+rules (see the jobscheduler.domain.cron docstring): 2026 clock changes are Europe/Berlin 03-29 01:00Z
 (02:00 CET -> 03:00 CEST) and 10-25 01:00Z (03:00 CEST -> 02:00 CET), America/New_York 03-08
 07:00Z (02:00 EST -> 03:00 EDT) and 11-01 06:00Z (02:00 EDT -> 01:00 EST).
 """
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobscheduler.cron import (
+from jobscheduler.domain.cron import (
     CronSpec,
     check_satisfiable,
     interval_as_cron,
@@ -25,7 +25,7 @@ from jobscheduler.cron import (
     parse_interval,
     parse_time_zone,
 )
-from jobscheduler.errors import InvalidArgumentError
+from jobscheduler.domain.errors import InvalidArgumentError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.dependencies import (
+from jobscheduler.domain.dependencies import (
     AFTER_ANNOTATION,
     AFTER_CONDITION_ANNOTATION,
     FAILED_REASON,
@@ -34,12 +34,12 @@ from jobscheduler.dependencies import (
     read_dependencies,
     release_patch,
 )
-from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.models import DependencyCondition, JobState, JobStatus
-from jobscheduler.registry import Registry
-from jobscheduler.render import JobRequest, request_hash
-from jobscheduler.servicer import JobSchedulerServicer, to_proto_status
-from jobscheduler.status import derive_status
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.models import DependencyCondition, JobState, JobStatus
+from jobscheduler.domain.registry import Registry
+from jobscheduler.domain.render import JobRequest, request_hash
+from jobscheduler.domain.status import derive_status
+from jobscheduler.transport.servicer import JobSchedulerServicer, to_proto_status
 
 Obj = dict[str, Any]
 SUCCEEDED, FINISHED = DependencyCondition.SUCCEEDED, DependencyCondition.FINISHED

@@ -29,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from jobscheduler.workloads import healthcheck
 from jobscheduler.workloads._common import ConfigError
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "jobscheduler.workloads.healthcheck"]
 
 Record = dict[str, Any]

@@ -19,17 +19,11 @@ from typing import Any, cast
 import pytest
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.cache import slim_job
-from jobscheduler.config import Settings
-from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.gateway import KubeGateway
-from jobscheduler.jobtypes.batch import BatchJobType
-from jobscheduler.jobtypes.container import ContainerJobType
-from jobscheduler.jobtypes.healthcheck import HealthCheckJobType
-from jobscheduler.jobtypes.timer import TimerJobType
-from jobscheduler.jobtypes.webhook import WebhookJobType
-from jobscheduler.models import JobState
-from jobscheduler.registry import (
+from jobscheduler.app.service import JobService
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.models import JobState
+from jobscheduler.domain.registry import (
     GENERIC_PARAMS_FIELD,
     JobType,
     Parameter,
@@ -39,7 +33,7 @@ from jobscheduler.registry import (
     check_generic_params,
     parameters_of,
 )
-from jobscheduler.render import (
+from jobscheduler.domain.render import (
     ALLOWED_CONTAINER_KEYS,
     ALLOWED_JOB_SPEC_KEYS,
     JobRequest,
@@ -47,8 +41,14 @@ from jobscheduler.render import (
     check_request,
     render_job,
 )
-from jobscheduler.service import JobService
-from jobscheduler.status import derive_status
+from jobscheduler.domain.status import derive_status
+from jobscheduler.jobtypes.batch import BatchJobType
+from jobscheduler.jobtypes.container import ContainerJobType
+from jobscheduler.jobtypes.healthcheck import HealthCheckJobType
+from jobscheduler.jobtypes.timer import TimerJobType
+from jobscheduler.jobtypes.webhook import WebhookJobType
+from jobscheduler.kube.cache import slim_job
+from jobscheduler.kube.gateway import KubeGateway
 from tests.unit.test_render import restricted_violations
 
 Obj = dict[str, Any]

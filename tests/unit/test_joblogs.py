@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.errors import FailedPreconditionError, InvalidArgumentError
-from jobscheduler.joblogs import (
+from jobscheduler.app.joblogs import (
     MAX_CHUNK_LINES,
     MAX_LINE_BYTES,
     MAX_TAIL_LINES,
@@ -20,6 +19,7 @@ from jobscheduler.joblogs import (
     pick_container,
     view_container,
 )
+from jobscheduler.domain.errors import FailedPreconditionError, InvalidArgumentError
 
 
 def pod(

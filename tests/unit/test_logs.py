@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from jobscheduler.config import LOG_LEVELS
-from jobscheduler.logs import configure_logging
+from jobscheduler.domain.config import LOG_LEVELS
+from jobscheduler.obs.logs import configure_logging
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
-"""How a template's job and a ScheduleJob request combine (jobscheduler.overlay), and how a
-template's versions are kept (jobscheduler.templates.retain): pure code, no cluster."""
+"""How a template's job and a ScheduleJob request combine (jobscheduler.transport.overlay), and how a
+template's versions are kept (jobscheduler.app.templates.retain): pure code, no cluster."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.errors import FailedPreconditionError, InvalidArgumentError
-from jobscheduler.overlay import (
+from jobscheduler.app.templates import TemplateVersion, kept_versions, retain
+from jobscheduler.domain.errors import FailedPreconditionError, InvalidArgumentError
+from jobscheduler.domain.render import JobRequest
+from jobscheduler.transport.overlay import (
     apply_template,
     check_not_templated,
     check_template_job,
@@ -21,8 +23,6 @@ from jobscheduler.overlay import (
     job_from_json,
     job_to_json,
 )
-from jobscheduler.render import JobRequest
-from jobscheduler.templates import TemplateVersion, kept_versions, retain
 
 TIMER = pb.TimerJob(
     duration_seconds=60, timer_name="t", control_plane_endpoint="http://cp:50053", env={"A": "1", "B": "2"}

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.config import Settings
-from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.jobtypes.container import ContainerJobType
-from jobscheduler.models import (
+from jobscheduler.control.pending import Stuck, find_stuck, pending_timeout
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.models import (
     CANCELLED_AT_ANNOTATION,
     FAILED_AT_ANNOTATION,
     FAILED_MESSAGE_ANNOTATION,
@@ -21,9 +21,9 @@ from jobscheduler.models import (
     PENDING_TIMEOUT_ANNOTATION,
     JobState,
 )
-from jobscheduler.pending import Stuck, find_stuck, pending_timeout
-from jobscheduler.render import JobRequest, check_request, render_job
-from jobscheduler.status import derive_status
+from jobscheduler.domain.render import JobRequest, check_request, render_job
+from jobscheduler.domain.status import derive_status
+from jobscheduler.jobtypes.container import ContainerJobType
 
 Obj = dict[str, Any]
 CONTAINER = ContainerJobType()

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from jobscheduler import registry as registry_module
-from jobscheduler.config import Settings
-from jobscheduler.errors import InvalidArgumentError
+from jobscheduler.domain import registry as registry_module
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.registry import ENTRY_POINT_GROUP, JobType, Registry, RegistryError, Workload
 from jobscheduler.jobtypes.timer import TimerJobType
-from jobscheduler.registry import ENTRY_POINT_GROUP, JobType, Registry, RegistryError, Workload
 
 
 class _FakeJobType:

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.config import Settings
-from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.jobtypes.timer import TimerJobType
-from jobscheduler.models import SECRET_ENV_PENDING_ANNOTATION
-from jobscheduler.registry import Workload
-from jobscheduler.render import (
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.models import SECRET_ENV_PENDING_ANNOTATION
+from jobscheduler.domain.registry import Workload
+from jobscheduler.domain.render import (
     REQUEST_HASH_ANNOTATION,
     WORKLOAD_UID,
     JobRequest,
@@ -32,7 +31,8 @@ from jobscheduler.render import (
     request_hash,
     secret_env_name,
 )
-from jobscheduler.validation import is_dns1123_label
+from jobscheduler.domain.validation import is_dns1123_label
+from jobscheduler.jobtypes.timer import TimerJobType
 
 Obj = dict[str, Any]
 

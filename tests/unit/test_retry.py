@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.config import Settings
-from jobscheduler.errors import InvalidArgumentError
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.models import JobState
+from jobscheduler.domain.registry import JobType
+from jobscheduler.domain.render import JobRequest, check_request, render_job, request_hash
+from jobscheduler.domain.retry import RetryPolicy, RetryRule, check_retry
+from jobscheduler.domain.status import derive_status
 from jobscheduler.jobtypes.batch import BatchJobType
 from jobscheduler.jobtypes.container import ContainerJobType
-from jobscheduler.models import JobState
-from jobscheduler.registry import JobType
-from jobscheduler.render import JobRequest, check_request, render_job, request_hash
-from jobscheduler.retry import RetryPolicy, RetryRule, check_retry
-from jobscheduler.servicer import retry_from_proto, retry_to_proto
-from jobscheduler.status import derive_status
+from jobscheduler.transport.servicer import retry_from_proto, retry_to_proto
 
 Obj = dict[str, Any]
 SETTINGS = Settings()

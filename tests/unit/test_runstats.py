@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobscheduler.models import JobState
-from jobscheduler.runstats import RunRecord, RunStats, summarize
+from jobscheduler.domain.models import JobState
+from jobscheduler.domain.runstats import RunRecord, RunStats, summarize
 
 T0 = datetime(2026, 5, 1, 10, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""jobscheduler.security without a cluster: the tokens file (both forms, and every way it can be
+"""jobscheduler.transport.security without a cluster: the tokens file (both forms, and every way it can be
 wrong), scope decisions, the constant-time lookup that checks every entry, reloading tokens and
 certificates when their files change (keeping the old ones when the new ones are broken), the
 security settings, log redaction, and the authorizer on a real grpc server and channel.
@@ -23,15 +23,16 @@ import pytest
 import structlog
 import yaml
 
-from jobscheduler import logs, security
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.cli import build_parser, main
-from jobscheduler.client import BearerToken, ClientOptions
-from jobscheduler.config import ConfigError, SecuritySettings
-from jobscheduler.errors import NotFoundError
-from jobscheduler.registry import Registry
-from jobscheduler.security import (
+from jobscheduler.cli.client import BearerToken, ClientOptions
+from jobscheduler.cli.main import build_parser, main
+from jobscheduler.domain.config import ConfigError, SecuritySettings
+from jobscheduler.domain.errors import NotFoundError
+from jobscheduler.domain.registry import Registry
+from jobscheduler.obs import logs
+from jobscheduler.transport import security
+from jobscheduler.transport.security import (
     RPC_VERBS,
     Authorizer,
     Grant,
@@ -41,7 +42,7 @@ from jobscheduler.security import (
     find_grant,
     parse_tokens,
 )
-from jobscheduler.servicer import JobSchedulerServicer
+from jobscheduler.transport.servicer import JobSchedulerServicer
 
 
 @pytest.fixture(autouse=True)

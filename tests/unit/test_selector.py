@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.selector import Requirement, compile_selector, parse_selector
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.selector import Requirement, compile_selector, parse_selector
 
 ML = {"team": "ml"}
 WEB = {"team": "web"}

@@ -14,12 +14,12 @@ import grpc
 import pytest
 import structlog
 
-from jobscheduler import errors
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.gateway import ConflictError
-from jobscheduler.registry import Registry
-from jobscheduler.servicer import JobSchedulerServicer, status_code_for
+from jobscheduler.domain import errors
+from jobscheduler.domain.registry import Registry
+from jobscheduler.kube.gateway import ConflictError
+from jobscheduler.transport.servicer import JobSchedulerServicer, status_code_for
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.models import JobState
-from jobscheduler.status import derive_status, exit_detail
+from jobscheduler.domain.models import JobState
+from jobscheduler.domain.status import derive_status, exit_detail
 
 Obj = dict[str, Any]
 

@@ -23,7 +23,7 @@ import pytest
 
 import jobscheduler
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "jobscheduler.workloads.timer"]
 JOB_ID = "timer-nightly-7f3k2"
 REPORT_KEYS = {

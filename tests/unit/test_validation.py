@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.validation import (
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.validation import (
     MAX_ANNOTATIONS_BYTES,
     MAX_LABELS_BYTES,
     check_annotations,

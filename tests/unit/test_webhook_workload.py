@@ -27,7 +27,7 @@ import jobscheduler
 from jobscheduler.workloads import webhook
 from jobscheduler.workloads._common import ConfigError
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "jobscheduler.workloads.webhook"]
 # Webhook URLs often carry their secret in the path or the query (Slack, Discord, signed URLs).
 SECRET_PATH = "/hooks/T0001/B0002/path-s3cret"

@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from jobscheduler.config import Settings
-from jobscheduler.errors import InvalidArgumentError
-from jobscheduler.registry import GENERIC_FIELD, Parameter, Workload
+from jobscheduler.domain.config import Settings
+from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.registry import GENERIC_FIELD, Parameter, Workload
 
 MAX_SECONDS = 3600
 DEFAULT_IMAGE = "busybox:1.36"

@@ -1,0 +1,6 @@
+"""Loops that run only on the elected leader: the Lease election itself, interval schedules,
+dependency release and pending timeouts.
+
+Contract: called by the server's wiring, never by an RPC; uses the use cases (jobscheduler.app)
+and the gateway; imports no grpc.
+"""

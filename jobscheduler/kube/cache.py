@@ -1,0 +1,495 @@
+"""A watch-fed cache of the Jobs and Pods this service manages, and the change feed behind
+WatchJob/WatchJobs.
+
+One informer thread per (resource, namespace) lists, then watches from the list's
+resourceVersion with bookmarks, resumes from the last version it saw when a stream ends, and
+relists on 410 Gone. Objects are kept slim (only what status derivation reads); each Job's
+derived status is kept too and recomputed when the Job or one of its pods changes, so reads
+cost a dict lookup. Subscribers get changes through a bounded, conflating mailbox: a slow
+reader only ever holds the latest status of each job, and never holds up the informers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import Counter as Tally
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from jobscheduler.domain.errors import ResourceExhaustedError, UnavailableError
+from jobscheduler.domain.models import MANAGED_SELECTOR, JobState, JobStatus
+from jobscheduler.domain.status import derive_status
+from jobscheduler.kube.gateway import GoneError, KubeGateway
+from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS
+
+log = structlog.get_logger("jobscheduler.kube.cache")
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, job name)
+SortKey = tuple[float, str]
+CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+# The annotations status derivation and reporting read; the rest of a Job's metadata is dropped.
+KEPT_ANNOTATION_PREFIX = "jobscheduler.io/"
+MAX_TOMBSTONES = 10_000
+
+
+class SubscriptionOverflowError(ResourceExhaustedError):
+    """A subscriber fell so far behind that even one pending status per job did not fit."""
+
+
+def sort_key(status: JobStatus) -> SortKey:
+    """Newest first, ties broken by name: the order ListJobs pages through."""
+    created = status.created_at.timestamp() if status.created_at else 0.0
+    return (-created, "".join(chr(0x10FFFF - ord(c)) for c in status.job_id))
+
+
+def slim_job(job: Mapping[str, Any]) -> Obj:
+    meta = job.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name", ""),
+            "namespace": meta.get("namespace", ""),
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+            "creationTimestamp": meta.get("creationTimestamp"),
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {k: v for k, v in annotations.items() if k.startswith(KEPT_ANNOTATION_PREFIX)},
+        },
+        "status": job.get("status") or {},
+    }
+
+
+def slim_pod(pod: Mapping[str, Any]) -> Obj:
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {"name": meta.get("name", ""), "creationTimestamp": meta.get("creationTimestamp")},
+        "status": {
+            k: status[k]
+            for k in (
+                "phase",
+                "reason",
+                "message",
+                "conditions",
+                "containerStatuses",
+                "initContainerStatuses",
+                "startTime",
+            )
+            if k in status
+        },
+    }
+
+
+def owner_uid(pod: Mapping[str, Any]) -> str:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    for key in CONTROLLER_UID_LABELS:
+        if key in labels:
+            return str(labels[key])
+    return ""
+
+
+def _version(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion", "0"))
+    except ValueError:  # opaque by contract; numeric on every real API server
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str  # "INITIAL", "UPDATED", "DELETED"
+    status: JobStatus
+    observed_at: datetime
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A mailbox of job changes. Holds at most one pending event per job (the latest), so a
+    slow reader costs memory bounded by the jobs it watches, never by the rate of change."""
+
+    match: Callable[[Mapping[str, str], JobStatus], bool]
+    max_pending: int = 100_000
+    _pending: OrderedDict[Key, Event] = field(default_factory=OrderedDict)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    closed: bool = False
+    overflowed: bool = False
+
+    def offer(self, key: Key, event: Event) -> None:
+        with self._cond:
+            if self.closed:
+                return
+            if key in self._pending:
+                previous = self._pending.pop(key)
+                # An INITIAL not yet read stays INITIAL: the reader has not seen this job at all.
+                if previous.kind == "INITIAL" and event.kind == "UPDATED":
+                    event = Event("INITIAL", event.status, event.observed_at)
+            elif len(self._pending) >= self.max_pending:
+                self.overflowed, self.closed = True, True
+                self._cond.notify_all()
+                return
+            self._pending[key] = event
+            self._cond.notify_all()
+
+    def next(self, timeout: float) -> Event | None:
+        """The oldest pending event, waiting up to timeout; None on timeout or when closed."""
+        with self._cond:
+            if not self._pending and not self.closed:
+                self._cond.wait(timeout)
+            if self.overflowed:
+                raise SubscriptionOverflowError(
+                    f"watch fell behind by more than {self.max_pending} jobs; "
+                    "watch again with a narrower filter"
+                )
+            if not self._pending:
+                return None
+            _, event = self._pending.popitem(last=False)
+            return event
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class _Informer(threading.Thread):
+    """List+watch of one resource in one namespace, feeding the cache."""
+
+    def __init__(self, cache: JobCache, resource: str, namespace: str) -> None:
+        super().__init__(name=f"informer-{resource}-{namespace or 'all'}", daemon=True)
+        self.cache, self.resource, self.namespace = cache, resource, namespace
+        self.synced = threading.Event()  # listed at least once
+        self.healthy = False  # the last list/watch worked; cleared when the stream breaks
+        self.version = ""
+
+    def run(self) -> None:
+        backoff = 0.2
+        while not self.cache.stopping.is_set():
+            try:
+                if not self.version:
+                    self._relist()
+                self._watch()
+                backoff = 0.2
+                WATCH_RESTARTS.labels(self.resource, "expired").inc()
+            except GoneError:
+                WATCH_RESTARTS.labels(self.resource, "gone").inc()
+                log.info(
+                    "watch resource version gone; relisting", resource=self.resource, namespace=self.namespace
+                )
+                self.version = ""
+            except UnavailableError as e:
+                self.healthy = False
+                WATCH_RESTARTS.labels(self.resource, "error").inc()
+                log.warning(
+                    "watch broken; retrying",
+                    resource=self.resource,
+                    namespace=self.namespace,
+                    error=str(e),
+                    retry_in=round(backoff, 2),
+                )
+                self.cache.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                self.healthy = False
+                WATCH_RESTARTS.labels(self.resource, "error").inc()
+                log.exception(
+                    "informer crashed; restarting", resource=self.resource, namespace=self.namespace
+                )
+                self.version = ""
+                self.cache.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _relist(self) -> None:
+        items, version = self.cache.gateway.list_all(
+            self.resource, self.namespace, label_selector=MANAGED_SELECTOR, deadline=time.monotonic() + 60
+        )
+        self.cache.replace(self.resource, self.namespace, items)
+        self.version = version
+        self.healthy = True
+        self.synced.set()
+        log.debug(
+            "listed", resource=self.resource, namespace=self.namespace, objects=len(items), version=version
+        )
+
+    def _watch(self) -> None:
+        for event in self.cache.gateway.watch(
+            self.resource, self.namespace, label_selector=MANAGED_SELECTOR, resource_version=self.version
+        ):
+            self.healthy = True
+            kind = event.get("type", "")
+            obj = event.get("object") or {}
+            WATCH_EVENTS.labels(self.resource, kind).inc()
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self.cache.apply(self.resource, kind, obj)
+            if version:
+                self.version = version  # BOOKMARK events carry only this
+            if self.cache.stopping.is_set():
+                return
+
+
+class JobCache:
+    def __init__(self, gateway: KubeGateway, namespaces: Sequence[str]) -> None:
+        """namespaces: the namespaces to watch; [""] watches every namespace (needs a ClusterRole)."""
+        self.gateway = gateway
+        self.namespaces = tuple(namespaces)
+        self.stopping = threading.Event()
+        self._lock = threading.RLock()
+        self._jobs: dict[Key, Obj] = {}
+        self._uids: dict[str, Key] = {}
+        self._pods: dict[str, dict[str, Obj]] = {}  # controller uid -> pod name -> slim pod
+        self._pod_owner: dict[tuple[str, str], str] = {}  # (namespace, pod name) -> controller uid
+        self._statuses: dict[Key, JobStatus] = {}
+        self._order: dict[str, list[tuple[SortKey, Key]]] = {}  # per namespace, newest first
+        self._states: Tally[str] = Tally()
+        self._subscribers: set[Subscription] = set()
+        # resourceVersion at deletion of recently deleted Jobs, so a late write response
+        # (e.g. a cancel's patch, observed after TTL deleted the Job) cannot bring it back.
+        self._tombstones: OrderedDict[Key, int] = OrderedDict()
+        self._informers = [_Informer(self, r, ns) for ns in self.namespaces for r in ("jobs", "pods")]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for informer in self._informers:
+            informer.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            for sub in self._subscribers:
+                sub.close()
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(i.synced.wait(max(0.0, deadline - time.monotonic())) for i in self._informers)
+
+    def covers(self, namespace: str) -> bool:
+        """Whether reads for this namespace may be served from the cache: it is watched, was
+        listed, and its streams are healthy (a broken stream means the data may be stale)."""
+        relevant = [i for i in self._informers if i.namespace in ("", namespace)]
+        return bool(relevant) and all(i.synced.is_set() and i.healthy for i in relevant)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, namespace: str, name: str) -> JobStatus | None:
+        return self._statuses.get((namespace, name))
+
+    def labels_of(self, namespace: str, name: str) -> Mapping[str, str]:
+        job = self._jobs.get((namespace, name))
+        return job["metadata"]["labels"] if job else {}
+
+    def jobs_with_pods(
+        self, namespace: str, match: Callable[[Mapping[str, str], JobStatus], bool]
+    ) -> list[tuple[Obj, list[Obj]]]:
+        """The slim Job and slim pods of each matching job in a namespace ("" = all), for checks
+        that need more than a status (annotations, resourceVersion, pod creation times). The
+        objects are shared with the cache: read them, never change them."""
+        with self._lock:
+            return [
+                (job, list(self._pods.get(job["metadata"]["uid"], {}).values()))
+                for key, job in self._jobs.items()
+                if namespace in ("", key[0]) and match(job["metadata"]["labels"], self._statuses[key])
+            ]
+
+    def query(
+        self,
+        namespace: str,
+        match: Callable[[Mapping[str, str], JobStatus], bool],
+        *,
+        after: SortKey | None,
+        limit: int,
+    ) -> tuple[list[JobStatus], bool]:
+        """Up to `limit` matching jobs, newest first, strictly after `after`; and whether more match."""
+        with self._lock:
+            order = self._order.get(namespace, [])
+            start = bisect.bisect_right(order, (after, ("\U0010ffff", ""))) if after else 0
+            found: list[JobStatus] = []
+            for _, key in order[start:]:
+                status = self._statuses[key]
+                if match(self._jobs[key]["metadata"]["labels"], status):
+                    if len(found) == limit:
+                        return found, True
+                    found.append(status)
+            return found, False
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int], int]:
+        with self._lock:
+            pods = sum(len(p) for p in self._pods.values())
+            return ({"jobs": len(self._jobs), "pods": pods}, dict(self._states), len(self._subscribers))
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        match: Callable[[Mapping[str, str], JobStatus], bool],
+        *,
+        initial: bool,
+        namespace: str | None = None,
+    ) -> Subscription:
+        if namespace is not None:
+            unscoped = match
+
+            def match(labels: Mapping[str, str], status: JobStatus) -> bool:
+                return status.namespace == namespace and unscoped(labels, status)
+
+        sub = Subscription(match)
+        now = datetime.now(UTC)
+        with self._lock:
+            self._subscribers.add(sub)
+            if initial:
+                for key, job in self._jobs.items():
+                    status = self._statuses[key]
+                    if match(job["metadata"]["labels"], status):
+                        sub.offer(key, Event("INITIAL", status, now))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.close()
+        with self._lock:
+            self._subscribers.discard(sub)
+
+    # -- writes (informers, and the service after its own writes) ------------------------------
+
+    def observe_job(self, job: Mapping[str, Any]) -> None:
+        """A Job this replica just wrote: visible at once, unless the watch already has newer."""
+        self.apply("jobs", "MODIFIED", job, only_if_newer=True)
+
+    def apply(self, resource: str, kind: str, obj: Mapping[str, Any], *, only_if_newer: bool = False) -> None:
+        meta = obj.get("metadata") or {}
+        with self._lock:
+            if resource == "jobs":
+                key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                current = self._jobs.get(key)
+                if only_if_newer and current is not None and _version(current) >= _version(obj):
+                    return
+                if only_if_newer and current is None and self._tombstones.get(key, -1) >= _version(obj):
+                    return
+                if (
+                    current is not None
+                    and current["metadata"]["uid"] != meta.get("uid", "")
+                    and _version(obj) < _version(current)
+                ):
+                    return  # news of an older Job that had the same name: the newer one stays
+                if kind == "DELETED":
+                    self._remove_job(key)
+                    self._tombstones[key] = _version(obj)
+                    self._tombstones.move_to_end(key)
+                    while len(self._tombstones) > MAX_TOMBSTONES:
+                        self._tombstones.popitem(last=False)
+                else:
+                    self._put_job(key, slim_job(obj))
+                    self._refresh(key)
+            else:
+                pod_key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                uid = owner_uid(obj) or self._pod_owner.get(pod_key, "")
+                if kind == "DELETED":
+                    self._pod_owner.pop(pod_key, None)
+                    pods = self._pods.get(uid, {})
+                    pods.pop(pod_key[1], None)
+                    if not pods:
+                        self._pods.pop(uid, None)
+                else:
+                    self._pod_owner[pod_key] = uid
+                    self._pods.setdefault(uid, {})[pod_key[1]] = slim_pod(obj)
+                if uid in self._uids:
+                    self._refresh(self._uids[uid])
+
+    def replace(self, resource: str, namespace: str, items: list[Obj]) -> None:
+        """A fresh list of one resource in one namespace ("" = all): the new truth."""
+        with self._lock:
+            if resource == "jobs":
+                fresh = {
+                    (str(i["metadata"].get("namespace", "")), str(i["metadata"]["name"])): i for i in items
+                }
+                for key in [k for k in self._jobs if namespace in ("", k[0]) and k not in fresh]:
+                    self._remove_job(key)
+                for key, job in fresh.items():
+                    self._put_job(key, slim_job(job))
+                    self._refresh(key)
+            else:
+                stale = [k for k in self._pod_owner if namespace in ("", k[0])]
+                touched = {self._pod_owner[k] for k in stale}
+                for pod_key in stale:
+                    uid = self._pod_owner.pop(pod_key)
+                    self._pods.get(uid, {}).pop(pod_key[1], None)
+                for pod in items:
+                    meta = pod["metadata"]
+                    uid = owner_uid(pod)
+                    self._pod_owner[(meta.get("namespace", ""), meta["name"])] = uid
+                    self._pods.setdefault(uid, {})[meta["name"]] = slim_pod(pod)
+                    touched.add(uid)
+                for uid in [u for u, p in self._pods.items() if not p]:
+                    del self._pods[uid]
+                for uid in touched:
+                    if uid in self._uids:
+                        self._refresh(self._uids[uid])
+
+    # -- internals (lock held) -----------------------------------------------------------------
+
+    def _put_job(self, key: Key, job: Obj) -> None:
+        old = self._jobs.get(key)
+        if old is not None and old["metadata"]["uid"] != job["metadata"]["uid"]:
+            self._uids.pop(old["metadata"]["uid"], None)  # a new Job reusing the name
+        self._jobs[key] = job
+        self._uids[job["metadata"]["uid"]] = key
+
+    def _remove_job(self, key: Key) -> None:
+        job = self._jobs.pop(key, None)
+        if job is None:
+            return
+        self._uids.pop(job["metadata"]["uid"], None)
+        status = self._statuses.pop(key, None)
+        if status is not None:
+            self._unindex(key, status)
+            self._publish(key, job, Event("DELETED", status, datetime.now(UTC)))
+
+    def _refresh(self, key: Key) -> None:
+        job = self._jobs[key]
+        pods = list(self._pods.get(job["metadata"]["uid"], {}).values())
+        status = derive_status(job, pods)
+        old = self._statuses.get(key)
+        if status == old:
+            return
+        if old is not None:
+            self._unindex(key, old)
+        self._statuses[key] = status
+        bisect.insort(self._order.setdefault(key[0], []), (sort_key(status), key))
+        self._states[status.state.value] += 1
+        self._publish(key, job, Event("UPDATED", status, datetime.now(UTC)))
+
+    def _unindex(self, key: Key, status: JobStatus) -> None:
+        order = self._order.get(key[0], [])
+        entry = (sort_key(status), key)
+        i = bisect.bisect_left(order, entry)
+        if i < len(order) and order[i] == entry:
+            del order[i]
+        self._states[status.state.value] -= 1
+
+    def _publish(self, key: Key, job: Obj, event: Event) -> None:
+        labels = job["metadata"]["labels"]
+        for sub in list(self._subscribers):
+            if sub.closed:
+                self._subscribers.discard(sub)
+            elif sub.match(labels, event.status):
+                sub.offer(key, event)
+
+
+def iter_events(sub: Subscription, *, alive: Callable[[], bool], poll: float = 0.5) -> Iterator[Event]:
+    """Events from a subscription while `alive()` (e.g. the gRPC client is still there)."""
+    while alive() and not sub.closed:
+        event = sub.next(poll)
+        if event is not None:
+            yield event
+    if sub.overflowed:
+        sub.next(0)  # raises SubscriptionOverflowError
+
+
+def terminal(status: JobStatus) -> bool:
+    return status.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)

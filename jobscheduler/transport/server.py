@@ -1,0 +1,350 @@
+"""Wiring: the gRPC server with the JobScheduler, health and reflection services, the health
+monitor that tracks the Kubernetes API, TLS and bearer tokens (jobscheduler.transport.security), and
+graceful shutdown.
+
+Concurrency model: a synchronous grpc server whose thread pool runs each RPC to completion
+on one thread, calling the (thread-safe, pooled) Kubernetes client directly; one background
+thread probes the API server for the health service. No asyncio anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from jobscheduler.api import scheduler_pb2 as pb
+from jobscheduler.app.schedules import ScheduleService
+from jobscheduler.app.service import JobService
+from jobscheduler.control.leader import LeaseElector, Reconciler, ScheduleLoop
+from jobscheduler.control.pending import PendingTimeouts
+from jobscheduler.control.release import DependencyReleaser
+from jobscheduler.domain.config import ConfigError, SecuritySettings, Settings
+from jobscheduler.domain.registry import Registry, RegistryError
+from jobscheduler.kube.cache import JobCache
+from jobscheduler.kube.gateway import GatewayConfigError, KubeGateway, RetryPolicy, load_api_client
+from jobscheduler.obs.logs import configure_logging
+from jobscheduler.obs.metrics import register_cache, serve_metrics
+from jobscheduler.transport.security import Security
+from jobscheduler.transport.servicer import JobSchedulerServicer
+
+log = structlog.get_logger("jobscheduler.transport.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
+# SERVING while the process answers at all, whatever the Kubernetes API does: for liveness
+# probes, so an API server outage makes replicas unready instead of restarting them.
+LIVENESS_NAME = "liveness"
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+UNARY_WORKERS = 32
+
+
+class HealthMonitor:
+    """SERVING only while the Kubernetes API answers /readyz; probed in the background and
+    flipped at once when an RPC finds the API unavailable."""
+
+    def __init__(self, gateway: KubeGateway, servicer: health.HealthServicer, *, interval: float) -> None:
+        self.gateway = gateway
+        self.servicer = servicer
+        self.interval = interval
+        self._stop = threading.Event()
+        self._serving: bool | None = None
+        self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
+
+    def start(self) -> None:
+        self.probe()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def probe(self) -> bool:
+        ok = self.gateway.ready(timeout=min(2.0, self.interval))
+        self._set(ok)
+        return ok
+
+    def serving(self) -> bool:
+        return bool(self._serving)
+
+    def report_unavailable(self) -> None:
+        self._set(False)
+
+    def _set(self, serving: bool) -> None:
+        if self._stop.is_set() or serving == self._serving:
+            return
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            self.servicer.set(name, status)
+        if serving:
+            log.info("kubernetes api reachable: SERVING")
+        else:
+            log.warning("kubernetes api unreachable: NOT_SERVING")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.probe()
+
+
+@dataclass
+class App:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    monitor: HealthMonitor
+    cache: JobCache | None
+    schedule_loop: ScheduleLoop | None = None
+
+    def start(self) -> None:
+        self.monitor.start()
+        if self.cache is not None:
+            self.cache.start()
+        self.server.start()
+        if self.schedule_loop is not None:
+            self.schedule_loop.start()
+
+    def stop(self, grace: float) -> threading.Event:
+        """NOT_SERVING first (so load balancers drain), then refuse new calls and give
+        in-flight ones `grace` seconds. Open watch streams end with the cache."""
+        self.monitor.stop()
+        self.health.enter_graceful_shutdown()
+        if self.schedule_loop is not None:
+            self.schedule_loop.stop()  # releases the Lease: another replica leads at once
+        if self.cache is not None:
+            self.cache.stop()
+        return self.server.stop(grace)
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """What arrived instead of a request message: bytes that do not parse as it."""
+
+    message: str
+    error: str
+
+
+def _decoder(cls: Any) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as e:  # DecodeError, or a string field that is not UTF-8
+            return Undecodable(cls.DESCRIPTOR.name, type(e).__name__)
+
+    return decode
+
+
+def _refusing_undecodable(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {request.message} message ({request.error})",
+            )
+        return method(request, context)
+
+    return handle
+
+
+def add_servicer(servicer: JobSchedulerServicer, server: grpc.Server) -> None:
+    """Registers the JobScheduler methods as the generated code would, except that bytes which
+    do not parse as the request message get INVALID_ARGUMENT (grpc's own answer is INTERNAL)."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in pb.DESCRIPTOR.services_by_name["JobScheduler"].methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            _refusing_undecodable(getattr(servicer, method.name)),
+            request_deserializer=_decoder(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def build_server(
+    settings: Settings,
+    gateway: KubeGateway,
+    registry: Registry,
+    *,
+    security: Security | None = None,
+) -> App:
+    """The wired server, bound (port 0 picks a free one) but not started. Without `security`:
+    plaintext, no tokens, reflection on."""
+    security = security or Security()
+    # Unary calls get UNARY_WORKERS threads; every allowed watch stream holds one more.
+    max_workers = UNARY_WORKERS + settings.max_watch_streams
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer.set(LIVENESS_NAME, health_pb2.HealthCheckResponse.SERVING)
+    monitor = HealthMonitor(gateway, health_servicer, interval=settings.health_interval_seconds)
+    cache = JobCache(gateway, settings.watch_namespaces) if settings.watch_namespaces else None
+    if cache is not None:
+        register_cache(cache.counts)
+    service = JobService(gateway, registry, settings, cache=cache, api_reachable=monitor.serving)
+    schedules = ScheduleService(gateway, service)
+    # Leader-only tasks besides the schedules, run on every tick by the elected replica.
+    reconcilers: list[Reconciler] = []
+    reconcilers.append(PendingTimeouts(service))  # fail jobs stuck pending past their timeout
+    reconcilers.append(DependencyReleaser(service))  # release or fail jobs held by `after`
+    loop = None
+    if settings.schedule_loop:
+        elector = LeaseElector(
+            gateway,
+            namespace=settings.namespace,
+            identity=replica_identity(),
+            lease_seconds=settings.leader_lease_seconds,
+        )
+        loop = ScheduleLoop(
+            schedules,
+            elector,
+            namespaces=settings.watch_namespaces or (settings.namespace,),
+            tick_seconds=settings.schedule_tick_seconds,
+            reconcilers=reconcilers,
+        )
+    servicer = JobSchedulerServicer(
+        service,
+        registry,
+        schedules=schedules,
+        on_unavailable=monitor.report_unavailable,
+        max_streams=settings.max_watch_streams,
+        # Only the JobScheduler RPCs ask for a token: health and reflection stay open.
+        authorize=security.authorizer(default_namespace=settings.namespace),
+    )
+    add_servicer(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if security.reflection:
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    credentials = security.server_credentials()
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
+    return App(
+        server=server, port=port, health=health_servicer, monitor=monitor, cache=cache, schedule_loop=loop
+    )
+
+
+def replica_identity() -> str:
+    """Who holds the schedule Lease: the pod's name (POD_NAME, from the downward API) or the
+    host's, with the process id and a random suffix so two processes never share one."""
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def load_security() -> Security:
+    """SecuritySettings from the environment, their files loaded; a bad one ends the process
+    with exit code 2 and one line naming the variable, as a bad Settings value does."""
+    try:
+        return Security.load(SecuritySettings.from_env())
+    except ConfigError as e:
+        print(f"jobscheduler: bad configuration: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(
+    settings: Settings, gateway: KubeGateway, registry: Registry, *, security: Security | None = None
+) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully. Without `security`, it comes
+    from the environment (TLS_*, AUTH_TOKENS_FILE, REFLECTION)."""
+    security = security or load_security()
+    app = build_server(settings, gateway, registry, security=security)
+    # Handlers go in before the port opens: a SIGTERM that arrives as soon as the port accepts
+    # connections (a pod deleted while starting) must still shut down gracefully. Python runs
+    # them on this thread, between start-up steps, so the flags need no lock.
+    stopping = threading.Event()
+    started = False
+
+    def shut_down() -> None:
+        threading.Thread(target=lambda: app.stop(settings.shutdown_grace_seconds).wait(), daemon=True).start()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info(
+            "shutting down", signal=signal.Signals(signum).name, grace_seconds=settings.shutdown_grace_seconds
+        )
+        if started:
+            shut_down()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port)
+    app.start()
+    started = True
+    if stopping.is_set():  # the signal came while starting: stop now that there is something to stop
+        shut_down()
+    log.info(
+        "serving",
+        port=app.port,
+        namespace=settings.namespace,
+        job_types=registry.names(),
+        metrics_port=settings.metrics_port or None,
+        watch_namespaces=[n or "*" for n in settings.watch_namespaces or ()],
+        tls=security.tls,
+        auth_tokens_file=str(security.tokens.path) if security.tokens else None,
+        reflection=security.reflection,
+    )
+    if security.tokens is not None and security.certificates is None:
+        log.warning(
+            "AUTH_TOKENS_FILE without TLS: tokens travel in plaintext; set TLS_CERT_FILE and TLS_KEY_FILE "
+            "unless the network between callers and this port is encrypted"
+        )
+    app.server.wait_for_termination()
+    log.info("stopped")
+
+
+def serve_from_env() -> int:
+    """`jobscheduler serve`: settings from the environment, the gateway, the registry, then serve.
+
+    Returns the process's exit code: 2 with one line on stderr for bad configuration."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as e:
+        print(f"jobscheduler: bad configuration: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        registry = Registry.from_entry_points()
+        api = load_api_client(in_cluster=settings.in_cluster, kubeconfig=settings.kubeconfig)
+    except (GatewayConfigError, RegistryError) as e:
+        print(f"jobscheduler: {e}", file=sys.stderr)
+        return 2
+    gateway = KubeGateway(api, retry=RetryPolicy(default_timeout=settings.kube_timeout_seconds))
+    serve(settings, gateway, registry)
+    return 0
