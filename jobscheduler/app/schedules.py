@@ -65,6 +65,7 @@ from jobscheduler.domain.runstats import RunRecord, RunStats, summarize
 from jobscheduler.domain.validation import check_dns_label, shown
 from jobscheduler.kube.gateway import ConflictError, KubeGateway
 from jobscheduler.obs.metrics import SCHEDULE_RUNS
+from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 
 log = structlog.get_logger("jobscheduler.app.schedules")
 
@@ -164,7 +165,7 @@ def parse_timing(spec: ScheduleSpec, *, min_interval: timedelta, now: datetime) 
 
 def timing_of(cronjob: Obj, spec: ScheduleSpec) -> Timing:
     """A stored schedule's timing; who runs it is what was decided at creation (its label)."""
-    created = _parse_time(cronjob["metadata"].get("creationTimestamp")) or datetime.now(UTC)
+    created = parse_rfc3339(cronjob["metadata"].get("creationTimestamp")) or datetime.now(UTC)
     timing = parse_timing(spec, min_interval=timedelta(seconds=1), now=created)
     if _executor(cronjob) == "service" and timing.executor != "service":
         return replace(timing, cron=None, executor="service", cronjob_schedule=PLACEHOLDER_CRON)
@@ -185,19 +186,6 @@ def run_name_at(schedule: str, at: datetime) -> str:
 def controller_run_name(schedule: str, at: datetime) -> str:
     """The Job name the CronJob controller gives the run at `at` (name-<Unix minutes>)."""
     return f"{schedule}-{int(at.timestamp()) // 60}"
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        return None
 
 
 class ScheduleService:
@@ -302,7 +290,7 @@ class ScheduleService:
         cronjob = self._cronjob(spec, timing, manifest, paused=spec.paused)
         if timing.executor == "service":
             (first,) = timing.runs_after(now, 1)
-            cronjob["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = _rfc3339(first)
+            cronjob["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = format_rfc3339(first)
         try:
             created = self.gateway.create("cronjobs", spec.namespace, cronjob, deadline=deadline)
         except AlreadyExistsError:
@@ -359,7 +347,7 @@ class ScheduleService:
             if timing.executor == "service":
                 keep = old.get(NEXT_RUN_ANNOTATION) if _same_timing(old_spec, checked) else None
                 (first,) = timing.runs_after(now, 1)
-                cronjob["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = keep or _rfc3339(first)
+                cronjob["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = keep or format_rfc3339(first)
                 if old.get(LAST_RUN_ANNOTATION):
                     cronjob["metadata"]["annotations"][LAST_RUN_ANNOTATION] = old[LAST_RUN_ANNOTATION]
             cronjob["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -398,7 +386,7 @@ class ScheduleService:
             if not paused:
                 # Resumed: runs start again from the next run time, the paused ones are not missed.
                 (first,) = timing_of(current, spec).runs_after(datetime.now(UTC), 1)
-                patch["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = _rfc3339(first)
+                patch["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = format_rfc3339(first)
         else:
             patch["spec"] = {"suspend": paused}
         updated = self.gateway.patch(
@@ -495,7 +483,7 @@ class ScheduleService:
         if not spec.paused:
             after = now
             if timing.executor == "service":
-                due = _parse_time(_annotations(cronjob).get(NEXT_RUN_ANNOTATION))
+                due = parse_rfc3339(_annotations(cronjob).get(NEXT_RUN_ANNOTATION))
                 if due is not None and due > now:
                     upcoming.append(due)
                     after = due
@@ -512,9 +500,9 @@ class ScheduleService:
         )
         last = max(runs, key=lambda s: (s.created_at or now, s.job_id), default=None)
         if timing.executor == "service":
-            last_scheduled = _parse_time(_annotations(cronjob).get(LAST_RUN_ANNOTATION))
+            last_scheduled = parse_rfc3339(_annotations(cronjob).get(LAST_RUN_ANNOTATION))
         else:
-            last_scheduled = _parse_time((cronjob.get("status") or {}).get("lastScheduleTime"))
+            last_scheduled = parse_rfc3339((cronjob.get("status") or {}).get("lastScheduleTime"))
         return ScheduleView(
             spec=spec,
             executor=timing.executor,
@@ -523,7 +511,7 @@ class ScheduleService:
             last_run=last,
             active_runs=[s.job_id for s in runs if not s.state.terminal],
             stats=stats,
-            created_at=_parse_time(meta.get("creationTimestamp")),
+            created_at=parse_rfc3339(meta.get("creationTimestamp")),
             last_schedule_time=last_scheduled,
         )
 
@@ -541,7 +529,7 @@ class ScheduleService:
         spec = _spec_from(cronjob)
         if spec.paused:
             return
-        created_at = _parse_time(cronjob["metadata"].get("creationTimestamp")) or now
+        created_at = parse_rfc3339(cronjob["metadata"].get("creationTimestamp")) or now
         timing = timing_of(cronjob, spec)
         if timing.executor == "service":
             self._reconcile_interval(cronjob, spec, timing, now, created_at)
@@ -557,7 +545,7 @@ class ScheduleService:
     ) -> None:
         assert timing.interval is not None
         annotations = _annotations(cronjob)
-        due = _parse_time(annotations.get(NEXT_RUN_ANNOTATION))
+        due = parse_rfc3339(annotations.get(NEXT_RUN_ANNOTATION))
         if due is None:
             (due,) = timing.runs_after(created_at, 1)
         if now < due:
@@ -591,11 +579,11 @@ class ScheduleService:
         patch: Obj = {
             "metadata": {
                 "resourceVersion": meta["resourceVersion"],
-                "annotations": {NEXT_RUN_ANNOTATION: _rfc3339(plan.next_run)},
+                "annotations": {NEXT_RUN_ANNOTATION: format_rfc3339(plan.next_run)},
             }
         }
         if plan.start:
-            patch["metadata"]["annotations"][LAST_RUN_ANNOTATION] = _rfc3339(plan.start[-1])
+            patch["metadata"]["annotations"][LAST_RUN_ANNOTATION] = format_rfc3339(plan.start[-1])
         with contextlib.suppress(ConflictError):  # changed meanwhile: the next tick looks again
             self.gateway.patch("cronjobs", meta["namespace"], meta["name"], patch)
         # History limits need nothing here: the runs are owned by the CronJob as their
@@ -607,8 +595,8 @@ class ScheduleService:
         annotations = _annotations(cronjob)
         marks = [
             created_at,
-            _parse_time((cronjob.get("status") or {}).get("lastScheduleTime")),
-            _parse_time(annotations.get(BACKFILLED_ANNOTATION)),
+            parse_rfc3339((cronjob.get("status") or {}).get("lastScheduleTime")),
+            parse_rfc3339(annotations.get(BACKFILLED_ANNOTATION)),
         ]
         since = max(m for m in marks if m is not None)
         times = plan_cron_backfill(
@@ -629,14 +617,14 @@ class ScheduleService:
         patch = {
             "metadata": {
                 "resourceVersion": meta["resourceVersion"],
-                "annotations": {BACKFILLED_ANNOTATION: _rfc3339(max(times) if times else now)},
+                "annotations": {BACKFILLED_ANNOTATION: format_rfc3339(max(times) if times else now)},
             }
         }
         with contextlib.suppress(ConflictError):
             self.gateway.patch("cronjobs", meta["namespace"], meta["name"], patch)
 
     def _start_run(self, cronjob: Obj, job_name: str, at: datetime) -> None:
-        job = _run_job(cronjob, job_name, annotations={SCHEDULED_AT_ANNOTATION: _rfc3339(at)})
+        job = _run_job(cronjob, job_name, annotations={SCHEDULED_AT_ANNOTATION: format_rfc3339(at)})
         try:
             made = self.gateway.create("jobs", cronjob["metadata"]["namespace"], job)
         except AlreadyExistsError:
@@ -645,7 +633,10 @@ class ScheduleService:
             self.jobs.cache.observe_job(made)
         SCHEDULE_RUNS.labels("scheduled").inc()
         log.info(
-            "schedule run started", schedule=cronjob["metadata"]["name"], job_id=job_name, run_at=_rfc3339(at)
+            "schedule run started",
+            schedule=cronjob["metadata"]["name"],
+            job_id=job_name,
+            run_at=format_rfc3339(at),
         )
 
 
@@ -735,7 +726,7 @@ def _spec_from(cronjob: Obj) -> ScheduleSpec:
         cron=raw["cron"],
         time_zone=raw["time_zone"],
         interval=raw["interval"],
-        start_time=_parse_time(raw["start_time"]),
+        start_time=parse_rfc3339(raw["start_time"]),
         concurrency=Concurrency(raw["concurrency"]),
         starting_deadline_seconds=raw["starting_deadline_seconds"],
         successful_runs_history_limit=raw["successful_runs_history_limit"],

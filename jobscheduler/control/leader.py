@@ -23,16 +23,13 @@ from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.domain.errors import AlreadyExistsError, JobSchedulerError, NotFoundError
 from jobscheduler.kube.gateway import ConflictError, KubeGateway
 from jobscheduler.obs.metrics import LEADER
+from jobscheduler.timestamps import format_rfc3339
 
 log = structlog.get_logger("jobscheduler.control.leader")
 Obj = dict[str, Any]
 LEASE_NAME = "jobscheduler-schedules"
 # A leader-only task: called with a namespace ("" = every namespace) on each tick.
 Reconciler = Callable[[str], None]
-
-
-def _micro_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaseElector:
@@ -92,10 +89,10 @@ class LeaseElector:
         new_spec: Obj = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.lease_seconds)),
-            "renewTime": _micro_time(now),
+            "renewTime": format_rfc3339(now, precision="microseconds"),
         }
         if taking_over:
-            new_spec["acquireTime"] = _micro_time(now)
+            new_spec["acquireTime"] = format_rfc3339(now, precision="microseconds")
             new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         patch = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]}, "spec": new_spec}
         try:
@@ -116,8 +113,8 @@ class LeaseElector:
             "spec": {
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": max(1, round(self.lease_seconds)),
-                "acquireTime": _micro_time(now),
-                "renewTime": _micro_time(now),
+                "acquireTime": format_rfc3339(now, precision="microseconds"),
+                "renewTime": format_rfc3339(now, precision="microseconds"),
                 "leaseTransitions": 0,
             },
         }
@@ -143,7 +140,7 @@ class LeaseElector:
                 "spec": {
                     "holderIdentity": "",
                     "leaseDurationSeconds": 1,
-                    "renewTime": _micro_time(datetime.now(UTC)),
+                    "renewTime": format_rfc3339(datetime.now(UTC), precision="microseconds"),
                 },
             }
             self.gateway.patch("leases", self.namespace, self.name, patch, deadline=time.monotonic() + 2)

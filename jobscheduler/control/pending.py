@@ -35,6 +35,7 @@ from jobscheduler.domain.models import (
 )
 from jobscheduler.domain.status import derive_status
 from jobscheduler.kube.gateway import ConflictError
+from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 
 __all__ = ["PENDING_TIMEOUT_REASONS", "PendingTimeouts", "Stuck", "find_stuck", "pending_timeout"]
 
@@ -128,14 +129,7 @@ def _shows(pod: Mapping[str, Any], reason: str) -> bool:
 
 
 def _created(obj: Mapping[str, Any]) -> datetime | None:
-    raw = (obj.get("metadata") or {}).get("creationTimestamp")
-    if not isinstance(raw, str):
-        return None
-    try:
-        when = datetime.fromisoformat(raw.upper())
-    except ValueError:
-        return None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    return parse_rfc3339((obj.get("metadata") or {}).get("creationTimestamp"))
 
 
 def _sort_created(pod: Mapping[str, Any]) -> datetime:
@@ -196,7 +190,7 @@ class PendingTimeouts:
                 "annotations": {
                     FAILED_REASON_ANNOTATION: stuck.reason,
                     FAILED_MESSAGE_ANNOTATION: stuck.message(),
-                    FAILED_AT_ANNOTATION: now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    FAILED_AT_ANNOTATION: format_rfc3339(now),
                 },
             },
             # Kubernetes has no "fail this Job" verb; as for a cancel, a deadline already passed

@@ -26,6 +26,7 @@ from jobscheduler.domain.models import (
     JobStatus,
 )
 from jobscheduler.domain.validation import check_dns_label
+from jobscheduler.timestamps import format_rfc3339
 
 __all__ = [
     "AFTER_ANNOTATION",
@@ -308,7 +309,7 @@ def fail_patch(job: Mapping[str, Any], message: str, *, now: datetime) -> Obj:
                 SUSPEND_AFTER_ANNOTATION: None,
                 FAILED_REASON_ANNOTATION: FAILED_REASON,
                 FAILED_MESSAGE_ANNOTATION: message,
-                FAILED_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                FAILED_AT_ANNOTATION: format_rfc3339(now),
             },
         },
         "spec": {"suspend": False, "parallelism": 0, "activeDeadlineSeconds": 1},

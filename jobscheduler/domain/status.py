@@ -33,6 +33,7 @@ from jobscheduler.domain.models import (
     JobState,
     JobStatus,
 )
+from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 
 __all__ = ["derive_status", "exit_detail"]
 
@@ -90,7 +91,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         active=_count(job_status, "active"),
         succeeded=_finished_pods(job_status, pods, "succeeded", "Succeeded"),
         failed=_count(job_status, "failed"),
-        created_at=_time(metadata.get("creationTimestamp")),
+        created_at=parse_rfc3339(metadata.get("creationTimestamp")),
         started_at=_first_container_start(pods),
         finished_at=verdict.finished_at,
         pods=tuple(name for name in map(_name, _by_creation(pods)) if name),
@@ -169,15 +170,16 @@ def _judge(
             JobState.SUCCEEDED,
             "Completed",
             _string(done, "message") or "completed",
-            finished_at=_time(job_status.get("completionTime")) or _time(done.get("lastTransitionTime")),
+            finished_at=parse_rfc3339(job_status.get("completionTime"))
+            or parse_rfc3339(done.get("lastTransitionTime")),
             exit_code=0,
         )
     cancelled_at = annotations.get(CANCELLED_AT_ANNOTATION)
     if isinstance(cancelled_at, str):
         # The service cancels by writing this annotation and shortening activeDeadlineSeconds, so the
         # Job controller later records Failed/DeadlineExceeded; that failure is the cancel itself.
-        when = _time(cancelled_at)
-        shown = _rfc3339(when) if when is not None else cancelled_at
+        when = parse_rfc3339(cancelled_at)
+        shown = format_rfc3339(when) if when is not None else cancelled_at
         return _Verdict(
             JobState.CANCELLED,
             "Cancelled",
@@ -195,8 +197,8 @@ def _judge(
             JobState.FAILED,
             failed_reason,
             message if isinstance(message, str) and message else "ended by the service",
-            finished_at=_time(annotations.get(FAILED_AT_ANNOTATION))
-            or _time(failed_condition.get("lastTransitionTime")),
+            finished_at=parse_rfc3339(annotations.get(FAILED_AT_ANNOTATION))
+            or parse_rfc3339(failed_condition.get("lastTransitionTime")),
         )
     failed = conditions.get("Failed") or conditions.get("FailureTarget")
     if failed is not None:
@@ -229,7 +231,7 @@ def _failed(condition: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         JobState.FAILED,
         reason,
         "; ".join(part for part in parts if part) or "failed",
-        finished_at=_time(condition.get("lastTransitionTime")),
+        finished_at=parse_rfc3339(condition.get("lastTransitionTime")),
         exit_code=last.exit_code if last is not None else None,
     )
 
@@ -373,7 +375,7 @@ def _termination(pod: Mapping[str, Any]) -> _Termination | None:
     if nonzero:
         # The container that failed first caused the rest (the kubelet stops sidecars after the main
         # container ends); ties keep list order, which puts init containers first.
-        status, term = min(nonzero, key=lambda pair: _time(pair[1].get("finishedAt")) or _EARLIEST)
+        status, term = min(nonzero, key=lambda pair: parse_rfc3339(pair[1].get("finishedAt")) or _EARLIEST)
         code = term.get("exitCode")
         return _Termination(
             _string(status, "name"),
@@ -394,7 +396,7 @@ def _first_container_start(pods: Sequence[Mapping[str, Any]]) -> datetime | None
     # lastState counts too: with restartPolicy OnFailure a restarted container's current startedAt is
     # the restart, not the first start.
     starts = [
-        _time(_mapping(_mapping(status, state_key), kind).get("startedAt"))
+        parse_rfc3339(_mapping(_mapping(status, state_key), kind).get("startedAt"))
         for pod in pods
         for status in _container_statuses(pod)
         for state_key in ("state", "lastState")
@@ -405,7 +407,7 @@ def _first_container_start(pods: Sequence[Mapping[str, Any]]) -> datetime | None
 
 def _finished_at(pod: Mapping[str, Any]) -> datetime | None:
     ends = [
-        _time(_mapping(_mapping(status, "state"), "terminated").get("finishedAt"))
+        parse_rfc3339(_mapping(_mapping(status, "state"), "terminated").get("finishedAt"))
         for status in _container_statuses(pod)
     ]
     return max((end for end in ends if end is not None), default=None)
@@ -451,24 +453,7 @@ def _name(pod: Mapping[str, Any]) -> str:
 
 
 def _created_at(obj: Mapping[str, Any]) -> datetime | None:
-    return _time(_mapping(obj, "metadata").get("creationTimestamp"))
-
-
-def _time(value: object) -> datetime | None:
-    """An RFC3339 timestamp as an aware UTC datetime; None when absent or malformed."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        # RFC3339 allows a lower-case "t" and "z", which fromisoformat rejects.
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
-        return None
-    # The API server always writes UTC with "Z"; a value without an offset is read the same way.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _rfc3339(when: datetime) -> str:
-    return when.isoformat().replace("+00:00", "Z")
+    return parse_rfc3339(_mapping(obj, "metadata").get("creationTimestamp"))
 
 
 def _mapping(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:

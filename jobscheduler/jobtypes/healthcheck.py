@@ -18,8 +18,8 @@ from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.registry import Parameter, Workload
 from jobscheduler.jobtypes import params as p
 from jobscheduler.jobtypes.webhook import config_error
-from jobscheduler.workloads import healthcheck as workload
-from jobscheduler.workloads._common import ConfigError
+from jobscheduler.workloads import health_targets as workload
+from jobscheduler.workloads._common import WorkloadConfigError
 
 COMMAND = ("jobscheduler-healthcheck",)
 # The summary of every target must fit Kubernetes' 4 KiB termination message.
@@ -90,7 +90,7 @@ class HealthCheckJobType:
             raise InvalidArgumentError("targets", f"total more than {p.MAX_ENV_BYTES} bytes as JSON")
         try:
             workload.load_settings(env)
-        except ConfigError as e:
+        except WorkloadConfigError as e:
             raise config_error(e, VARIABLES) from None
         return normalised
 

@@ -17,7 +17,8 @@ from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.registry import Parameter, Workload
 from jobscheduler.jobtypes import params as p
 from jobscheduler.workloads import webhook as workload
-from jobscheduler.workloads._common import ConfigError, url_origin
+from jobscheduler.workloads._common import WorkloadConfigError
+from jobscheduler.workloads._env import url_origin
 
 COMMAND = ("jobscheduler-webhook",)
 MAX_ATTEMPTS = 100
@@ -37,8 +38,8 @@ VARIABLES = {
 }
 
 
-def config_error(e: ConfigError, variables: Mapping[str, str]) -> InvalidArgumentError:
-    """A workload's ConfigError ("WEBHOOK_ATTEMPTS='0' is invalid; ...") as the request field's
+def config_error(e: WorkloadConfigError, variables: Mapping[str, str]) -> InvalidArgumentError:
+    """A workload's WorkloadConfigError ("WEBHOOK_ATTEMPTS='0' is invalid; ...") as the request field's
     error ("attempts: '0' is invalid; ...")."""
     text = str(e)[len(e.variable) :]
     detail = text[1:] if text.startswith("=") else text.lstrip()
@@ -136,7 +137,7 @@ class WebhookJobType:
             )
         try:
             checked = workload.load_settings(env)
-        except ConfigError as e:
+        except WorkloadConfigError as e:
             raise config_error(e, VARIABLES) from None
         normalised["expected_status"] = str(checked.expected_status)
         return normalised

@@ -16,30 +16,32 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import SplitResult, urlsplit
 
+from jobscheduler.timestamps import format_rfc3339
 from jobscheduler.workloads._common import (
     DEFAULT_MAX_BACKOFF_SECONDS,
     LOG_LEVELS,
-    URL_WITH_CREDENTIALS,
-    AttemptResult,
-    ConfigError,
     ExitCode,
-    JsonLogger,
-    RefuseRedirects,
-    SignalWatch,
-    StatusSet,
-    backoff_seconds,
-    choice,
-    format_rfc3339,
-    http_url_problem,
-    is_retryable,
+    WorkloadConfigError,
     package_version,
+)
+from jobscheduler.workloads._env import (
+    URL_WITH_CREDENTIALS,
+    choice,
+    http_url_problem,
     positive_int,
     read,
     required,
-    run_main,
     seconds,
+)
+from jobscheduler.workloads._http import (
+    AttemptResult,
+    RefuseRedirects,
+    StatusSet,
+    backoff_seconds,
+    is_retryable,
     send_request,
 )
+from jobscheduler.workloads._runtime import JsonLogger, SignalWatch, run_main
 
 PROG = "jobscheduler-timer"
 USER_AGENT = f"{PROG}/{package_version()}"
@@ -99,7 +101,7 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Reads and checks every variable; raises ConfigError naming the first bad one. Blank means unset."""
+    """Reads every variable, raising WorkloadConfigError for the first bad one; blank means unset."""
     return Settings(
         timer_name=required(environ, "TIMER_NAME", expected="the timer's name"),
         duration_seconds=positive_int(environ, "TIMER_DURATION_SECONDS", default=None),
@@ -122,9 +124,11 @@ def _endpoint(environ: Mapping[str, str], name: str) -> str:
     raw = required(environ, name, expected=expected)
     problem = http_url_problem(raw)
     if problem == URL_WITH_CREDENTIALS:
-        raise ConfigError.invalid(name, _redact(urlsplit(raw)), expected="a URL without user or password")
+        raise WorkloadConfigError.invalid(
+            name, _redact(urlsplit(raw)), expected="a URL without user or password"
+        )
     if problem is not None:
-        raise ConfigError.invalid(name, raw, expected=expected)
+        raise WorkloadConfigError.invalid(name, raw, expected=expected)
     return raw
 
 
@@ -171,8 +175,8 @@ def build_report(
         "namespace": settings.namespace or None,
         "pod": settings.pod or None,
         "duration_seconds": settings.duration_seconds,
-        "started_at": format_rfc3339(started_at),
-        "finished_at": format_rfc3339(finished_at),
+        "started_at": format_rfc3339(started_at, precision="milliseconds"),
+        "finished_at": format_rfc3339(finished_at, precision="milliseconds"),
         "elapsed_seconds": round(elapsed_seconds, 3),
         "outcome": outcome.value,
     }
@@ -180,7 +184,8 @@ def build_report(
 
 def idempotency_key(settings: Settings, *, started_at: datetime) -> str:
     # Same for every retry of this run, different for the pod a Job retry starts: the receiver dedupes on it.
-    return f"{settings.job_id or settings.timer_name}-{format_rfc3339(started_at)}"
+    started = format_rfc3339(started_at, precision="milliseconds")
+    return f"{settings.job_id or settings.timer_name}-{started}"
 
 
 def send_report(

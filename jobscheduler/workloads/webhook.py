@@ -16,26 +16,28 @@ from dataclasses import dataclass
 from jobscheduler.workloads._common import (
     DEFAULT_MAX_BACKOFF_SECONDS,
     LOG_LEVELS,
-    AttemptResult,
-    ConfigError,
     ExitCode,
-    JsonLogger,
-    RefuseRedirects,
-    SignalWatch,
-    StatusSet,
-    backoff_seconds,
+    WorkloadConfigError,
+    package_version,
+)
+from jobscheduler.workloads._env import (
     choice,
     http_url_problem,
-    is_retryable,
-    package_version,
     positive_int,
     read,
     required,
-    run_main,
     seconds,
-    send_request,
     url_origin,
 )
+from jobscheduler.workloads._http import (
+    AttemptResult,
+    RefuseRedirects,
+    StatusSet,
+    backoff_seconds,
+    is_retryable,
+    send_request,
+)
+from jobscheduler.workloads._runtime import JsonLogger, SignalWatch, run_main
 
 PROG = "jobscheduler-webhook"
 USER_AGENT = f"{PROG}/{package_version()}"
@@ -86,7 +88,7 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Reads and checks every variable; raises ConfigError naming the first bad one. Blank means unset."""
+    """Reads every variable, raising WorkloadConfigError for the first bad one; blank means unset."""
     return Settings(
         url=_url(environ, "WEBHOOK_URL"),
         method=_method(environ, "WEBHOOK_METHOD"),
@@ -108,7 +110,7 @@ def _url(environ: Mapping[str, str], name: str) -> str:
     raw = required(environ, name, expected="an http:// or https:// URL")
     problem = http_url_problem(raw)
     if problem is not None:
-        raise ConfigError(name, problem)
+        raise WorkloadConfigError(name, problem)
     return raw
 
 
@@ -117,7 +119,7 @@ def _method(environ: Mapping[str, str], name: str) -> str:
     if raw is None:
         return "POST"
     if raw.upper() not in METHODS:
-        raise ConfigError.invalid(name, raw, expected="one of " + ", ".join(METHODS))
+        raise WorkloadConfigError.invalid(name, raw, expected="one of " + ", ".join(METHODS))
     return raw.upper()
 
 
@@ -129,22 +131,24 @@ def _headers(environ: Mapping[str, str], name: str) -> dict[str, str]:
     try:
         pairs = json.loads(raw, object_pairs_hook=list)
     except json.JSONDecodeError as e:
-        raise ConfigError(name, f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise WorkloadConfigError(
+            name, f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        ) from None
     if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
-        raise ConfigError(name, 'must be a JSON object such as {"Authorization": "Bearer ..."}')
+        raise WorkloadConfigError(name, 'must be a JSON object such as {"Authorization": "Bearer ..."}')
     headers: dict[str, str] = {}
     seen: set[str] = set()
     for key, value in pairs:
         if not _HEADER_NAME.fullmatch(key):
-            raise ConfigError(name, f"has an invalid header name {key!r}")
+            raise WorkloadConfigError(name, f"has an invalid header name {key!r}")
         if key.lower() in seen:
-            raise ConfigError(name, f"names header {key!r} twice (names are case-insensitive)")
+            raise WorkloadConfigError(name, f"names header {key!r} twice (names are case-insensitive)")
         if key.lower() in MANAGED_HEADERS:
-            raise ConfigError(name, f"must not set {key!r}: it is derived from WEBHOOK_BODY")
+            raise WorkloadConfigError(name, f"must not set {key!r}: it is derived from WEBHOOK_BODY")
         if not isinstance(value, str):
-            raise ConfigError(name, f"has a value for {key!r} that is not a JSON string")
+            raise WorkloadConfigError(name, f"has a value for {key!r} that is not a JSON string")
         if any(c in value for c in "\r\n\0"):
-            raise ConfigError(name, f"has a value for {key!r} with a line break or NUL character")
+            raise WorkloadConfigError(name, f"has a value for {key!r} with a line break or NUL character")
         seen.add(key.lower())
         headers[key] = value
     return headers
@@ -161,7 +165,9 @@ def _status_set(environ: Mapping[str, str], name: str, *, default: str) -> Statu
     try:
         return StatusSet.parse(raw)
     except ValueError as e:
-        raise ConfigError.invalid(name, raw, expected=f"codes and ranges such as 200-299,304: {e}") from None
+        raise WorkloadConfigError.invalid(
+            name, raw, expected=f"codes and ranges such as 200-299,304: {e}"
+        ) from None
 
 
 def build_headers(settings: Settings) -> dict[str, str]:

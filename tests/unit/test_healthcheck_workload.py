@@ -26,8 +26,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from jobscheduler.workloads import healthcheck
-from jobscheduler.workloads._common import ConfigError
+from jobscheduler.workloads import health_targets, healthcheck
+from jobscheduler.workloads._common import WorkloadConfigError
 
 SRC = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "jobscheduler.workloads.healthcheck"]
@@ -570,8 +570,8 @@ def test_bad_configuration_exits_2_naming_the_variable_in_stderr_and_the_termina
 def test_load_settings_names_the_target_and_the_rule(
     targets: str, message: str, termination_log: Path
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
-        healthcheck.load_settings(healthcheck_env(targets, termination_log))
+    with pytest.raises(WorkloadConfigError) as caught:
+        health_targets.load_settings(healthcheck_env(targets, termination_log))
 
     assert caught.value.variable.startswith("HEALTHCHECK_TARGETS")
     assert message in str(caught.value)
@@ -584,7 +584,7 @@ def test_load_settings_fills_names_and_timeouts_from_the_defaults(termination_lo
         {"type": "grpc", "address": "rpc.team-a.svc:50051", "service": "ledger"},
     ]
 
-    settings = healthcheck.load_settings(
+    settings = health_targets.load_settings(
         healthcheck_env(targets, termination_log, HEALTHCHECK_TIMEOUT_SECONDS="7")
     )
 

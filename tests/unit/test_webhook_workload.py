@@ -25,7 +25,7 @@ import pytest
 
 import jobscheduler
 from jobscheduler.workloads import webhook
-from jobscheduler.workloads._common import ConfigError
+from jobscheduler.workloads._common import WorkloadConfigError
 
 SRC = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "jobscheduler.workloads.webhook"]
@@ -654,7 +654,7 @@ def test_bad_configuration_exits_2_naming_the_variable_without_sending(
 def test_load_settings_names_the_variable_and_the_rule(variable: str, value: str, message: str) -> None:
     env = webhook_env("http://hooks.example.com/x", **{variable: value})
 
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(WorkloadConfigError) as caught:
         webhook.load_settings(env)
 
     assert caught.value.variable == variable
@@ -674,7 +674,7 @@ def test_load_settings_names_the_variable_and_the_rule(variable: str, value: str
     ],
 )
 def test_configuration_errors_do_not_echo_secrets(variable: str, value: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(WorkloadConfigError) as caught:
         webhook.load_settings(webhook_env("http://hooks.example.com/x", **{variable: value}))
 
     assert caught.value.variable == variable
