@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from jobscheduler.app.schedules import ScheduleService
+from jobscheduler.control.schedule_runs import ScheduleRunner
 from jobscheduler.domain.errors import AlreadyExistsError, JobSchedulerError, NotFoundError
 from jobscheduler.kube.gateway import ConflictError, KubeGateway
 from jobscheduler.obs.metrics import LEADER
@@ -162,7 +163,7 @@ class ScheduleLoop:
         tick_seconds: float = 1.0,
         reconcilers: Sequence[Reconciler] = (),
     ) -> None:
-        self.schedules = schedules
+        self.runner = ScheduleRunner(schedules)
         self.elector = elector
         self.namespaces = tuple(namespaces)
         self.tick_seconds = tick_seconds
@@ -202,7 +203,7 @@ class ScheduleLoop:
                 except Exception:
                     log.exception("leader task crashed", namespace=namespace or "*")
             try:
-                cronjobs = self.schedules.managed_cronjobs(namespace)
+                cronjobs = self.runner.managed_cronjobs(namespace)
             except JobSchedulerError as e:
                 log.warning("could not list schedules", namespace=namespace or "*", error=str(e))
                 continue
@@ -210,7 +211,7 @@ class ScheduleLoop:
                 if self._stop.is_set() or not self.elector.leading:
                     return
                 try:
-                    self.schedules.reconcile(cronjob, datetime.now(UTC))
+                    self.runner.reconcile(cronjob, datetime.now(UTC))
                 except JobSchedulerError as e:
                     log.warning(
                         "schedule tick failed; retried next tick",

@@ -28,7 +28,7 @@ from grpc_status import rpc_status
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.app.joblogs import JobLogs, LogQuery
-from jobscheduler.app.schedules import ScheduleService, ScheduleSpec, ScheduleView
+from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.app.service import JobQuery, JobService, encode_page_token
 from jobscheduler.app.templates import TemplateService
 from jobscheduler.domain.catchup import CatchUp, Concurrency
@@ -54,6 +54,7 @@ from jobscheduler.domain.registry import (
 )
 from jobscheduler.domain.render import JobRequest, Resources
 from jobscheduler.domain.retry import RetryPolicy, RetryRule
+from jobscheduler.domain.schedule import ScheduleSpec, ScheduleView
 from jobscheduler.kube.cache import Event
 from jobscheduler.kube.gateway import NodeUnavailableError
 from jobscheduler.obs.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
