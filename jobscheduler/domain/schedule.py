@@ -18,18 +18,12 @@ from jobscheduler.domain.catchup import (
     CatchUp,
     Concurrency,
 )
-from jobscheduler.domain.cron import (
-    CronSpec,
-    interval_as_cron,
-    next_interval_runs,
-    next_runs,
-    parse_cron,
-    parse_interval,
-    parse_time_zone,
-)
+from jobscheduler.domain.cron import CronSpec, parse_cron, parse_time_zone
+from jobscheduler.domain.cron_walk import next_runs
 from jobscheduler.domain.errors import (
     InvalidArgumentError,
 )
+from jobscheduler.domain.interval import interval_as_cron, next_interval_runs, parse_interval
 from jobscheduler.domain.models import (
     JobStatus,
 )

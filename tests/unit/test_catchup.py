@@ -20,7 +20,8 @@ from jobscheduler.domain.catchup import (
     plan_cron_backfill,
     plan_interval,
 )
-from jobscheduler.domain.cron import next_runs, parse_cron
+from jobscheduler.domain.cron import parse_cron
+from jobscheduler.domain.cron_walk import next_runs
 
 UTC = zoneinfo.ZoneInfo("UTC")
 

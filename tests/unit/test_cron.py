@@ -15,17 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobscheduler.domain.cron import (
-    CronSpec,
-    check_satisfiable,
-    interval_as_cron,
-    next_interval_runs,
-    next_runs,
-    parse_cron,
-    parse_interval,
-    parse_time_zone,
-)
+from jobscheduler.domain.cron import CronSpec, check_satisfiable, parse_cron, parse_time_zone
+from jobscheduler.domain.cron_walk import next_runs
 from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.interval import interval_as_cron, next_interval_runs, parse_interval
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -45,7 +45,8 @@ def test_parse_keeps_fractions_and_round_trips() -> None:
     for precision in ("seconds", "milliseconds", "microseconds"):
         text = format_rfc3339(MOMENT, precision=precision)  # type: ignore[arg-type]
         parsed = parse_rfc3339(text)
-        assert parsed is not None and parsed.tzinfo is not None
+        assert parsed is not None
+        assert parsed.tzinfo is not None
         assert format_rfc3339(parsed, precision=precision) == text  # type: ignore[arg-type]
 
 
