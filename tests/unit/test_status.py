@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from jobscheduler.domain.models import JobState
-from jobscheduler.domain.status import derive_status, exit_detail
+from jobscheduler.domain.pods import exit_detail
+from jobscheduler.domain.status import derive_status
 
 Obj = dict[str, Any]
 
