@@ -58,7 +58,8 @@ from jobscheduler.domain.render import (
 from jobscheduler.domain.selector import compile_selector
 from jobscheduler.domain.status import derive_status
 from jobscheduler.domain.validation import check_dns_label, shown
-from jobscheduler.kube.cache import Event, JobCache, iter_events, sort_key, terminal
+from jobscheduler.kube.cache import JobCache, sort_key
+from jobscheduler.kube.feed import Event, iter_events, terminal
 from jobscheduler.kube.gateway import ConflictError, KubeGateway
 
 Obj = dict[str, Any]

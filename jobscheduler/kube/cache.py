@@ -16,222 +16,29 @@ import threading
 import time
 from collections import Counter as Tally
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from jobscheduler.domain.errors import ResourceExhaustedError, UnavailableError
-from jobscheduler.domain.models import MANAGED_SELECTOR, JobState, JobStatus
+from jobscheduler.domain.models import JobStatus
 from jobscheduler.domain.status import derive_status
-from jobscheduler.kube.gateway import GoneError, KubeGateway
-from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS
+from jobscheduler.kube.feed import Event, Key, Subscription
+from jobscheduler.kube.gateway import KubeGateway
+from jobscheduler.kube.informer import Informer
+from jobscheduler.kube.slim import owner_uid, resource_version, slim_job, slim_pod
 
 log = structlog.get_logger("jobscheduler.kube.cache")
 Obj = dict[str, Any]
-Key = tuple[str, str]  # (namespace, job name)
 SortKey = tuple[float, str]
-CONTROLLER_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
-# The annotations status derivation and reporting read; the rest of a Job's metadata is dropped.
-KEPT_ANNOTATION_PREFIX = "jobscheduler.io/"
 MAX_TOMBSTONES = 10_000
-
-
-class SubscriptionOverflowError(ResourceExhaustedError):
-    """A subscriber fell so far behind that even one pending status per job did not fit."""
 
 
 def sort_key(status: JobStatus) -> SortKey:
     """Newest first, ties broken by name: the order ListJobs pages through."""
     created = status.created_at.timestamp() if status.created_at else 0.0
     return (-created, "".join(chr(0x10FFFF - ord(c)) for c in status.job_id))
-
-
-def slim_job(job: Mapping[str, Any]) -> Obj:
-    meta = job.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    return {
-        "metadata": {
-            "name": meta.get("name", ""),
-            "namespace": meta.get("namespace", ""),
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta.get("resourceVersion", ""),
-            "creationTimestamp": meta.get("creationTimestamp"),
-            "labels": dict(meta.get("labels") or {}),
-            "annotations": {k: v for k, v in annotations.items() if k.startswith(KEPT_ANNOTATION_PREFIX)},
-        },
-        "status": job.get("status") or {},
-    }
-
-
-def slim_pod(pod: Mapping[str, Any]) -> Obj:
-    meta = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    return {
-        "metadata": {"name": meta.get("name", ""), "creationTimestamp": meta.get("creationTimestamp")},
-        "status": {
-            k: status[k]
-            for k in (
-                "phase",
-                "reason",
-                "message",
-                "conditions",
-                "containerStatuses",
-                "initContainerStatuses",
-                "startTime",
-            )
-            if k in status
-        },
-    }
-
-
-def owner_uid(pod: Mapping[str, Any]) -> str:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    for key in CONTROLLER_UID_LABELS:
-        if key in labels:
-            return str(labels[key])
-    return ""
-
-
-def _version(obj: Mapping[str, Any]) -> int:
-    try:
-        return int((obj.get("metadata") or {}).get("resourceVersion", "0"))
-    except ValueError:  # opaque by contract; numeric on every real API server
-        return 0
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    kind: str  # "INITIAL", "UPDATED", "DELETED"
-    status: JobStatus
-    observed_at: datetime
-
-
-@dataclass(eq=False)
-class Subscription:
-    """A mailbox of job changes. Holds at most one pending event per job (the latest), so a
-    slow reader costs memory bounded by the jobs it watches, never by the rate of change."""
-
-    match: Callable[[Mapping[str, str], JobStatus], bool]
-    max_pending: int = 100_000
-    _pending: OrderedDict[Key, Event] = field(default_factory=OrderedDict)
-    _cond: threading.Condition = field(default_factory=threading.Condition)
-    closed: bool = False
-    overflowed: bool = False
-
-    def offer(self, key: Key, event: Event) -> None:
-        with self._cond:
-            if self.closed:
-                return
-            if key in self._pending:
-                previous = self._pending.pop(key)
-                # An INITIAL not yet read stays INITIAL: the reader has not seen this job at all.
-                if previous.kind == "INITIAL" and event.kind == "UPDATED":
-                    event = Event("INITIAL", event.status, event.observed_at)
-            elif len(self._pending) >= self.max_pending:
-                self.overflowed, self.closed = True, True
-                self._cond.notify_all()
-                return
-            self._pending[key] = event
-            self._cond.notify_all()
-
-    def next(self, timeout: float) -> Event | None:
-        """The oldest pending event, waiting up to timeout; None on timeout or when closed."""
-        with self._cond:
-            if not self._pending and not self.closed:
-                self._cond.wait(timeout)
-            if self.overflowed:
-                raise SubscriptionOverflowError(
-                    f"watch fell behind by more than {self.max_pending} jobs; "
-                    "watch again with a narrower filter"
-                )
-            if not self._pending:
-                return None
-            _, event = self._pending.popitem(last=False)
-            return event
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-
-class _Informer(threading.Thread):
-    """List+watch of one resource in one namespace, feeding the cache."""
-
-    def __init__(self, cache: JobCache, resource: str, namespace: str) -> None:
-        super().__init__(name=f"informer-{resource}-{namespace or 'all'}", daemon=True)
-        self.cache, self.resource, self.namespace = cache, resource, namespace
-        self.synced = threading.Event()  # listed at least once
-        self.healthy = False  # the last list/watch worked; cleared when the stream breaks
-        self.version = ""
-
-    def run(self) -> None:
-        backoff = 0.2
-        while not self.cache.stopping.is_set():
-            try:
-                if not self.version:
-                    self._relist()
-                self._watch()
-                backoff = 0.2
-                WATCH_RESTARTS.labels(self.resource, "expired").inc()
-            except GoneError:
-                WATCH_RESTARTS.labels(self.resource, "gone").inc()
-                log.info(
-                    "watch resource version gone; relisting", resource=self.resource, namespace=self.namespace
-                )
-                self.version = ""
-            except UnavailableError as e:
-                self.healthy = False
-                WATCH_RESTARTS.labels(self.resource, "error").inc()
-                log.warning(
-                    "watch broken; retrying",
-                    resource=self.resource,
-                    namespace=self.namespace,
-                    error=str(e),
-                    retry_in=round(backoff, 2),
-                )
-                self.cache.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:
-                self.healthy = False
-                WATCH_RESTARTS.labels(self.resource, "error").inc()
-                log.exception(
-                    "informer crashed; restarting", resource=self.resource, namespace=self.namespace
-                )
-                self.version = ""
-                self.cache.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def _relist(self) -> None:
-        items, version = self.cache.gateway.list_all(
-            self.resource, self.namespace, label_selector=MANAGED_SELECTOR, deadline=time.monotonic() + 60
-        )
-        self.cache.replace(self.resource, self.namespace, items)
-        self.version = version
-        self.healthy = True
-        self.synced.set()
-        log.debug(
-            "listed", resource=self.resource, namespace=self.namespace, objects=len(items), version=version
-        )
-
-    def _watch(self) -> None:
-        for event in self.cache.gateway.watch(
-            self.resource, self.namespace, label_selector=MANAGED_SELECTOR, resource_version=self.version
-        ):
-            self.healthy = True
-            kind = event.get("type", "")
-            obj = event.get("object") or {}
-            WATCH_EVENTS.labels(self.resource, kind).inc()
-            version = (obj.get("metadata") or {}).get("resourceVersion")
-            if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self.cache.apply(self.resource, kind, obj)
-            if version:
-                self.version = version  # BOOKMARK events carry only this
-            if self.cache.stopping.is_set():
-                return
 
 
 class JobCache:
@@ -252,7 +59,7 @@ class JobCache:
         # resourceVersion at deletion of recently deleted Jobs, so a late write response
         # (e.g. a cancel's patch, observed after TTL deleted the Job) cannot bring it back.
         self._tombstones: OrderedDict[Key, int] = OrderedDict()
-        self._informers = [_Informer(self, r, ns) for ns in self.namespaces for r in ("jobs", "pods")]
+        self._informers = [Informer(self, r, ns) for ns in self.namespaces for r in ("jobs", "pods")]
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -367,19 +174,20 @@ class JobCache:
             if resource == "jobs":
                 key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
                 current = self._jobs.get(key)
-                if only_if_newer and current is not None and _version(current) >= _version(obj):
+                version = resource_version(obj)
+                if only_if_newer and current is not None and resource_version(current) >= version:
                     return
-                if only_if_newer and current is None and self._tombstones.get(key, -1) >= _version(obj):
+                if only_if_newer and current is None and self._tombstones.get(key, -1) >= version:
                     return
                 if (
                     current is not None
                     and current["metadata"]["uid"] != meta.get("uid", "")
-                    and _version(obj) < _version(current)
+                    and resource_version(obj) < resource_version(current)
                 ):
                     return  # news of an older Job that had the same name: the newer one stays
                 if kind == "DELETED":
                     self._remove_job(key)
-                    self._tombstones[key] = _version(obj)
+                    self._tombstones[key] = resource_version(obj)
                     self._tombstones.move_to_end(key)
                     while len(self._tombstones) > MAX_TOMBSTONES:
                         self._tombstones.popitem(last=False)
@@ -479,17 +287,3 @@ class JobCache:
                 self._subscribers.discard(sub)
             elif sub.match(labels, event.status):
                 sub.offer(key, event)
-
-
-def iter_events(sub: Subscription, *, alive: Callable[[], bool], poll: float = 0.5) -> Iterator[Event]:
-    """Events from a subscription while `alive()` (e.g. the gRPC client is still there)."""
-    while alive() and not sub.closed:
-        event = sub.next(poll)
-        if event is not None:
-            yield event
-    if sub.overflowed:
-        sub.next(0)  # raises SubscriptionOverflowError
-
-
-def terminal(status: JobStatus) -> bool:
-    return status.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)

@@ -55,7 +55,7 @@ from jobscheduler.domain.registry import (
 from jobscheduler.domain.render import JobRequest, Resources
 from jobscheduler.domain.retry import RetryPolicy, RetryRule
 from jobscheduler.domain.schedule import ScheduleSpec, ScheduleView
-from jobscheduler.kube.cache import Event
+from jobscheduler.kube.feed import Event
 from jobscheduler.kube.gateway import NodeUnavailableError
 from jobscheduler.obs.metrics import JOBS_SCHEDULED, RPC_DURATION, RPC_REQUESTS
 from jobscheduler.transport.overlay import (

@@ -16,16 +16,9 @@ import pytest
 
 from jobscheduler.domain.models import JobState, JobStatus
 from jobscheduler.domain.status import derive_status
-from jobscheduler.kube.cache import (
-    Event,
-    JobCache,
-    Subscription,
-    SubscriptionOverflowError,
-    iter_events,
-    slim_job,
-    slim_pod,
-    sort_key,
-)
+from jobscheduler.kube.cache import JobCache, sort_key
+from jobscheduler.kube.feed import Event, Subscription, SubscriptionOverflowError, iter_events
+from jobscheduler.kube.slim import slim_job, slim_pod
 
 Obj = dict[str, Any]
 Match = Callable[[Mapping[str, str], JobStatus], bool]

@@ -47,8 +47,8 @@ from jobscheduler.jobtypes.container import ContainerJobType
 from jobscheduler.jobtypes.healthcheck import HealthCheckJobType
 from jobscheduler.jobtypes.timer import TimerJobType
 from jobscheduler.jobtypes.webhook import WebhookJobType
-from jobscheduler.kube.cache import slim_job
 from jobscheduler.kube.gateway import KubeGateway
+from jobscheduler.kube.slim import slim_job
 from tests.unit.test_render import restricted_violations
 
 Obj = dict[str, Any]

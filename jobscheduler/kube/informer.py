@@ -1,0 +1,97 @@
+"""One informer: a thread that lists one resource in one namespace, then watches from the list's
+resourceVersion with bookmarks, resumes from the last version it saw when a stream ends, and
+relists on 410 Gone, feeding every change into the watch cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from jobscheduler.domain.errors import UnavailableError
+from jobscheduler.domain.models import MANAGED_SELECTOR
+from jobscheduler.kube.gateway import GoneError
+from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS
+
+if TYPE_CHECKING:
+    from jobscheduler.kube.cache import JobCache
+
+log = structlog.get_logger("jobscheduler.kube.informer")
+
+
+class Informer(threading.Thread):
+    """List+watch of one resource in one namespace, feeding the cache."""
+
+    def __init__(self, cache: JobCache, resource: str, namespace: str) -> None:
+        super().__init__(name=f"informer-{resource}-{namespace or 'all'}", daemon=True)
+        self.cache, self.resource, self.namespace = cache, resource, namespace
+        self.synced = threading.Event()  # listed at least once
+        self.healthy = False  # the last list/watch worked; cleared when the stream breaks
+        self.version = ""
+
+    def run(self) -> None:
+        backoff = 0.2
+        while not self.cache.stopping.is_set():
+            try:
+                if not self.version:
+                    self._relist()
+                self._watch()
+                backoff = 0.2
+                WATCH_RESTARTS.labels(self.resource, "expired").inc()
+            except GoneError:
+                WATCH_RESTARTS.labels(self.resource, "gone").inc()
+                log.info(
+                    "watch resource version gone; relisting", resource=self.resource, namespace=self.namespace
+                )
+                self.version = ""
+            except UnavailableError as e:
+                self.healthy = False
+                WATCH_RESTARTS.labels(self.resource, "error").inc()
+                log.warning(
+                    "watch broken; retrying",
+                    resource=self.resource,
+                    namespace=self.namespace,
+                    error=str(e),
+                    retry_in=round(backoff, 2),
+                )
+                self.cache.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                self.healthy = False
+                WATCH_RESTARTS.labels(self.resource, "error").inc()
+                log.exception(
+                    "informer crashed; restarting", resource=self.resource, namespace=self.namespace
+                )
+                self.version = ""
+                self.cache.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _relist(self) -> None:
+        items, version = self.cache.gateway.list_all(
+            self.resource, self.namespace, label_selector=MANAGED_SELECTOR, deadline=time.monotonic() + 60
+        )
+        self.cache.replace(self.resource, self.namespace, items)
+        self.version = version
+        self.healthy = True
+        self.synced.set()
+        log.debug(
+            "listed", resource=self.resource, namespace=self.namespace, objects=len(items), version=version
+        )
+
+    def _watch(self) -> None:
+        for event in self.cache.gateway.watch(
+            self.resource, self.namespace, label_selector=MANAGED_SELECTOR, resource_version=self.version
+        ):
+            self.healthy = True
+            kind = event.get("type", "")
+            obj = event.get("object") or {}
+            WATCH_EVENTS.labels(self.resource, kind).inc()
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self.cache.apply(self.resource, kind, obj)
+            if version:
+                self.version = version  # BOOKMARK events carry only this
+            if self.cache.stopping.is_set():
+                return
