@@ -5,7 +5,8 @@ image allowlist (every container a job type renders), and per caller a token-buc
 ScheduleJob calls. The cap on a caller's unfinished jobs needs the cluster's view and lives in
 the service; this module only says how the caller is named on the Job.
 
-Off by default: an empty allowlist allows everything, a zero rate or cap means no limit.
+Off by default: an empty allowlist allows every namespace but Kubernetes' own (kube-*, which
+only a pattern starting with `kube-` admits), a zero rate or cap means no limit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from jobscheduler.domain.validation import shown
 
 # Buckets of callers idle long enough to be full again are dropped past this many callers.
 MAX_TRACKED_CALLERS = 10_000
+# Kubernetes' own namespaces: refused unless ALLOWED_NAMESPACES names them with this prefix.
+SYSTEM_NAMESPACE_PREFIX = "kube-"
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -39,6 +42,12 @@ class AdmissionPolicy:
     """Bucket size: calls a caller may make at once (default: max(1, rate))."""
     max_active_jobs: int = 0
     """Unfinished jobs one caller may have per namespace; 0: unlimited."""
+
+
+def is_system_namespace(namespace: str) -> bool:
+    """kube-system, kube-public, kube-node-lease and any other kube-* namespace: Kubernetes' own,
+    where a job could read or disturb the control plane's objects."""
+    return namespace.startswith(SYSTEM_NAMESPACE_PREFIX)
 
 
 def normalize_image(image: str) -> str:
@@ -97,6 +106,14 @@ class Admission:
             raise PermissionDeniedError(
                 f"namespace {namespace!r} is not served by this jobscheduler "
                 f"(ALLOWED_NAMESPACES: {', '.join(patterns)}); pick one of those"
+            )
+        if is_system_namespace(namespace) and not any(
+            p.startswith(SYSTEM_NAMESPACE_PREFIX) and fnmatch.fnmatchcase(namespace, p) for p in patterns
+        ):
+            raise PermissionDeniedError(
+                f"namespace {namespace!r} is a Kubernetes system namespace; jobscheduler runs jobs there "
+                f"only when the operator lists it in ALLOWED_NAMESPACES (a pattern starting with "
+                f"{SYSTEM_NAMESPACE_PREFIX!r}); use your own namespace"
             )
 
     def check_images(self, manifest: Mapping[str, Any], *, field: str) -> None:

@@ -1,4 +1,5 @@
-"""Syntax rules Kubernetes imposes on names, labels, quantities and environment variables.
+"""Syntax rules Kubernetes imposes on names, labels, quantities, environment variables and
+container image references.
 
 Checked before anything is sent to the API server, so a caller learns which field is wrong
 from the service instead of from a 422, and nothing is created for a bad request.
@@ -21,6 +22,17 @@ _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(
     r"^(?P<num>[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
 )
+# The image reference grammar the container runtimes parse (github.com/distribution/reference):
+# [host[:port]/]path[:tag][@digest], the path in lower case. The host is the first component
+# when it holds a "." or ":" or is "localhost"; otherwise the reference names a Docker Hub image.
+_IMAGE_HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IMAGE_HOST = re.compile(
+    rf"^(?:{_IMAGE_HOST_COMPONENT}(?:\.{_IMAGE_HOST_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
+)
+_IMAGE_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_IMAGE_DIGEST = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$")
+MAX_IMAGE_NAME = 255  # the grammar's limit on host and path together
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
     "n": Decimal("1e-9"),
@@ -152,4 +164,49 @@ def check_dns_label(field: str, value: str, *, what: str) -> None:
             field,
             f"{shown(value)} is not a valid {what}: at most 63 lower-case letters, "
             "digits or '-', starting and ending with a letter or digit",
+        )
+
+
+def image_reference_problem(image: str) -> str | None:
+    """What is wrong with `image` as a container image reference, or None when it is one.
+
+    Checked as the container runtime parses it, so a reference a node could only fail with
+    InvalidImageName is refused at submit: `GHCR.io/Acme/Tool:1` (the path must be lower case),
+    `../../etc`, `busybox:` or a digest that is not hex."""
+    if not image:
+        return "is empty"
+    rest, at, digest = image.partition("@")
+    if at and _IMAGE_DIGEST.fullmatch(digest) is None:
+        return (
+            f"has a malformed digest {shown(digest)} (expected ALGORITHM:HEX such as sha256:<64 hex digits>)"
+        )
+    name, tag = rest, ""
+    slash, colon = rest.rfind("/"), rest.rfind(":")
+    if colon > slash:
+        name, tag = rest[:colon], rest[colon + 1 :]
+        if _IMAGE_TAG.fullmatch(tag) is None:
+            return f"has a malformed tag {shown(tag)} (at most 128 of A-Z a-z 0-9 _ . -, not first . or -)"
+    if not name:
+        return "has no repository name"
+    if len(name) > MAX_IMAGE_NAME:
+        return f"has a name longer than {MAX_IMAGE_NAME} characters"
+    first, sep, remainder = name.partition("/")
+    components = name.split("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        if _IMAGE_HOST.fullmatch(first) is None:
+            return f"has a malformed registry host {shown(first)}"
+        components = remainder.split("/")
+    for component in components:
+        if _IMAGE_PATH_COMPONENT.fullmatch(component) is None:
+            hint = " (repository paths are lower case)" if component.lower() != component else ""
+            return f"has a malformed repository path component {shown(component)}{hint}"
+    return None
+
+
+def check_image(field: str, image: str) -> None:
+    """Raises InvalidArgumentError naming `field` unless `image` is a valid image reference."""
+    problem = image_reference_problem(image)
+    if problem is not None:
+        raise InvalidArgumentError(
+            field, f"{shown(image)} is not an image reference: it {problem}; e.g. ghcr.io/acme/tool:1.2"
         )

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobscheduler.domain.errors import InvalidArgumentError
-from jobscheduler.domain.validation import check_env, shown
+from jobscheduler.domain.validation import check_env, check_image, shown
 
 # Kubernetes caps env and arguments only through the object's size: past a few MiB the API
 # server answers 413 and etcd refuses the write. Names and values together, in UTF-8 bytes.
@@ -49,8 +49,7 @@ def image(params: Mapping[str, Any], key: str = "image", *, default: str = "") -
     value = text(params, key, max_length=MAX_IMAGE_LENGTH) or default
     if not value:
         raise InvalidArgumentError(key, "is required (an image reference such as ghcr.io/acme/tool:1.2)")
-    if any(c.isspace() for c in value):
-        raise InvalidArgumentError(key, f"{shown(value)} is not an image reference")
+    check_image(key, value)
     return value
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from jobscheduler.domain.config import LOG_LEVELS, Settings
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.registry import Parameter, Workload
-from jobscheduler.domain.validation import check_env, shown
+from jobscheduler.domain.validation import check_env, check_image, shown
 
 # Variables the workload reads; a caller's env may not override them.
 RESERVED_ENV = frozenset(
@@ -116,8 +116,7 @@ class TimerJobType:
                 "control_plane_endpoint", f"{shown(endpoint)} is not an http:// or https:// URL with a host"
             )
         image = _text(params, "image") or settings.timer_image
-        if len(image) > 512 or any(c.isspace() for c in image):
-            raise InvalidArgumentError("image", f"{shown(image)} is not an image reference")
+        check_image("image", image)
         log_level = (_text(params, "log_level") or "info").lower()
         if log_level not in LOG_LEVELS:
             raise InvalidArgumentError(

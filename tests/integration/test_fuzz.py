@@ -592,7 +592,6 @@ class Tally:
     breaches: dict[str, list[str]] = field(default_factory=dict)
     created: dict[str, pb.ScheduleJobRequest] = field(default_factory=dict)
     tokens: list[str] = field(default_factory=list)
-    known: Counter[str] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
     calls: int = 0
 
@@ -613,7 +612,6 @@ class Tally:
         for (_, code), n in self.codes.items():
             total[code] += n
         lines.append(f"  all: {', '.join(f'{c} {n}' for c, n in total.most_common())}")
-        lines += [f"  known bug (not failed on): {name}: {n}" for name, n in self.known.items()]
         lines.append("  seconds: " + ", ".join(f"{name} {t:.0f}" for name, t in self.seconds.items()))
         return "\n".join(lines)
 
@@ -676,22 +674,6 @@ def stream_outcome(call: Any) -> tuple[str, str]:
     return "OK", ""
 
 
-@dataclass(frozen=True)
-class KnownBug:
-    """A breach already reported whose fix lies outside the code this test's author may change:
-    counted and shown in the summary, not failed on. Each has a strict-xfail test at the end of
-    this file; once the bug is fixed that test passes, which fails the run (XPASS(strict)):
-    then delete the entry here and the test's xfail mark."""
-
-    name: str
-    rpcs: frozenset[str]
-    code: str
-    applies: Callable[[Any, str], bool]  # (request, status message)
-
-
-KNOWN_BUGS: tuple[KnownBug, ...] = ()
-
-
 class Judge:
     """Decides whether an outcome is one the API documents for the request that got it."""
 
@@ -705,13 +687,7 @@ class Judge:
         self.tally.calls += 1
         self.tally.codes[rpc, code] += 1
         if code not in allowed:
-            known = [
-                b for b in KNOWN_BUGS if rpc in b.rpcs and code == b.code and b.applies(request, details)
-            ]
-            if known:
-                self.tally.known[known[0].name] += 1
-            else:
-                self.tally.breach(f"{rpc} returned {code}", request, details)
+            self.tally.breach(f"{rpc} returned {code}", request, details)
             return
         if code == "INVALID_ARGUMENT":
             self._check_invalid_argument(rpc, request, details)

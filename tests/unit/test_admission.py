@@ -81,7 +81,24 @@ def test_namespace_allowlist_globs_and_refusal_names_the_allowed() -> None:
     admission.check_namespace("ops")
     with pytest.raises(PermissionDeniedError, match=r"namespace 'kube-system' is not served .*team-\*, ops"):
         admission.check_namespace("kube-system")
-    Admission(AdmissionPolicy()).check_namespace("kube-system")
+    Admission(AdmissionPolicy()).check_namespace("anything-else")
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", "kube-anything"])
+def test_system_namespaces_are_refused_without_an_explicit_pattern(namespace: str) -> None:
+    for policy in (AdmissionPolicy(), AdmissionPolicy(allowed_namespaces=("*",))):
+        with pytest.raises(PermissionDeniedError, match=r"Kubernetes system namespace.*ALLOWED_NAMESPACES"):
+            Admission(policy).check_namespace(namespace)
+
+
+def test_system_namespaces_listed_by_the_operator_are_served() -> None:
+    Admission(AdmissionPolicy(allowed_namespaces=("kube-system",))).check_namespace("kube-system")
+    admission = Admission(AdmissionPolicy(allowed_namespaces=("kube-*", "team-*")))
+    admission.check_namespace("kube-jobs")
+    admission.check_namespace("team-a")
+    # Named, but not that one: still refused.
+    with pytest.raises(PermissionDeniedError):
+        Admission(AdmissionPolicy(allowed_namespaces=("kube-jobs", "*"))).check_namespace("kube-system")
 
 
 @pytest.mark.parametrize(

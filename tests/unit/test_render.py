@@ -842,9 +842,9 @@ def test_timer_validate_maximum_duration_follows_settings() -> None:
         pytest.param({}, "image", "timer-service:latest", id="image-defaults-to-settings"),
         pytest.param({"image": ""}, "image", "timer-service:latest", id="image-empty-is-default"),
         pytest.param(
-            {"image": "reg.example/timer@sha256:abc"},
+            {"image": "reg.example/timer@sha256:" + "ab" * 32},
             "image",
-            "reg.example/timer@sha256:abc",
+            "reg.example/timer@sha256:" + "ab" * 32,
             id="image-given",
         ),
         pytest.param({}, "log_level", "info", id="log-level-default-info"),

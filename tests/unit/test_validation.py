@@ -16,7 +16,9 @@ from jobscheduler.domain.validation import (
     check_annotations,
     check_dns_label,
     check_env,
+    check_image,
     check_labels,
+    image_reference_problem,
     is_dns1123_label,
     is_dns1123_subdomain,
     parse_quantity,
@@ -353,3 +355,62 @@ def test_a_quantity_error_quotes_at_most_the_start_of_a_huge_value() -> None:
     with pytest.raises(ValueError, match="characters") as caught:
         parse_quantity("x" * 100_000)
     assert len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "busybox",
+        "busybox:1.36",
+        "busybox:Latest",  # tags may hold upper case
+        "docker.io/library/busybox:latest",
+        "ghcr.io/acme/tool:1",
+        "localhost/x",
+        "localhost:5000/team/app:v1.2.3",
+        "registry.example.com:443/team/app@sha256:" + "a" * 64,
+        "app:1@sha256:" + "0" * 64,
+        "[::1]:5000/x",
+        "a/b/c/d",
+        "my_image",
+        "my__image",
+        "my-----image",
+        "my.image",
+        "Registry.Example/acme/tool",  # the host part may hold upper case
+    ],
+)
+def test_image_references_the_runtime_accepts(image: str) -> None:
+    assert image_reference_problem(image) is None
+    check_image("container_job.image", image)
+
+
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        ("../../etc", "malformed registry host '..'"),
+        ("GHCR.io/Acme/Tool:1", "path component 'Acme' (repository paths are lower case)"),
+        ("Docker.IO/Library/BusyBox:Latest", "path component 'Library'"),
+        ("BusyBox", "path component 'BusyBox'"),
+        ("x/Y", "path component 'Y'"),
+        ("busybox:", "malformed tag ''"),
+        ("busybox:.hidden", "malformed tag '.hidden'"),
+        ("busybox:" + "t" * 129, "malformed tag"),
+        ("busybox@sha256:xyz", "malformed digest 'sha256:xyz'"),
+        ("busybox@", "malformed digest"),
+        ("a//b", "path component ''"),
+        ("-a", "path component '-a'"),
+        ("a_-b", "path component 'a_-b'"),
+        ("a:b:c", "path component 'a:b'"),
+        (":tag", "no repository name"),
+        ("", "is empty"),
+        ("reg.example/" + "a" * 250, "longer than 255"),
+        ("bad_host.example/x", "malformed registry host"),
+    ],
+)
+def test_image_references_the_runtime_refuses_are_named(image: str, problem: str) -> None:
+    found = image_reference_problem(image)
+    assert found is not None
+    assert problem in found
+    with pytest.raises(InvalidArgumentError) as caught:
+        check_image("timer_job.image", image)
+    assert caught.value.field == "timer_job.image"
+    assert "is not an image reference" in str(caught.value)
