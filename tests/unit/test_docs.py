@@ -1,9 +1,11 @@
 """The README and docs/ hold together: every relative link resolves to a file and, with an
 anchor, to one of its headings; the Role shown in docs/operations.md is the one k8s/rbac.yaml
-grants; the architecture guide names every layer the package has."""
+grants; the architecture guide names every layer the package has; every variable a workload
+reads is documented; the README stays an entry point."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -133,3 +135,37 @@ def test_the_architecture_guide_names_every_layer() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text()
     documented = set(re.findall(r"^  \| `jobscheduler/(\w+)` \|", text, re.M))
     assert documented == packages
+
+
+# -- the workloads' environment -------------------------------------------------------------------
+
+
+def variables_read_by_the_workloads() -> dict[str, str]:
+    """Variables the pod-side programs read: every call given `environ` and then a variable's name
+    (read(environ, "JOB_ID"), seconds(environ, "TIMER_REPORT_TIMEOUT_SECONDS", ...), ...)."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "jobscheduler" / "workloads").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            for before, arg in zip(node.args, node.args[1:], strict=False):
+                if (
+                    isinstance(before, ast.Name)
+                    and before.id == "environ"
+                    and isinstance(arg, ast.Constant)
+                    and isinstance(arg.value, str)
+                    and re.fullmatch(r"[A-Z][A-Z0-9_]+", arg.value)
+                ):
+                    found.setdefault(arg.value, f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_every_variable_a_workload_reads_is_documented() -> None:
+    read = variables_read_by_the_workloads()
+    text = (ROOT / "docs" / "workloads.md").read_text() + (ROOT / "docs" / "timer-report.md").read_text()
+    assert {"WEBHOOK_URL", "TIMER_NAME", "HEALTHCHECK_TARGETS", "JOB_ID"} <= read.keys()
+    assert {name: where for name, where in read.items() if f"`{name}`" not in text} == {}
+
+
+def test_the_readme_is_an_entry_point_under_250_lines() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) < 250
