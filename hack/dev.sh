@@ -44,6 +44,7 @@ check() {
   log "hadolint Dockerfile"; "$VENV/bin/hadolint" Dockerfile
   log "generated protobuf code is fresh"; PY="$VENV/bin/python" bash hack/protogen.sh --check
   log "docs/api.md is fresh"; "$VENV/bin/python" hack/apidoc.py --check
+  log "docs/configuration.md is fresh"; "$VENV/bin/python" hack/configdoc.py --check
 }
 
 run_tests() {

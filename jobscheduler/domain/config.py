@@ -1,7 +1,8 @@
 """Service configuration: one frozen settings object built from the environment at start-up.
 
-Every field documents its variable, unit and default (the defaults are the original Go
-service's). A bad value fails start-up with one line naming the variable and the value.
+Every field's docstring names its variable, says what it does, in what unit, and ends with its
+default; hack/configdoc.py turns them into docs/configuration.md. A bad value fails start-up
+with one line naming the variable and the value.
 """
 
 from __future__ import annotations
@@ -11,96 +12,167 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from jobscheduler.domain.errors import JobSchedulerError
 from jobscheduler.domain.validation import is_dns1123_label, parse_quantity
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+Number = TypeVar("Number", int, float)
 
 
 class ConfigError(JobSchedulerError):
     """A configuration variable has a value the service cannot use."""
 
 
+def parse_bool(name: str, raw: str) -> bool:
+    """`raw`, the value of variable `name`, as a boolean: 1/true/yes/on or 0/false/no/off, in any case."""
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name}={word!r}: expected true or false")
+
+
+def parse_number(
+    name: str,
+    raw: str,
+    kind: type[Number],
+    *,
+    low: Number,
+    high: Number | None = None,
+    above_low: bool = False,
+) -> Number:
+    """`raw`, the value of variable `name`, as a finite int or float from `low` (exclusive with
+    `above_low`) to `high`."""
+    text = raw.strip()
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: not {'an integer' if kind is int else 'a number'}") from None
+    too_low = value <= low if above_low else value < low
+    if not math.isfinite(value) or too_low or (high is not None and value > high):
+        if high is not None:
+            wanted = f"between {low} and {high}"
+        else:
+            wanted = f"a finite number {'greater than' if above_low else 'of at least'} {low:g}"
+        raise ConfigError(f"{name}={text!r}: must be {wanted}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """What the service is and does: ports, the cluster, defaults of the jobs it renders, its
+    limits and its schedule loop."""
+
     grpc_port: int = 50054
-    """GRPC_PORT: TCP port of the gRPC API (0 picks a free one, for tests)."""
+    """GRPC_PORT: TCP port of the gRPC API; 0 picks a free one (for tests). Default: `50054`."""
     grpc_host: str = "[::]"
-    """GRPC_HOST: address to bind; `[::]` is every interface."""
+    """GRPC_HOST: address the gRPC API binds to; `[::]` is every interface, `127.0.0.1` this host
+    only. Default: `[::]`."""
     namespace: str = "default"
-    """K8S_NAMESPACE: namespace used when a request names none."""
+    """K8S_NAMESPACE: namespace of a request that names none, of the schedule Lease and of the
+    watch cache unless WATCH_NAMESPACES says otherwise. Default: `default`."""
     in_cluster: bool = True
-    """IN_CLUSTER: true uses the pod's ServiceAccount; false reads KUBECONFIG or ~/.kube/config."""
+    """IN_CLUSTER: true uses the pod's ServiceAccount; false reads KUBECONFIG. Default: `true`."""
     kubeconfig: str | None = None
-    """KUBECONFIG: kubeconfig path when IN_CLUSTER=false (default ~/.kube/config)."""
+    """KUBECONFIG: path of the kubeconfig file read when IN_CLUSTER is false. Default: unset,
+    `~/.kube/config`."""
+    pod_name: str | None = None
+    """POD_NAME: this replica's name in the schedule Lease `jobscheduler-schedules` (with the
+    process id); k8s/deployment.yaml sets it from the pod's name. Default: unset, the host name."""
     log_level: str = "info"
-    """LOG_LEVEL: trace, debug, info, warn or error."""
+    """LOG_LEVEL: trace, debug, info, warn (or warning) or error, in any case. Default: `info`."""
     log_format: str = "json"
-    """LOG_FORMAT: json (default) or console (readable, for a terminal)."""
+    """LOG_FORMAT: json (one object per line) or console (readable, for a terminal). Default:
+    `json`."""
     timer_image: str = "timer-service:latest"
-    """TIMER_IMAGE: image of the timer workload when a request names none."""
+    """TIMER_IMAGE: image of timer jobs whose request names none. Default: `timer-service:latest`."""
     timer_command: tuple[str, ...] = ("jobscheduler-timer",)
-    """TIMER_COMMAND: space-separated container command for timer jobs; empty keeps the image's."""
+    """TIMER_COMMAND: container command of timer jobs, words separated by spaces; empty keeps the
+    image's entrypoint. Default: `jobscheduler-timer`."""
     worker_image: str = "jobscheduler:latest"
     """WORKER_IMAGE: image of webhook and health-check jobs, which run this project's own
-    `jobscheduler-webhook` and `jobscheduler-healthcheck` (the service's image has both)."""
+    `jobscheduler-webhook` and `jobscheduler-healthcheck` (the service's image has both); always
+    allowed by ALLOWED_IMAGES. Default: `jobscheduler:latest`."""
     default_cpu_request: str = "100m"
-    """DEFAULT_CPU_REQUEST: CPU request (Kubernetes quantity) when a request sets none."""
+    """DEFAULT_CPU_REQUEST: CPU request (a Kubernetes quantity, greater than 0) of a job whose
+    request sets none. Default: `100m`."""
     default_memory_request: str = "64Mi"
-    """DEFAULT_MEMORY_REQUEST: memory request (Kubernetes quantity) when a request sets none."""
+    """DEFAULT_MEMORY_REQUEST: memory request (a Kubernetes quantity, greater than 0) of a job
+    whose request sets none. Default: `64Mi`."""
     max_timer_duration_seconds: int = 86400
-    """MAX_TIMER_DURATION_SECONDS: longest timer a request may ask for, in seconds."""
+    """MAX_TIMER_DURATION_SECONDS: longest timer a request may ask for, in seconds (1 to
+    2147483647). Default: `86400`."""
     default_ttl_seconds_after_finished: int | None = 86400
-    """DEFAULT_TTL_SECONDS_AFTER_FINISHED: seconds a finished Job is kept (retention); empty: forever."""
+    """DEFAULT_TTL_SECONDS_AFTER_FINISHED: seconds a finished Job is kept before Kubernetes deletes
+    it, for requests that set no ttl_seconds_after_finished; empty: kept forever. Default:
+    `86400`."""
     metrics_port: int = 8080
-    """METRICS_PORT: Prometheus /metrics port (0 disables)."""
+    """METRICS_PORT: TCP port of the Prometheus text format at /metrics; 0 turns it off. Default:
+    `8080`."""
     watch_namespaces: tuple[str, ...] | None = ("default",)
-    """WATCH_NAMESPACES: comma-separated namespaces the watch cache serves (default: K8S_NAMESPACE;
-    `*`: every namespace, which needs a ClusterRole; `-`: no cache, every read goes to the API)."""
+    """WATCH_NAMESPACES: namespaces the watch cache serves, comma-separated; `*`: every namespace
+    (needs a ClusterRole); `-`: no cache, every read goes to the API. WatchJobs needs its namespace
+    here. Default: K8S_NAMESPACE."""
     max_watch_streams: int = 128
-    """MAX_WATCH_STREAMS: concurrent WatchJob/WatchJobs streams; more get RESOURCE_EXHAUSTED."""
+    """MAX_WATCH_STREAMS: open WatchJob, WatchJobs and GetJobLogs streams per replica; more get
+    RESOURCE_EXHAUSTED. Default: `128`."""
     shutdown_grace_seconds: float = 20.0
-    """SHUTDOWN_GRACE_SECONDS: time in-flight calls get to finish after SIGTERM."""
+    """SHUTDOWN_GRACE_SECONDS: seconds in-flight calls get to finish after SIGTERM. Default:
+    `20`."""
     health_interval_seconds: float = 2.0
-    """HEALTH_INTERVAL_SECONDS: how often the Kubernetes API is probed for the health service."""
+    """HEALTH_INTERVAL_SECONDS: seconds between probes of the Kubernetes API's /readyz for the
+    health service. Default: `2`."""
     kube_timeout_seconds: float = 10.0
-    """KUBE_TIMEOUT_SECONDS: budget of one Kubernetes call, retries included, without a caller deadline."""
+    """KUBE_TIMEOUT_SECONDS: budget in seconds of one Kubernetes call, retries included, when the
+    caller sets no deadline. Default: `10`."""
     allowed_images: tuple[str, ...] = ()
-    """ALLOWED_IMAGES: comma-separated image patterns callers' jobs may run (`*` matches anything,
-    a trailing `/` is a prefix: `ghcr.io/acme/`, `docker.io/library/busybox:*`); empty: any image.
-    The operator's own default images (TIMER_IMAGE, WORKER_IMAGE) are always allowed."""
+    """ALLOWED_IMAGES: comma-separated image patterns callers' jobs may run: globs
+    (`docker.io/library/busybox:*`) or prefixes ending in `/` (`ghcr.io/acme/`), matched against
+    the image as written and fully qualified (`busybox` is `docker.io/library/busybox`); others
+    get INVALID_ARGUMENT. TIMER_IMAGE and WORKER_IMAGE are always allowed. Default: unset, any
+    image."""
     allowed_namespaces: tuple[str, ...] = ()
-    """ALLOWED_NAMESPACES: comma-separated namespaces (globs: `team-*`) requests may name; others get
-    PERMISSION_DENIED. Empty: any namespace the ServiceAccount's RBAC reaches."""
+    """ALLOWED_NAMESPACES: comma-separated namespaces (globs: `team-*`) requests may name; any
+    other gets PERMISSION_DENIED for every RPC. Default: unset, any namespace the ServiceAccount's
+    RBAC reaches."""
     schedule_rate_per_caller: float = 0.0
-    """SCHEDULE_RATE_PER_CALLER: ScheduleJob calls per second one caller may make (token bucket per
-    replica); over it: RESOURCE_EXHAUSTED with a retry delay. 0: unlimited."""
+    """SCHEDULE_RATE_PER_CALLER: ScheduleJob calls per second one caller may make (a token bucket
+    per replica); over it: RESOURCE_EXHAUSTED with the delay to retry after; 0: no limit.
+    Default: `0`."""
     schedule_burst_per_caller: int = 0
-    """SCHEDULE_BURST_PER_CALLER: calls a caller may make at once above the rate (default: the rate,
-    at least 1)."""
+    """SCHEDULE_BURST_PER_CALLER: calls a caller may make at once above the rate; 0: the rate,
+    at least 1. Default: `0`."""
     min_schedule_interval_seconds: int = 60
-    """MIN_SCHEDULE_INTERVAL_SECONDS: shortest interval a schedule may have (default one minute)."""
+    """MIN_SCHEDULE_INTERVAL_SECONDS: shortest interval a schedule may have, in seconds (1 to
+    86400). Default: `60`."""
     schedule_loop: bool = True
-    """SCHEDULE_LOOP: run the leader-elected loop that starts interval runs and catch-up runs
-    (false: this replica never does; keep it on in at least one)."""
+    """SCHEDULE_LOOP: take part in the leader election and, as leader, start interval runs and
+    catch-up runs, release held jobs and end overdue pending ones (false: this replica never
+    does; keep it on in at least one). Default: `true`."""
     schedule_tick_seconds: float = 1.0
-    """SCHEDULE_TICK_SECONDS: how often the leader looks at the schedules."""
+    """SCHEDULE_TICK_SECONDS: seconds between two looks of the leader at schedules, held jobs and
+    pending ones. Default: `1`."""
     leader_lease_seconds: float = 15.0
-    """LEADER_LEASE_SECONDS: a leader silent this long is replaced (coordination.k8s.io Lease
-    `jobscheduler-schedules` in K8S_NAMESPACE)."""
+    """LEADER_LEASE_SECONDS: seconds after which a silent leader is replaced (coordination.k8s.io
+    Lease `jobscheduler-schedules` in K8S_NAMESPACE). Default: `15`."""
     default_pending_timeout_seconds: int = 0
     """DEFAULT_PENDING_TIMEOUT_SECONDS: seconds a job's pod may stay pending with ImagePullBackOff,
     Unschedulable and the like before the leader ends the job as FAILED, for requests that set no
-    pending_timeout_seconds. 0 (the default): never, as Kubernetes itself behaves; a pod may
-    legitimately wait that way for a node to be added or a Secret to be created."""
+    pending_timeout_seconds; 0: never, as Kubernetes itself behaves (a pod may legitimately wait
+    that way for a node to be added or a Secret to be created). Default: `0`."""
     max_active_jobs_per_caller: int = 0
-    """MAX_ACTIVE_JOBS_PER_CALLER: unfinished jobs (pending, suspended or running) one caller may have
-    in a namespace; more get RESOURCE_EXHAUSTED. 0: unlimited. A caller is its token's name, or
-    its address when tokens are off."""
+    """MAX_ACTIVE_JOBS_PER_CALLER: unfinished jobs (pending, suspended or running) one caller may
+    have in a namespace, counted on the cluster; more get RESOURCE_EXHAUSTED; 0: no limit. A
+    caller is its token's name, or its address when tokens are off. Default: `0`."""
     template_history_limit: int = 20
-    """TEMPLATE_HISTORY_LIMIT: versions of a job template kept (the newest; fewer when large ones
-    would overflow its 1 MiB ConfigMap); older versions are dropped as new ones are stored."""
+    """TEMPLATE_HISTORY_LIMIT: versions of a job template kept, the newest (1 to 1000; fewer when
+    large ones would overflow its 1 MiB ConfigMap). Default: `20`."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -111,34 +183,10 @@ class Settings:
             return env.get(name, default).strip()
 
         def integer(name: str, default: int, *, low: int, high: int) -> int:
-            raw = get(name, str(default))
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r}: not an integer") from None
-            if not low <= value <= high:
-                raise ConfigError(f"{name}={raw!r}: must be between {low} and {high}")
-            return value
+            return parse_number(name, get(name, str(default)), int, low=low, high=high)
 
-        def number(name: str, default: float) -> float:
-            raw = get(name, str(default))
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r}: not a number") from None
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name}={raw!r}: must be a positive, finite number")
-            return value
-
-        def rate(name: str, default: float) -> float:
-            raw = get(name, str(default))
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r}: not a number") from None
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name}={raw!r}: must be 0 (no limit) or a positive, finite number")
-            return value
+        def real(name: str, default: float, *, above_zero: bool = True) -> float:
+            return parse_number(name, get(name, str(default)), float, low=0.0, above_low=above_zero)
 
         def patterns(name: str) -> tuple[str, ...]:
             raw = get(name, "")
@@ -148,12 +196,7 @@ class Settings:
             return items
 
         def boolean(name: str, default: bool) -> bool:
-            raw = get(name, "true" if default else "false").lower()
-            if raw in ("1", "true", "yes", "on"):
-                return True
-            if raw in ("0", "false", "no", "off"):
-                return False
-            raise ConfigError(f"{name}={raw!r}: expected true or false")
+            return parse_bool(name, env.get(name, "true" if default else "false"))
 
         def choice(name: str, default: str, options: tuple[str, ...]) -> str:
             raw = get(name, default).lower()
@@ -180,7 +223,7 @@ class Settings:
         ttl = (
             None
             if ttl_raw == ""
-            else integer("DEFAULT_TTL_SECONDS_AFTER_FINISHED", 86400, low=0, high=2**31 - 1)
+            else parse_number("DEFAULT_TTL_SECONDS_AFTER_FINISHED", ttl_raw, int, low=0, high=2**31 - 1)
         )
         watch_raw = get("WATCH_NAMESPACES", namespace)
         watch: tuple[str, ...] | None
@@ -206,6 +249,7 @@ class Settings:
             namespace=namespace,
             in_cluster=boolean("IN_CLUSTER", d.in_cluster),
             kubeconfig=env.get("KUBECONFIG") or None,
+            pod_name=get("POD_NAME", "") or None,
             log_level=choice("LOG_LEVEL", d.log_level, LOG_LEVELS),
             log_format=choice("LOG_FORMAT", d.log_format, ("json", "console")),
             timer_image=image("TIMER_IMAGE", d.timer_image),
@@ -220,12 +264,14 @@ class Settings:
             metrics_port=integer("METRICS_PORT", d.metrics_port, low=0, high=65535),
             watch_namespaces=watch,
             max_watch_streams=integer("MAX_WATCH_STREAMS", d.max_watch_streams, low=0, high=10000),
-            shutdown_grace_seconds=number("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds),
-            health_interval_seconds=number("HEALTH_INTERVAL_SECONDS", d.health_interval_seconds),
-            kube_timeout_seconds=number("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),
+            shutdown_grace_seconds=real("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds),
+            health_interval_seconds=real("HEALTH_INTERVAL_SECONDS", d.health_interval_seconds),
+            kube_timeout_seconds=real("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),
             allowed_images=patterns("ALLOWED_IMAGES"),
             allowed_namespaces=patterns("ALLOWED_NAMESPACES"),
-            schedule_rate_per_caller=rate("SCHEDULE_RATE_PER_CALLER", d.schedule_rate_per_caller),
+            schedule_rate_per_caller=real(
+                "SCHEDULE_RATE_PER_CALLER", d.schedule_rate_per_caller, above_zero=False
+            ),
             schedule_burst_per_caller=integer(
                 "SCHEDULE_BURST_PER_CALLER", d.schedule_burst_per_caller, low=0, high=1_000_000
             ),
@@ -233,8 +279,8 @@ class Settings:
                 "MIN_SCHEDULE_INTERVAL_SECONDS", d.min_schedule_interval_seconds, low=1, high=86400
             ),
             schedule_loop=boolean("SCHEDULE_LOOP", d.schedule_loop),
-            schedule_tick_seconds=number("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds),
-            leader_lease_seconds=number("LEADER_LEASE_SECONDS", d.leader_lease_seconds),
+            schedule_tick_seconds=real("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds),
+            leader_lease_seconds=real("LEADER_LEASE_SECONDS", d.leader_lease_seconds),
             default_pending_timeout_seconds=integer(
                 "DEFAULT_PENDING_TIMEOUT_SECONDS", d.default_pending_timeout_seconds, low=0, high=2**31 - 1
             ),
@@ -249,23 +295,24 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
-    """Who may reach the gRPC port, and over what (README "Security"). Kept beside Settings, not
+    """Who may reach the gRPC port, and over what (docs/security.md). Kept beside Settings, not
     in it: the files named here are loaded and watched by jobscheduler.transport.security."""
 
     tls_cert_file: Path | None = None
-    """TLS_CERT_FILE: PEM certificate chain of the gRPC port; with TLS_KEY_FILE turns TLS on
-    (default: unset, plaintext). Re-read when it changes."""
+    """TLS_CERT_FILE: PEM certificate chain of the gRPC port; with TLS_KEY_FILE turns TLS on.
+    Re-read when it changes. Default: unset, plaintext."""
     tls_key_file: Path | None = None
-    """TLS_KEY_FILE: PEM private key of TLS_CERT_FILE (both or neither)."""
+    """TLS_KEY_FILE: PEM private key of TLS_CERT_FILE (both or neither). Default: unset."""
     tls_client_ca_file: Path | None = None
     """TLS_CLIENT_CA_FILE: PEM CA bundle; set, every client must present a certificate it signed
-    (mutual TLS). Needs TLS_CERT_FILE (default: unset, no client certificates)."""
+    (mutual TLS). Needs TLS_CERT_FILE. Default: unset, no client certificates."""
     auth_tokens_file: Path | None = None
     """AUTH_TOKENS_FILE: YAML list of bearer tokens and their scopes; set, every JobScheduler call
-    needs `authorization: Bearer <token>` (default: unset, no authentication). Re-read when it
-    changes."""
+    needs `authorization: Bearer <token>`. Re-read when it changes. Default: unset, no
+    authentication."""
     reflection: bool = True
-    """REFLECTION: serve gRPC server reflection (default true; it never asks for a token)."""
+    """REFLECTION: serve gRPC server reflection (it never asks for a token); false turns it off.
+    Default: `true`."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SecuritySettings:
@@ -284,13 +331,10 @@ class SecuritySettings:
             raise ConfigError(
                 f"TLS_CLIENT_CA_FILE={str(client_ca)!r}: mutual TLS needs TLS_CERT_FILE and TLS_KEY_FILE too"
             )
-        raw = env.get("REFLECTION", "true" if d.reflection else "false").strip().lower()
-        if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ConfigError(f"REFLECTION={raw!r}: expected true or false")
         return cls(
             tls_cert_file=cert,
             tls_key_file=key,
             tls_client_ca_file=client_ca,
             auth_tokens_file=path("AUTH_TOKENS_FILE"),
-            reflection=raw in ("1", "true", "yes", "on"),
+            reflection=parse_bool("REFLECTION", env.get("REFLECTION", "true" if d.reflection else "false")),
         )

@@ -26,9 +26,10 @@ from kubernetes import client
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.domain.render import job_id_for_request
-from tests.conftest import ROOT, Cluster
+from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import ServeProcess, free_port, start_serve
+from tests.integration.test_readme import doc_section
 
 S = pb.JobState
 RELEASED = "dependencies met; job released"
@@ -390,11 +391,10 @@ def test_the_readme_dependencies_example_works_as_written(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     if shutil.which("jq") is None:
-        pytest.skip("the README's example uses jq")
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Dependencies\n", 1)[1]
+        pytest.skip("the Dependencies example uses jq")
+    _, section = doc_section("Dependencies")
     block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "the README's Dependencies section has a ```sh block"
+    assert block, "the Dependencies section (docs/job-control.md) has a ```sh block"
     with replica(cluster, tmp_path, namespace) as (server, stub):
         script = block.group(1).replace("localhost:50054", f"localhost:{server.port}")
         grpcurl_dir = shutil.which("grpcurl") or str(Path.home() / ".cache/jobscheduler/bin/grpcurl")

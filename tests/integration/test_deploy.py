@@ -115,6 +115,19 @@ def test_server_side_dry_run_accepts_every_manifest(deployed: str) -> None:
 
 
 @pytest.mark.usefixtures("deployed")
+def test_rbac_yaml_alone_applies_the_objects_the_kustomization_applied(cluster: Cluster) -> None:
+    # The original service's troubleshooting: `kubectl apply -f k8s/rbac.yaml`, with no -n and
+    # no kustomize: the file names its namespace and holds the ServiceAccount, Role and RoleBinding.
+    out = kubectl(cluster, "apply", "-f", str(ROOT / "k8s" / "rbac.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()) == [
+        "role.rbac.authorization.k8s.io/jobscheduler unchanged",
+        "rolebinding.rbac.authorization.k8s.io/jobscheduler unchanged",
+        "serviceaccount/jobscheduler unchanged",
+    ]
+
+
+@pytest.mark.usefixtures("deployed")
 def test_deployment_runs_two_restricted_replicas_with_grpc_probes(cluster: Cluster) -> None:
     apps = client.AppsV1Api(cluster.api)
     deployment = wait_until(

@@ -1,14 +1,28 @@
 """Settings.from_env: the documented defaults, how each variable is parsed, and that a bad value
-fails start-up with a message naming both the variable and the value."""
+fails start-up with a message naming both the variable and the value; docs/configuration.md,
+generated from the fields' docstrings, lists every variable the service reads."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-from jobscheduler.domain.config import ConfigError, Settings
+from jobscheduler.domain.config import (
+    ConfigError,
+    SecuritySettings,
+    Settings,
+    parse_bool,
+    parse_number,
+)
+from tests.conftest import ROOT
 
 # Every variable from_env reads; cleared before the test that reads the real environment.
 VARIABLES = (
@@ -17,6 +31,7 @@ VARIABLES = (
     "K8S_NAMESPACE",
     "IN_CLUSTER",
     "KUBECONFIG",
+    "POD_NAME",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "TIMER_IMAGE",
@@ -41,6 +56,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "namespace": "default",
     "in_cluster": True,
     "kubeconfig": None,
+    "pod_name": None,  # the host name names the replica
     "log_level": "info",
     "log_format": "json",
     "timer_image": "timer-service:latest",
@@ -119,6 +135,10 @@ def test_empty_environment_equals_class_defaults() -> None:
         pytest.param({"IN_CLUSTER": "on"}, "in_cluster", True, id="in-cluster-on"),
         pytest.param({"KUBECONFIG": "/etc/kube/config"}, "kubeconfig", "/etc/kube/config", id="kubeconfig"),
         pytest.param({"KUBECONFIG": ""}, "kubeconfig", None, id="kubeconfig-empty-is-none"),
+        pytest.param(
+            {"POD_NAME": "jobscheduler-7d9f-x2v9k"}, "pod_name", "jobscheduler-7d9f-x2v9k", id="pod"
+        ),
+        pytest.param({"POD_NAME": " "}, "pod_name", None, id="pod-name-blank-is-none"),
         pytest.param({"LOG_LEVEL": "debug"}, "log_level", "debug", id="log-level-debug"),
         pytest.param({"LOG_LEVEL": "ERROR"}, "log_level", "error", id="log-level-upper-lowered"),
         pytest.param({"LOG_LEVEL": "warning"}, "log_level", "warn", id="log-level-warning-is-warn"),
@@ -286,3 +306,212 @@ def test_watch_namespaces(env: dict[str, str], expected: tuple[str, ...] | None)
 def test_bad_watch_namespaces_name_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="WATCH_NAMESPACES"):
         Settings.from_env({"WATCH_NAMESPACES": value})
+
+
+# -- the one boolean and the one number parser ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        (" Yes ", True),
+        ("ON", True),
+        ("0", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
+def test_parse_bool_takes_the_usual_words_in_any_case(raw: str, expected: bool) -> None:
+    assert parse_bool("X", raw) is expected
+
+
+@pytest.mark.parametrize("raw", ["", "maybe", "2", "y"])
+def test_parse_bool_refuses_anything_else_naming_variable_and_value(raw: str) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape(f"SOME_FLAG={raw.strip().lower()!r}: expected true or false")
+    ):
+        parse_bool("SOME_FLAG", raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "bounds", "expected"),
+    [
+        pytest.param(" 7 ", int, {"low": 0, "high": 10}, 7, id="int-stripped"),
+        pytest.param("0", int, {"low": 0, "high": 10}, 0, id="int-low-inclusive"),
+        pytest.param("10", int, {"low": 0, "high": 10}, 10, id="int-high-inclusive"),
+        pytest.param("0.5", float, {"low": 0.0, "above_low": True}, 0.5, id="float-above-zero"),
+        pytest.param("0", float, {"low": 0.0}, 0.0, id="float-zero-allowed"),
+        pytest.param("1e3", float, {"low": 0.0}, 1000.0, id="float-exponent"),
+    ],
+)
+def test_parse_number_accepts_values_in_range(
+    raw: str, kind: type[Any], bounds: dict[str, Any], expected: float
+) -> None:
+    value = parse_number("N", raw, kind, **bounds)
+    assert (value, type(value)) == (expected, kind)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "bounds", "message"),
+    [
+        pytest.param("1.5", int, {"low": 0, "high": 10}, "N='1.5': not an integer", id="int-fraction"),
+        pytest.param("11", int, {"low": 0, "high": 10}, "N='11': must be between 0 and 10", id="int-high"),
+        pytest.param("-1", int, {"low": 0, "high": 10}, "N='-1': must be between 0 and 10", id="int-low"),
+        pytest.param("soon", float, {"low": 0.0}, "N='soon': not a number", id="float-word"),
+        pytest.param(
+            "0",
+            float,
+            {"low": 0.0, "above_low": True},
+            "N='0': must be a finite number greater than 0",
+            id="zero",
+        ),
+        pytest.param(
+            "-0.1", float, {"low": 0.0}, "N='-0.1': must be a finite number of at least 0", id="neg"
+        ),
+        pytest.param("nan", float, {"low": 0.0}, "N='nan': must be a finite number of at least 0", id="nan"),
+        pytest.param("inf", float, {"low": 0.0}, "N='inf': must be a finite number of at least 0", id="inf"),
+    ],
+)
+def test_parse_number_refuses_naming_variable_value_and_range(
+    raw: str, kind: type[Any], bounds: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_number("N", raw, kind, **bounds)
+    assert str(caught.value) == message
+
+
+def test_config_has_one_boolean_and_one_number_parser() -> None:
+    """Every boolean and number variable goes through parse_bool / parse_number: no other
+    int(), float() or true/false word list in config.py."""
+    tree = ast.parse((ROOT / "jobscheduler/domain/config.py").read_text())
+    parsers = {
+        node.name: node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name in ("parse_bool", "parse_number")
+    }
+    converters = [
+        (node.lineno, node.func.id)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("int", "float")
+    ]
+    words = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value in ("yes", "off")
+    ]
+    assert set(parsers) == {"parse_bool", "parse_number"}
+    assert converters == []  # parse_number converts with `kind(text)`
+    assert len(words) == 2  # "yes" in TRUE_WORDS, "off" in FALSE_WORDS, nowhere else
+
+
+# -- docs/configuration.md ----------------------------------------------------------------------------
+
+
+def configdoc() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("configdoc", ROOT / "hack" / "configdoc.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["configdoc"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]+")
+# Read by code that is not the service: the pod-side workloads (docs/workloads.md) and the
+# command-line client (its own flags and JOBSCHEDULER_SERVER / JOBSCHEDULER_TOKEN).
+NOT_THE_SERVICE = ("api", "workloads", "cli")
+
+
+def variables_read_by_the_service() -> dict[str, str]:
+    """Every environment variable named in jobscheduler/ outside NOT_THE_SERVICE, found in the
+    code: os.environ.get/[]/setdefault, os.getenv, env.get, and in config.py any helper called
+    with a variable's name first. Returns variable -> where."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "jobscheduler").rglob("*.py")):
+        relative = path.relative_to(ROOT / "jobscheduler")
+        if relative.parts[0] in NOT_THE_SERVICE:
+            continue
+        is_config = relative == Path("domain/config.py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            name: object = None
+            if isinstance(node, ast.Call) and node.args:
+                func = ast.unparse(node.func)
+                environ_call = re.fullmatch(r"(os\.)?(environ|env)\.(get|setdefault|pop)|(os\.)?getenv", func)
+                if environ_call or is_config:
+                    arg = node.args[0]
+                    name = arg.value if isinstance(arg, ast.Constant) else None
+            elif isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith("environ"):
+                name = node.slice.value if isinstance(node.slice, ast.Constant) else None
+            if isinstance(name, str) and ENV_NAME.fullmatch(name):
+                found.setdefault(name, f"{relative}:{node.lineno}")
+    return found
+
+
+def documented_variables() -> set[str]:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", text, re.M))
+
+
+def test_the_scan_finds_variables_read_outside_the_settings_and_in_helpers() -> None:
+    read = variables_read_by_the_service()
+    # POD_NAME is read in transport/server.py; the others through config.py's helpers.
+    assert {"GRPC_HOST", "KUBECONFIG", "POD_NAME", "GRPC_PORT", "REFLECTION", "TLS_CERT_FILE"} <= read.keys()
+    assert "JOBSCHEDULER_SERVER" not in read  # the CLI's, documented with the CLI
+
+
+def test_every_variable_the_service_reads_is_in_the_configuration_doc() -> None:
+    documented = documented_variables()
+    missing = {
+        name: where for name, where in variables_read_by_the_service().items() if name not in documented
+    }
+    assert missing == {}, "add a field with a docstring to config.py, then run hack/configdoc.py"
+
+
+def test_the_configuration_doc_lists_exactly_the_settings_fields() -> None:
+    doc = configdoc()
+    parsed = doc.variables()
+    for cls in (Settings, SecuritySettings):
+        assert [v.field for v in parsed[cls.__name__]] == [f.name for f in dataclasses.fields(cls)]
+    assert documented_variables() == {v.name for fields in parsed.values() for v in fields}
+
+
+def test_the_configuration_doc_is_what_configdoc_generates() -> None:
+    assert (ROOT / "docs" / "configuration.md").read_text() == configdoc().render()
+
+
+def test_a_docstring_without_its_default_is_refused() -> None:
+    source = 'class Settings:\n    port: int = 1\n    """PORT: the port."""\n'
+    with pytest.raises(SystemExit, match="Settings.port"):
+        configdoc().variables(source)
+
+
+def test_every_seconds_setting_says_seconds() -> None:
+    for fields in configdoc().variables().values():
+        for v in fields:
+            if v.field.endswith("_seconds"):
+                assert "seconds" in v.meaning, v
+
+
+@pytest.mark.parametrize(
+    ("cls", "variable", "default"),
+    [
+        pytest.param(cls, v.name, v.default.strip("`"), id=v.name)
+        for cls_name, cls in (("Settings", Settings), ("SecuritySettings", SecuritySettings))
+        for v in configdoc().variables()[cls_name]
+        if re.fullmatch(r"`[^`]*`", v.default)
+    ],
+)
+def test_a_documented_default_set_explicitly_changes_nothing(cls: Any, variable: str, default: str) -> None:
+    assert cls.from_env({variable: default}) == cls.from_env({})
+
+
+def test_documented_unset_defaults_are_unset() -> None:
+    for cls_name, cls in (("Settings", Settings), ("SecuritySettings", SecuritySettings)):
+        defaults = cls()
+        for v in configdoc().variables()[cls_name]:
+            if v.default.startswith("unset"):
+                assert getattr(defaults, v.field) in (None, ()), v

@@ -781,8 +781,8 @@ def test_the_shipped_manifests_mount_a_valid_tokens_file_where_auth_tokens_file_
 
 
 def test_the_readme_example_tokens_file_is_valid() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("\n### Bearer tokens\n", 1)[1].split("\n## ", 1)[0]
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = guide.split("\n## Bearer tokens\n", 1)[1].split("\n## ", 1)[0]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
 
     ci, dashboard = parse_tokens(example)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import ROOT
 
 ORIGINAL = {
+    "run",  # `LOG_LEVEL=debug task run`, as the original documents
     "tools:install",
     "proto:generate",
     "test",
@@ -48,3 +50,17 @@ def test_version_info_task_prints_the_full_version(task: str) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("jobscheduler ")
     assert "commit:" in out.stdout
+
+
+def test_run_task_serves_through_dev_sh_with_the_callers_log_level(task: str, tmp_path: Path) -> None:
+    # `bash` on PATH replaced by one that reports how it was called, so nothing is started.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "bash").write_text('#!/bin/sh\necho "bash $* LOG_LEVEL=$LOG_LEVEL"\n')
+    (fake / "bash").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "LOG_LEVEL": "debug"}
+
+    out = subprocess.run([task, "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "bash hack/dev.sh run LOG_LEVEL=debug"
