@@ -7,7 +7,7 @@ the CronJob controller; with catch-up ALL the leader also calls `plan_cron_backf
 the runs the controller missed while it was down, named as the controller names them, so
 that no run ever starts twice.
 
-Missed runs and the CronJob controller (README "Schedules"):
+Missed runs and the CronJob controller (docs/schedules.md):
 
 - SKIP (default): a run that could not start within its starting deadline (default
   `DEFAULT_GRACE`) is dropped. For cron schedules `cron_starting_deadline` gives the CronJob

@@ -1,7 +1,7 @@
 """Job control end to end: retry rules as the Job controller applies them, and the leader ending
 jobs stuck pending past their timeout, on the real cluster with kwok playing the pods.
 
-Pods are driven by the sim.jobscheduler.io/* annotations (README, "Simulating pods"): an exit
+Pods are driven by the sim.jobscheduler.io/* annotations (docs/development.md, "Simulating pods"): an exit
 code, a container held waiting with ImagePullBackOff, or, for Unschedulable, a CPU request no
 node has.
 """

@@ -4,7 +4,7 @@ refused with the field named and nothing created.
 
 kwok runs no containers: the webhook and health-check workloads are not executed here (their
 own tests and tests/unit/test_job_types.py run them); the pods they would be are simulated
-through the sim.jobscheduler.io/* annotations (README, "Simulating pods").
+through the sim.jobscheduler.io/* annotations (docs/development.md, "Simulating pods").
 """
 
 from __future__ import annotations
