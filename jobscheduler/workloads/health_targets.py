@@ -102,7 +102,7 @@ _KEYS = {
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class HealthcheckSettings:
     """The workload's configuration, read once from the environment by `load_settings` (defaults there)."""
 
     targets: tuple[Target, ...]  # at least one; names unique
@@ -113,10 +113,10 @@ class Settings:
     log_level: str  # a key of LOG_LEVELS
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
+def load_settings(environ: Mapping[str, str]) -> HealthcheckSettings:
     """Reads every variable, raising WorkloadConfigError for the first bad one; blank means unset."""
     default_timeout = seconds(environ, "HEALTHCHECK_TIMEOUT_SECONDS", default=5.0)
-    return Settings(
+    return HealthcheckSettings(
         targets=_targets(environ, "HEALTHCHECK_TARGETS", default_timeout=default_timeout),
         attempts=positive_int(environ, "HEALTHCHECK_ATTEMPTS", default=1),
         interval_seconds=seconds(environ, "HEALTHCHECK_INTERVAL_SECONDS", default=1.0, allow_zero=True),

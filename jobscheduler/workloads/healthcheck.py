@@ -23,7 +23,7 @@ from jobscheduler.workloads.health_probes import (
 from jobscheduler.workloads.health_targets import (
     DEFAULT_TERMINATION_LOG,
     PROG,
-    Settings,
+    HealthcheckSettings,
     Target,
     load_settings,
     termination_log_path,
@@ -62,7 +62,7 @@ Exit codes: 0 all healthy, 1 some unhealthy, 2 bad configuration, 143 aborted by
 """
 
 
-def run(settings: Settings, *, signals: SignalWatch, log: JsonLogger) -> ExitCode:
+def run(settings: HealthcheckSettings, *, signals: SignalWatch, log: JsonLogger) -> ExitCode:
     """Probes every target, logs and writes the summary, returns the exit code; SecondSignalError escapes."""
     targets = settings.targets
     log.info(
@@ -232,7 +232,7 @@ def _config_error_message(error: WorkloadConfigError) -> None:
     _write_termination_message(termination_log_path(os.environ), f"configuration error: {error}", log=None)
 
 
-def _aborted_message(settings: Settings, error: SecondSignalError, log: JsonLogger) -> None:
+def _aborted_message(settings: HealthcheckSettings, error: SecondSignalError, log: JsonLogger) -> None:
     message = f"aborted by a second {error.signal_name} before the checks finished"
     _write_termination_message(settings.termination_log, message, log=log)
 

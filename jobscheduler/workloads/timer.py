@@ -81,7 +81,7 @@ class Outcome(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class TimerSettings:
     """The workload's configuration, read once from the environment by `load_settings` (defaults there)."""
 
     timer_name: str
@@ -100,9 +100,9 @@ class Settings:
     cancel_report_budget_seconds: float
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
+def load_settings(environ: Mapping[str, str]) -> TimerSettings:
     """Reads every variable, raising WorkloadConfigError for the first bad one; blank means unset."""
-    return Settings(
+    return TimerSettings(
         timer_name=required(environ, "TIMER_NAME", expected="the timer's name"),
         duration_seconds=positive_int(environ, "TIMER_DURATION_SECONDS", default=None),
         endpoint=_endpoint(environ, "CONTROL_PLANE_ENDPOINT"),
@@ -136,7 +136,7 @@ def _redact(parts: SplitResult) -> str:
     return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
-def wait_out(settings: Settings, *, start: float, signals: SignalWatch, log: JsonLogger) -> Outcome:
+def wait_out(settings: TimerSettings, *, start: float, signals: SignalWatch, log: JsonLogger) -> Outcome:
     """Waits until duration_seconds after start (time.monotonic()) or the first signal, logging progress."""
     end = start + settings.duration_seconds
     interval = settings.progress_interval_seconds
@@ -160,7 +160,7 @@ def wait_out(settings: Settings, *, start: float, signals: SignalWatch, log: Jso
 
 
 def build_report(
-    settings: Settings,
+    settings: TimerSettings,
     *,
     outcome: Outcome,
     started_at: datetime,
@@ -182,7 +182,7 @@ def build_report(
     }
 
 
-def idempotency_key(settings: Settings, *, started_at: datetime) -> str:
+def idempotency_key(settings: TimerSettings, *, started_at: datetime) -> str:
     # Same for every retry of this run, different for the pod a Job retry starts: the receiver dedupes on it.
     started = format_rfc3339(started_at, precision="milliseconds")
     return f"{settings.job_id or settings.timer_name}-{started}"
@@ -226,7 +226,7 @@ def deliver_report(
     report: Mapping[str, object],
     *,
     idempotency_key: str,
-    settings: Settings,
+    settings: TimerSettings,
     signals: SignalWatch,
     log: JsonLogger,
     opener: urllib.request.OpenerDirector | None = None,
@@ -296,7 +296,7 @@ def deliver_report(
     return give_up("attempts_exhausted", settings.report_attempts, last)
 
 
-def _pause(duration: float, *, settings: Settings, signals: SignalWatch) -> bool:
+def _pause(duration: float, *, settings: TimerSettings, signals: SignalWatch) -> bool:
     """Sleeps between attempts; False, at once, when a shutdown deadline falls before the pause ends.
 
     Unlike SignalWatch.pause, a first signal does not end the pause while the report budget outlasts it.
@@ -311,7 +311,7 @@ def _pause(duration: float, *, settings: Settings, signals: SignalWatch) -> bool
     return True
 
 
-def run(settings: Settings, *, signals: SignalWatch, log: JsonLogger) -> ExitCode:
+def run(settings: TimerSettings, *, signals: SignalWatch, log: JsonLogger) -> ExitCode:
     """Waits, reports the outcome and returns the exit code; SecondSignalError escapes from here."""
     started_at, start = datetime.now(UTC), time.monotonic()
     log.info(

@@ -71,7 +71,7 @@ Exit codes: 0 expected status, 1 gave up or unexpected status, 2 bad configurati
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class WebhookSettings:
     """The workload's configuration, read once from the environment by `load_settings` (defaults there)."""
 
     url: str  # http(s), no user or password; logged only as its origin, since path and query may be secrets
@@ -87,9 +87,9 @@ class Settings:
     log_level: str  # a key of LOG_LEVELS
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
+def load_settings(environ: Mapping[str, str]) -> WebhookSettings:
     """Reads every variable, raising WorkloadConfigError for the first bad one; blank means unset."""
-    return Settings(
+    return WebhookSettings(
         url=_url(environ, "WEBHOOK_URL"),
         method=_method(environ, "WEBHOOK_METHOD"),
         headers=_headers(environ, "WEBHOOK_HEADERS"),
@@ -170,7 +170,7 @@ def _status_set(environ: Mapping[str, str], name: str, *, default: str) -> Statu
         ) from None
 
 
-def build_headers(settings: Settings) -> dict[str, str]:
+def build_headers(settings: WebhookSettings) -> dict[str, str]:
     """The request's headers: WEBHOOK_HEADERS over the defaults, compared case-insensitively."""
     given = {k.lower() for k in settings.headers}
     headers = {}
@@ -183,7 +183,7 @@ def build_headers(settings: Settings) -> dict[str, str]:
 
 
 def send_once(
-    opener: urllib.request.OpenerDirector, settings: Settings, *, headers: Mapping[str, str]
+    opener: urllib.request.OpenerDirector, settings: WebhookSettings, *, headers: Mapping[str, str]
 ) -> AttemptResult:
     """Makes one request and classifies what came back; never raises for network or HTTP failures."""
     request = urllib.request.Request(
@@ -203,7 +203,7 @@ _HINTS = {
 }
 
 
-def run(settings: Settings, *, signals: SignalWatch, log: JsonLogger) -> ExitCode:
+def run(settings: WebhookSettings, *, signals: SignalWatch, log: JsonLogger) -> ExitCode:
     """Makes the attempts and returns the exit code; SecondSignalError escapes from here."""
     opener = urllib.request.build_opener(RefuseRedirects())
     headers = build_headers(settings)
