@@ -1,4 +1,5 @@
-"""Domain errors become the right gRPC status codes, and surprises become a generic INTERNAL.
+"""Domain errors become the right gRPC status codes (jobscheduler.transport.errors, applied by
+the interceptor), and surprises become a generic INTERNAL.
 
 Runs the real grpc server on a free port with a real channel; the service behind the servicer
 is a stand-in that raises (it is not a Kubernetes client: nothing here talks to a cluster).
@@ -7,7 +8,6 @@ is a stand-in that raises (it is not a Kubernetes client: nothing here talks to 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -18,8 +18,9 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.domain import errors
 from jobscheduler.domain.registry import Registry
-from jobscheduler.kube.gateway import ConflictError
-from jobscheduler.transport.servicer import JobSchedulerServicer, status_code_for
+from jobscheduler.transport.errors import status_code_for
+from jobscheduler.transport.rpcs import JobSchedulerServicer
+from jobscheduler.transport.server import rpc_server
 
 
 @pytest.mark.parametrize(
@@ -29,10 +30,15 @@ from jobscheduler.transport.servicer import JobSchedulerServicer, status_code_fo
         (errors.NotFoundError("gone"), grpc.StatusCode.NOT_FOUND),
         (errors.AlreadyExistsError("dup"), grpc.StatusCode.ALREADY_EXISTS),
         (errors.FailedPreconditionError("finished"), grpc.StatusCode.FAILED_PRECONDITION),
-        (ConflictError("changed"), grpc.StatusCode.FAILED_PRECONDITION),
+        # A resourceVersion conflict: retry the read-modify-write (gRPC's guidance for ABORTED).
+        (errors.ConflictError("changed"), grpc.StatusCode.ABORTED),
         (errors.PermissionDeniedError("rbac"), grpc.StatusCode.PERMISSION_DENIED),
         (errors.UnavailableError("down"), grpc.StatusCode.UNAVAILABLE),
-        (errors.DeadlineExceededError("late"), grpc.StatusCode.UNAVAILABLE),
+        (errors.GoneError("relist"), grpc.StatusCode.UNAVAILABLE),
+        (errors.NodeUnavailableError("kubelet"), grpc.StatusCode.UNAVAILABLE),
+        (errors.UnauthenticatedError("no token"), grpc.StatusCode.UNAUTHENTICATED),
+        (errors.TokenScopeError("not here"), grpc.StatusCode.PERMISSION_DENIED),
+        (errors.ResourceExhaustedError("slow down"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (errors.JobSchedulerError("unclassified"), grpc.StatusCode.INTERNAL),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v.name,
@@ -59,13 +65,8 @@ def serve() -> Iterator[Any]:
     unavailable: list[bool] = []
 
     def start(exc: Exception) -> pb_grpc.JobSchedulerStub:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        servicer = JobSchedulerServicer(
-            Raising(exc),
-            Registry([]),  # type: ignore[arg-type]
-            on_unavailable=lambda: unavailable.append(True),
-        )
-        pb_grpc.add_JobSchedulerServicer_to_server(servicer, server)
+        servicer = JobSchedulerServicer(Raising(exc), Registry([]))  # type: ignore[arg-type]
+        server = rpc_server(servicer, max_streams=2, on_unavailable=lambda: unavailable.append(True))
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         servers.append(server)
