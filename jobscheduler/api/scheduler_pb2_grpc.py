@@ -26,7 +26,16 @@ if _version_not_supported:
 
 
 class JobSchedulerStub:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT names the field in its message and carries a google.rpc.BadRequest
+    with one field violation per field (for a manifest Kubernetes refused, each field of the
+    manifest it named); NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED as usual;
+    FAILED_PRECONDITION when the object's state refuses the call (a finished job, a stale
+    expected_version): retrying the same call does not help; ABORTED when the object changed
+    while the service was writing it (a Kubernetes resourceVersion conflict): read again and
+    retry the whole read-modify-write; RESOURCE_EXHAUSTED for a limit, with google.rpc.RetryInfo
+    when the wait is known; UNAVAILABLE when Kubernetes cannot be reached (retry with backoff);
+    INTERNAL with an incident id for anything unexpected (the details are in the service logs).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -147,7 +156,16 @@ class JobSchedulerStub:
 
 
 class JobSchedulerServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT names the field in its message and carries a google.rpc.BadRequest
+    with one field violation per field (for a manifest Kubernetes refused, each field of the
+    manifest it named); NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED as usual;
+    FAILED_PRECONDITION when the object's state refuses the call (a finished job, a stale
+    expected_version): retrying the same call does not help; ABORTED when the object changed
+    while the service was writing it (a Kubernetes resourceVersion conflict): read again and
+    retry the whole read-modify-write; RESOURCE_EXHAUSTED for a limit, with google.rpc.RetryInfo
+    when the wait is known; UNAVAILABLE when Kubernetes cannot be reached (retry with backoff);
+    INTERNAL with an incident id for anything unexpected (the details are in the service logs).
+    """
 
     def ScheduleJob(self, request, context):
         """Validates the request, renders a Job manifest and creates it (or, with dry_run, returns it).
@@ -427,7 +445,16 @@ def add_JobSchedulerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobScheduler:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT names the field in its message and carries a google.rpc.BadRequest
+    with one field violation per field (for a manifest Kubernetes refused, each field of the
+    manifest it named); NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED as usual;
+    FAILED_PRECONDITION when the object's state refuses the call (a finished job, a stale
+    expected_version): retrying the same call does not help; ABORTED when the object changed
+    while the service was writing it (a Kubernetes resourceVersion conflict): read again and
+    retry the whole read-modify-write; RESOURCE_EXHAUSTED for a limit, with google.rpc.RetryInfo
+    when the wait is known; UNAVAILABLE when Kubernetes cannot be reached (retry with backoff);
+    INTERNAL with an incident id for anything unexpected (the details are in the service logs).
+    """
 
     @staticmethod
     def ScheduleJob(request,

@@ -29,6 +29,17 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class JobSchedulerStub:
+    """Errors: INVALID_ARGUMENT names the field in its message and carries a google.rpc.BadRequest
+    with one field violation per field (for a manifest Kubernetes refused, each field of the
+    manifest it named); NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED as usual;
+    FAILED_PRECONDITION when the object's state refuses the call (a finished job, a stale
+    expected_version): retrying the same call does not help; ABORTED when the object changed
+    while the service was writing it (a Kubernetes resourceVersion conflict): read again and
+    retry the whole read-modify-write; RESOURCE_EXHAUSTED for a limit, with google.rpc.RetryInfo
+    when the wait is known; UNAVAILABLE when Kubernetes cannot be reached (retry with backoff);
+    INTERNAL with an incident id for anything unexpected (the details are in the service logs).
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -86,6 +97,17 @@ class JobSchedulerStub:
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
+    """Errors: INVALID_ARGUMENT names the field in its message and carries a google.rpc.BadRequest
+    with one field violation per field (for a manifest Kubernetes refused, each field of the
+    manifest it named); NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED as usual;
+    FAILED_PRECONDITION when the object's state refuses the call (a finished job, a stale
+    expected_version): retrying the same call does not help; ABORTED when the object changed
+    while the service was writing it (a Kubernetes resourceVersion conflict): read again and
+    retry the whole read-modify-write; RESOURCE_EXHAUSTED for a limit, with google.rpc.RetryInfo
+    when the wait is known; UNAVAILABLE when Kubernetes cannot be reached (retry with backoff);
+    INTERNAL with an incident id for anything unexpected (the details are in the service logs).
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     ScheduleJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ScheduleJobRequest, _scheduler_pb2.ScheduleJobResponse]  # type: ignore[assignment]
     """Validates the request, renders a Job manifest and creates it (or, with dry_run, returns it).
@@ -139,6 +161,17 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """Deletes the template with every version; jobs made from it are left alone."""
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
+    """Errors: INVALID_ARGUMENT names the field in its message and carries a google.rpc.BadRequest
+    with one field violation per field (for a manifest Kubernetes refused, each field of the
+    manifest it named); NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED as usual;
+    FAILED_PRECONDITION when the object's state refuses the call (a finished job, a stale
+    expected_version): retrying the same call does not help; ABORTED when the object changed
+    while the service was writing it (a Kubernetes resourceVersion conflict): read again and
+    retry the whole read-modify-write; RESOURCE_EXHAUSTED for a limit, with google.rpc.RetryInfo
+    when the wait is known; UNAVAILABLE when Kubernetes cannot be reached (retry with backoff);
+    INTERNAL with an incident id for anything unexpected (the details are in the service logs).
+    """
+
     @_abc_1.abstractmethod
     def ScheduleJob(
         self,

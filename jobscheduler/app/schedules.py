@@ -31,6 +31,7 @@ from jobscheduler.domain.catchup import (
 )
 from jobscheduler.domain.errors import (
     AlreadyExistsError,
+    ConflictError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -70,7 +71,7 @@ from jobscheduler.domain.schedule import (
     timing_of,
 )
 from jobscheduler.domain.validation import check_dns_label, shown
-from jobscheduler.kube.gateway import ConflictError, KubeGateway
+from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.metrics import SCHEDULE_RUNS
 from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 

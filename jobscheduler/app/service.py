@@ -23,6 +23,7 @@ from jobscheduler.domain.config import Settings
 from jobscheduler.domain.dependencies import Lookup, hold_manifest, is_held, plan
 from jobscheduler.domain.errors import (
     AlreadyExistsError,
+    ConflictError,
     FailedPreconditionError,
     InvalidArgumentError,
     JobSchedulerError,
@@ -60,7 +61,7 @@ from jobscheduler.domain.status import derive_status
 from jobscheduler.domain.validation import check_dns_label, shown
 from jobscheduler.kube.cache import JobCache, sort_key
 from jobscheduler.kube.feed import Event, iter_events, terminal
-from jobscheduler.kube.gateway import ConflictError, KubeGateway
+from jobscheduler.kube.gateway import KubeGateway
 
 Obj = dict[str, Any]
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
@@ -666,7 +667,3 @@ def _decode_token(token: str) -> tuple[float, str]:
 def encode_page_token(status: JobStatus) -> str:
     """The token of the page that starts right after `status`."""
     return _encode_token(sort_key(status))
-
-
-def monotonic_deadline(seconds: float | None) -> float | None:
-    return None if seconds is None else time.monotonic() + seconds

@@ -27,6 +27,7 @@ import structlog
 from jobscheduler.app.service import JobService
 from jobscheduler.domain.errors import (
     AlreadyExistsError,
+    ConflictError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -34,7 +35,7 @@ from jobscheduler.domain.errors import (
 from jobscheduler.domain.models import MANAGED_BY_LABEL, MANAGED_BY_VALUE, MANAGED_SELECTOR, TEMPLATE_LABEL
 from jobscheduler.domain.render import JobRequest
 from jobscheduler.domain.validation import check_dns_label
-from jobscheduler.kube.gateway import ConflictError, KubeGateway
+from jobscheduler.kube.gateway import KubeGateway
 
 log = structlog.get_logger("jobscheduler.app.templates")
 

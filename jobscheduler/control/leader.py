@@ -21,8 +21,8 @@ import structlog
 
 from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.control.schedule_runs import ScheduleRunner
-from jobscheduler.domain.errors import AlreadyExistsError, JobSchedulerError, NotFoundError
-from jobscheduler.kube.gateway import ConflictError, KubeGateway
+from jobscheduler.domain.errors import AlreadyExistsError, ConflictError, JobSchedulerError, NotFoundError
+from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.metrics import LEADER
 from jobscheduler.timestamps import format_rfc3339
 

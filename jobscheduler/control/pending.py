@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from jobscheduler.app.service import CONTROLLER_UID_LABEL, JobService
-from jobscheduler.domain.errors import JobSchedulerError, NotFoundError
+from jobscheduler.domain.errors import ConflictError, JobSchedulerError, NotFoundError
 from jobscheduler.domain.models import (
     CANCELLED_AT_ANNOTATION,
     FAILED_AT_ANNOTATION,
@@ -34,7 +34,6 @@ from jobscheduler.domain.models import (
     JobStatus,
 )
 from jobscheduler.domain.status import derive_status
-from jobscheduler.kube.gateway import ConflictError
 from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 
 __all__ = ["PENDING_TIMEOUT_REASONS", "PendingTimeouts", "Stuck", "find_stuck", "pending_timeout"]

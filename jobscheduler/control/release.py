@@ -30,10 +30,9 @@ from jobscheduler.domain.dependencies import (
     progress_patch,
     release_patch,
 )
-from jobscheduler.domain.errors import NotFoundError
+from jobscheduler.domain.errors import ConflictError, NotFoundError
 from jobscheduler.domain.models import MANAGED_SELECTOR, SECRET_ENV_PENDING_ANNOTATION, JobStatus
 from jobscheduler.domain.status import derive_status
-from jobscheduler.kube.gateway import ConflictError
 
 log = structlog.get_logger("jobscheduler.control.release")
 Obj = dict[str, Any]

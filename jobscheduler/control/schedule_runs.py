@@ -23,6 +23,7 @@ from jobscheduler.domain.catchup import (
 )
 from jobscheduler.domain.errors import (
     AlreadyExistsError,
+    ConflictError,
 )
 from jobscheduler.domain.models import (
     MANAGED_SELECTOR,
@@ -45,7 +46,6 @@ from jobscheduler.domain.schedule import (
     spec_from,
     timing_of,
 )
-from jobscheduler.kube.gateway import ConflictError
 from jobscheduler.obs.metrics import SCHEDULE_RUNS
 from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 

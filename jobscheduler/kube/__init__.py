@@ -1,5 +1,6 @@
-"""Kubernetes I/O: the gateway (the only importer of the `kubernetes` client), the watch-fed
-informer cache of Jobs and Pods, and pod-log streams.
+"""Kubernetes I/O: the gateway's calls (gateway), credentials and backoff (connection), API
+errors as domain errors (translate), pod-log streams (podlog), and the watch-fed informer
+cache of Jobs and Pods (cache). The only importer of the `kubernetes` client.
 
 Contract: objects cross this boundary as plain dicts; API failures leave as the domain's
 errors (jobscheduler.domain.errors). Imports no grpc and no use case.

@@ -1,87 +1,40 @@
-"""The only code that talks to the Kubernetes API (through the official `kubernetes` client).
+"""The gateway's calls: create, get, list, patch, replace, delete and watch objects, and open a
+pod's log, through the official `kubernetes` client (jobscheduler.kube is its only importer).
 
 Objects cross this boundary as plain dicts in the API's JSON shape, never as client model
 objects (they cost time and memory on hot paths). Calls retry 429, 5xx and connection errors
 with capped exponential backoff inside the caller's deadline, and every failure leaves as
-one of the domain's errors, with the API's own body kept out of the message.
+one of the domain's errors (jobscheduler.kube.translate), with the API's own body kept out of
+the message. Credentials and the backoff settings: jobscheduler.kube.connection.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
-from jobscheduler.domain.errors import (
-    AlreadyExistsError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    JobSchedulerError,
-    NotFoundError,
-    PermissionDeniedError,
-    UnavailableError,
-)
+# ConflictError and GoneError are what callers of the gateway catch; they are re-exported here
+# for the modules that still import them from the gateway (their home is domain.errors).
+from jobscheduler.domain.errors import ConflictError as ConflictError
+from jobscheduler.domain.errors import GoneError as GoneError
+from jobscheduler.domain.errors import JobSchedulerError, NotFoundError, UnavailableError
+from jobscheduler.kube.connection import BackoffPolicy
+from jobscheduler.kube.podlog import PodLogStream
+from jobscheduler.kube.translate import describe, pod_log_error, retry_after, retryable, translate
 from jobscheduler.obs.metrics import KUBE_DURATION, KUBE_REQUESTS
 
 T = TypeVar("T")
 Obj = dict[str, Any]
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 REPLY_MARGIN = 0.1  # seconds kept to send the error back before the caller's deadline
-
-
-class ConflictError(FailedPreconditionError):
-    """The object changed since it was read (HTTP 409 on an update with a resourceVersion)."""
-
-
-class GoneError(UnavailableError):
-    """A watch asked for a resourceVersion the API server no longer has (HTTP 410): relist."""
-
-
-class NodeUnavailableError(UnavailableError):
-    """The API server is fine, but it could not get a pod's log from the pod's node (its kubelet
-    did not answer): HTTP 500 from the pods/log proxy."""
-
-
-class GatewayConfigError(JobSchedulerError):
-    """No usable Kubernetes credentials (in-cluster or kubeconfig)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    initial_backoff: float = 0.05
-    max_backoff: float = 2.0
-    default_timeout: float = 10.0
-    """Budget for one call, retries included, when the caller gives no deadline."""
-
-
-def load_api_client(*, in_cluster: bool, kubeconfig: str | None, pool_size: int = 64) -> client.ApiClient:
-    """An ApiClient for the pod's ServiceAccount, or for a kubeconfig file."""
-    configuration = client.Configuration()
-    try:
-        if in_cluster:
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    except (ConfigException, OSError) as e:
-        where = "the in-cluster ServiceAccount" if in_cluster else (kubeconfig or "~/.kube/config")
-        hint = "" if in_cluster else "; set KUBECONFIG, or IN_CLUSTER=true inside a pod"
-        raise GatewayConfigError(f"cannot load Kubernetes credentials from {where}: {e}{hint}") from e
-    # Retries are ours (deadline-aware); urllib3's own would retry blindly, POSTs included.
-    configuration.retries = False
-    configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
 
 
 # Collection paths by resource; the gateway only ever touches these two.
@@ -102,9 +55,9 @@ def collection_path(resource: str, namespace: str) -> str:
 
 
 class KubeGateway:
-    def __init__(self, api: client.ApiClient, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, api: client.ApiClient, *, backoff: BackoffPolicy | None = None) -> None:
         self.api = api
-        self.retry = retry or RetryPolicy()
+        self.backoff = backoff or BackoffPolicy()
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -263,7 +216,7 @@ class KubeGateway:
         except (urllib3.exceptions.HTTPError, OSError) as e:
             KUBE_REQUESTS.labels(f"watch_{resource}", "0").inc()
             raise UnavailableError(
-                f"Kubernetes API unavailable for watch of {resource} ({_describe(e)})"
+                f"Kubernetes API unavailable for watch of {resource} ({describe(e)})"
             ) from e
         KUBE_REQUESTS.labels(f"watch_{resource}", "200").inc()
         try:
@@ -279,7 +232,7 @@ class KubeGateway:
                         raise GoneError(f"watch of {resource}: {event['object'].get('message', 'gone')}")
                     yield event
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UnavailableError(f"watch of {resource} broke ({_describe(e)})") from e
+            raise UnavailableError(f"watch of {resource} broke ({describe(e)})") from e
         finally:
             resp.release_conn()
 
@@ -325,7 +278,7 @@ class KubeGateway:
             cause = e.__cause__
             if not isinstance(cause, ApiException):
                 raise
-            raise _pod_log_error(cause, pod=pod, container=container, fallback=e) from cause
+            raise pod_log_error(cause, pod=pod, container=container, fallback=e) from cause
         return PodLogStream(resp, pod=pod)
 
     def ready(self, *, timeout: float = 2.0) -> bool:
@@ -368,17 +321,26 @@ class KubeGateway:
             resp = call(timeout)
             return _Reply(status=resp.status, data=resp.data)
 
-        data: Obj = json.loads(self._with_retries(verb, deadline, fetch).data)
+        reply = self._with_retries(verb, deadline, fetch)
+        try:
+            data: Obj = json.loads(reply.data)
+        except (ValueError, TypeError):
+            # Not the API server's own answer (a proxy's page, a cut reply): not a crash of ours.
+            raise UnavailableError(
+                f"Kubernetes API answered {verb} with HTTP {reply.status} and a body that is not JSON"
+            ) from None
+        if not isinstance(data, dict):
+            raise UnavailableError(f"Kubernetes API answered {verb} with JSON that is not an object")
         return data
 
     def _with_retries(self, verb: str, deadline: float | None, call: Callable[[tuple[float, float]], T]) -> T:
         if deadline is None:
-            deadline = time.monotonic() + self.retry.default_timeout
+            deadline = time.monotonic() + self.backoff.default_timeout
         else:
             # Give up a moment before the caller does, so it hears UNAVAILABLE (retry) rather
             # than its own DEADLINE_EXCEEDED (which says nothing about the cause).
             deadline -= REPLY_MARGIN
-        backoff, attempt = self.retry.initial_backoff, 0
+        backoff, attempt = self.backoff.initial_backoff, 0
         duration = KUBE_DURATION.labels(verb)
         while True:
             attempt += 1
@@ -397,9 +359,9 @@ class KubeGateway:
             except ApiException as e:
                 duration.observe(time.perf_counter() - started)
                 KUBE_REQUESTS.labels(verb, str(e.status)).inc()
-                if not _retryable(e):
+                if not retryable(e):
                     raise translate(e, verb) from e
-                wait = _retry_after(e) or backoff
+                wait = retry_after(e) or backoff
                 last: Exception = e
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 KUBE_REQUESTS.labels(verb, "0").inc()
@@ -407,163 +369,13 @@ class KubeGateway:
             if time.monotonic() + wait >= deadline:
                 raise UnavailableError(
                     f"Kubernetes API unavailable for {verb} after {attempt} attempts "
-                    f"({_describe(last)}); retry later"
+                    f"({describe(last)}); retry later"
                 ) from last
             time.sleep(wait * (0.5 + random.random() / 2))
-            backoff = min(backoff * 2, self.retry.max_backoff)
+            backoff = min(backoff * 2, self.backoff.max_backoff)
 
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
     data: bytes
-
-
-class PodLogStream:
-    """An open pods/log response, read by a thread of its own into a small queue, so that the
-    reader can wait with a timeout and give up at any moment: a followed log ends only when the
-    node closes it (kwok's fake nodes never do) or when close() is called."""
-
-    CHUNK_BYTES = 64 * 1024
-
-    def __init__(self, resp: Any, *, pod: str) -> None:
-        self._resp = resp
-        self._pod = pod
-        # Bounded: a slow gRPC reader holds the node back through TCP, not through memory.
-        self._queue: queue.Queue[bytes | Exception | None] = queue.Queue(maxsize=16)
-        self._closed = threading.Event()
-        self._finished = False
-        # The end (None) or a break taken from the queue behind some bytes: given by the next read.
-        self._held: list[Exception | None] = []
-        self._thread = threading.Thread(target=self._pump, name=f"pod-log-{pod}", daemon=True)
-        self._thread.start()
-
-    def read(self, timeout: float) -> bytes | None:
-        """The bytes of the log that have come (up to about 1 MiB: a node may send each line on
-        its own), waiting up to `timeout` seconds for the first; b"" when none came; None once
-        the log has ended. Raises UnavailableError when the connection broke."""
-        data = b""
-        while len(data) < 16 * self.CHUNK_BYTES:
-            item: bytes | Exception | None
-            if self._held:
-                item = self._held.pop()
-            else:
-                try:
-                    item = self._queue.get(timeout=timeout) if not data else self._queue.get_nowait()
-                except queue.Empty:
-                    return data
-            if item is None or isinstance(item, Exception):
-                if data:
-                    self._held.append(item)
-                    return data
-                if item is None:
-                    self._finished = True
-                    return None
-                raise item
-            data += item
-        return data
-
-    def close(self) -> None:
-        """Stops reading and frees the connection (idempotent)."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        if not self._finished:
-            # Unblocks the pump's read: the stream may be followed and silent.
-            with contextlib.suppress(ValueError, RuntimeError, OSError):
-                self._resp.shutdown()
-        self._thread.join(timeout=5)
-        if not self._finished:
-            self._resp.close()  # partly read: the connection cannot be reused
-        self._resp.release_conn()
-
-    def _pump(self) -> None:
-        try:
-            for chunk in self._resp.stream(self.CHUNK_BYTES, decode_content=True):
-                if chunk and not self._offer(chunk):
-                    return
-            self._offer(None)
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            if not self._closed.is_set():
-                self._offer(UnavailableError(f"the log stream of pod {self._pod} broke ({_describe(e)})"))
-
-    def _offer(self, item: bytes | Exception | None) -> bool:
-        while not self._closed.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-
-def _pod_log_error(
-    e: ApiException, *, pod: str, container: str, fallback: JobSchedulerError
-) -> JobSchedulerError:
-    message = _api_message(e)
-    if e.status == 404:
-        return NotFoundError(f"pod {pod!r} not found (deleted?)")
-    if e.status == 400:
-        if "container" in message and ("not valid" in message or "must be specified" in message):
-            return InvalidArgumentError("container", message)
-        # The kubelet's "container X in pod Y is waiting to start: ...", or a node without a log
-        # for it (kwok: "no logs found for container ...").
-        return FailedPreconditionError(f"no logs for container {container!r} of pod {pod!r}: {message}")
-    if e.status == 500:
-        return NodeUnavailableError(
-            f"the node of pod {pod!r} did not serve its logs ({message or 'HTTP 500'}); retry later"
-        )
-    return fallback
-
-
-def _retryable(e: ApiException) -> bool:
-    if e.status in RETRYABLE_STATUS:
-        return True
-    # An API server that has just started refuses requests through its admission plugins with
-    # 403 "not yet ready to handle request" until their caches have synced: not a denial.
-    return e.status == 403 and "not yet ready to handle request" in str(e.body or "")
-
-
-def _retry_after(e: ApiException) -> float | None:
-    try:
-        return min(float((e.headers or {}).get("Retry-After", "")), 5.0)
-    except ValueError:
-        return None
-
-
-def _describe(e: Exception) -> str:
-    if isinstance(e, ApiException):
-        return f"HTTP {e.status} {e.reason}"
-    return type(e).__name__
-
-
-def _api_message(e: ApiException) -> str:
-    """The Status message, for logs and for field-level 422 details (never the raw body)."""
-    try:
-        body = json.loads(e.body or "{}")
-    except ValueError:
-        return ""
-    return str(body.get("message", ""))[:500] if isinstance(body, dict) else ""
-
-
-def translate(e: ApiException, verb: str) -> JobSchedulerError:
-    """A domain error for a non-retryable API failure."""
-    status = e.status or 0
-    message = _api_message(e)
-    if status == 403:
-        return PermissionDeniedError(
-            f"Kubernetes denied {verb} to the service's identity; check its Role/RoleBinding ({message})"
-        )
-    if status == 404:
-        return NotFoundError(message or f"{verb}: not found")
-    if status == 409:
-        if (json.loads(e.body or "{}").get("reason") if e.body else "") == "AlreadyExists":
-            return AlreadyExistsError(message)
-        return ConflictError(message or f"{verb}: conflict")
-    if status == 413:
-        return InvalidArgumentError("", "the request is too large for the Kubernetes API")
-    if status in (400, 422):
-        return InvalidArgumentError("", f"Kubernetes rejected the request: {message}")
-    if status == 401:
-        return UnavailableError("Kubernetes rejected the service's credentials (401); they may have expired")
-    return UnavailableError(f"Kubernetes API error {status} on {verb}")

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from jobscheduler.domain.errors import UnavailableError
+from jobscheduler.domain.errors import GoneError, UnavailableError
 from jobscheduler.domain.models import MANAGED_SELECTOR
-from jobscheduler.kube.gateway import GoneError
 from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS
 
 if TYPE_CHECKING:

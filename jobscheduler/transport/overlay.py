@@ -17,20 +17,20 @@ A request made from a template is fingerprinted (request_id reuse) as the caller
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.templates import TemplateDraft, TemplateVersion
 from jobscheduler.domain.errors import FailedPreconditionError, InvalidArgumentError, fields_under
+from jobscheduler.domain.registry import Registry
 from jobscheduler.domain.render import JobRequest
+from jobscheduler.transport.convert import job_request_from_proto, timestamp
 
 # The ScheduleJobRequest fields that pick and adjust a template.
 TEMPLATE_FIELDS = ("template", "template_version", "template_unset")
@@ -45,8 +45,6 @@ NOT_IN_TEMPLATE = {
     **dict.fromkeys(TEMPLATE_FIELDS, "a template cannot start from another template"),
 }
 STRUCT = Struct.DESCRIPTOR.full_name
-
-ToJobRequest = Callable[[pb.ScheduleJobRequest], JobRequest]
 
 
 def is_templated(request: pb.ScheduleJobRequest) -> bool:
@@ -200,11 +198,12 @@ def fingerprint(request: pb.ScheduleJobRequest) -> str:
 
 
 def from_template(
-    stored: TemplateVersion, request: pb.ScheduleJobRequest, *, to_job_request: ToJobRequest
+    stored: TemplateVersion, request: pb.ScheduleJobRequest, *, registry: Registry
 ) -> JobRequest:
-    """The domain request a ScheduleJob call naming a template asks for."""
+    """The domain request a ScheduleJob call naming a template asks for: the request laid over
+    the template's job, then decoded."""
     merged = apply_template(job_from_json(stored), request, template=stored.name)
-    job = to_job_request(merged)
+    job = job_request_from_proto(merged, registry)
     return replace(
         job, template=stored.name, template_version=stored.version, fingerprint=fingerprint(request)
     )
@@ -230,10 +229,14 @@ def job_from_json(stored: TemplateVersion) -> pb.ScheduleJobRequest:
     return job
 
 
-def to_template_draft(spec: pb.Template, *, to_job_request: ToJobRequest) -> TemplateDraft:
+def to_template_draft(spec: pb.Template, *, registry: Registry) -> TemplateDraft:
     with fields_under("job"):
         check_template_job(spec.job)
-        job = to_job_request(spec.job) if spec.HasField("job") else JobRequest(job_type="", params={})
+        job = (
+            job_request_from_proto(spec.job, registry)
+            if spec.HasField("job")
+            else JobRequest(job_type="", params={})
+        )
     return TemplateDraft(
         name=spec.name,
         namespace=spec.namespace,
@@ -253,17 +256,9 @@ def to_proto_template(version: TemplateVersion, *, with_job: bool = True) -> pb.
         versions=list(version.versions),
         updated_by=version.updated_by,
         job_type=version.job_type,
-        created_at=_timestamp(version.created_at),
-        updated_at=_timestamp(version.updated_at),
+        created_at=timestamp(version.created_at),
+        updated_at=timestamp(version.updated_at),
     )
     if with_job:
         out.job.CopyFrom(job_from_json(version))
     return out
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts

@@ -1,6 +1,7 @@
-"""Wiring: the gRPC server with the JobScheduler, health and reflection services, the health
-monitor that tracks the Kubernetes API, TLS and bearer tokens (jobscheduler.transport.security), and
-graceful shutdown.
+"""Wiring: the gRPC server with the JobScheduler, health and reflection services, the
+interceptor every JobScheduler RPC passes (jobscheduler.transport.interceptors), the health
+monitor that tracks the Kubernetes API, TLS and bearer tokens (jobscheduler.transport.tls,
+jobscheduler.transport.tokens), and graceful shutdown.
 
 Concurrency model: a synchronous grpc server whose thread pool runs each RPC to completion
 on one thread, calling the (thread-safe, pooled) Kubernetes client directly; one background
@@ -19,34 +20,39 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.app.service import JobService
+from jobscheduler.app.templates import TemplateService
 from jobscheduler.control.leader import LeaseElector, Reconciler, ScheduleLoop
 from jobscheduler.control.pending import PendingTimeouts
 from jobscheduler.control.release import DependencyReleaser
 from jobscheduler.domain.config import ConfigError, SecuritySettings, Settings
+from jobscheduler.domain.errors import GatewayConfigError
 from jobscheduler.domain.registry import Registry, RegistryError
 from jobscheduler.kube.cache import JobCache
-from jobscheduler.kube.gateway import GatewayConfigError, KubeGateway, RetryPolicy, load_api_client
+from jobscheduler.kube.connection import BackoffPolicy, load_api_client
+from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.logs import configure_logging
 from jobscheduler.obs.metrics import register_cache, serve_metrics
-from jobscheduler.transport.security import Security
-from jobscheduler.transport.servicer import JobSchedulerServicer
+from jobscheduler.transport.interceptors import RpcInterceptor
+from jobscheduler.transport.reflection import enable_reflection
+from jobscheduler.transport.registration import SERVICE_NAME, add_service
+from jobscheduler.transport.rpcs import JobSchedulerServicer
+from jobscheduler.transport.tls import Security
+from jobscheduler.transport.tokens import Authorizer
 
 log = structlog.get_logger("jobscheduler.transport.server")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
 # SERVING while the process answers at all, whatever the Kubernetes API does: for liveness
 # probes, so an API server outage makes replicas unready instead of restarting them.
 LIVENESS_NAME = "liveness"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Threads kept for unary calls, whatever the streams do: each open stream holds one more, and
+# there are at most MAX_WATCH_STREAMS of those (rpc_server sizes the pool from both).
 UNARY_WORKERS = 32
 
 
@@ -128,55 +134,31 @@ class App:
         return self.server.stop(grace)
 
 
-@dataclass(frozen=True, slots=True)
-class Undecodable:
-    """What arrived instead of a request message: bytes that do not parse as it."""
-
-    message: str
-    error: str
-
-
-def _decoder(cls: Any) -> Callable[[bytes], Any]:
-    def decode(data: bytes) -> Any:
-        try:
-            return cls.FromString(data)
-        except Exception as e:  # DecodeError, or a string field that is not UTF-8
-            return Undecodable(cls.DESCRIPTOR.name, type(e).__name__)
-
-    return decode
-
-
-def _refusing_undecodable(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
-    def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        if isinstance(request, Undecodable):
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a valid {request.message} message ({request.error})",
+def rpc_server(
+    servicer: JobSchedulerServicer,
+    *,
+    max_streams: int,
+    authorizer: Authorizer | None = None,
+    on_unavailable: Callable[[], None] | None = None,
+) -> grpc.Server:
+    """A grpc server (not bound, not started) serving the JobScheduler RPCs through the
+    interceptor. Its pool and the stream bound come from the one number, `max_streams`: every
+    allowed stream has a thread of its own, and UNARY_WORKERS threads stay for unary calls."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=UNARY_WORKERS + max_streams, thread_name_prefix="rpc"),
+        interceptors=[
+            RpcInterceptor(
+                SERVICE_NAME, authorizer=authorizer, on_unavailable=on_unavailable, max_streams=max_streams
             )
-        return method(request, context)
-
-    return handle
-
-
-def add_servicer(servicer: JobSchedulerServicer, server: grpc.Server) -> None:
-    """Registers the JobScheduler methods as the generated code would, except that bytes which
-    do not parse as the request message get INVALID_ARGUMENT (grpc's own answer is INTERNAL)."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in pb.DESCRIPTOR.services_by_name["JobScheduler"].methods:
-        request_cls = getattr(pb, method.input_type.name)
-        response_cls = getattr(pb, method.output_type.name)
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        handlers[method.name] = make(
-            _refusing_undecodable(getattr(servicer, method.name)),
-            request_deserializer=_decoder(request_cls),
-            response_serializer=response_cls.SerializeToString,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+        ],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    add_service(servicer.method, server)
+    return server
 
 
 def build_server(
@@ -189,16 +171,6 @@ def build_server(
     """The wired server, bound (port 0 picks a free one) but not started. Without `security`:
     plaintext, no tokens, reflection on."""
     security = security or Security()
-    # Unary calls get UNARY_WORKERS threads; every allowed watch stream holds one more.
-    max_workers = UNARY_WORKERS + settings.max_watch_streams
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_servicer.set(LIVENESS_NAME, health_pb2.HealthCheckResponse.SERVING)
     monitor = HealthMonitor(gateway, health_servicer, interval=settings.health_interval_seconds)
@@ -227,25 +199,18 @@ def build_server(
             reconcilers=reconcilers,
         )
     servicer = JobSchedulerServicer(
-        service,
-        registry,
-        schedules=schedules,
-        on_unavailable=monitor.report_unavailable,
+        service, registry, schedules=schedules, templates=TemplateService(gateway, service)
+    )
+    server = rpc_server(
+        servicer,
         max_streams=settings.max_watch_streams,
         # Only the JobScheduler RPCs ask for a token: health and reflection stay open.
-        authorize=security.authorizer(default_namespace=settings.namespace),
+        authorizer=security.authorizer(default_namespace=settings.namespace),
+        on_unavailable=monitor.report_unavailable,
     )
-    add_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if security.reflection:
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        enable_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     address = f"{settings.grpc_host}:{settings.grpc_port}"
     credentials = security.server_credentials()
     port = (
@@ -345,6 +310,6 @@ def serve_from_env() -> int:
     except (GatewayConfigError, RegistryError) as e:
         print(f"jobscheduler: {e}", file=sys.stderr)
         return 2
-    gateway = KubeGateway(api, retry=RetryPolicy(default_timeout=settings.kube_timeout_seconds))
+    gateway = KubeGateway(api, backoff=BackoffPolicy(default_timeout=settings.kube_timeout_seconds))
     serve(settings, gateway, registry)
     return 0

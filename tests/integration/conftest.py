@@ -19,7 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.domain.config import Settings
 from jobscheduler.domain.registry import Registry
-from jobscheduler.kube.gateway import KubeGateway, RetryPolicy, load_api_client
+from jobscheduler.kube.connection import BackoffPolicy, load_api_client
+from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.transport.server import App, build_server
 from tests.conftest import Cluster
 
@@ -50,7 +51,7 @@ def _start_service(cluster: Cluster, *, watch: tuple[str, ...] | None) -> tuple[
     )
     api = load_api_client(in_cluster=False, kubeconfig=str(cluster.kubeconfig))
     app = build_server(
-        settings, KubeGateway(api, retry=RetryPolicy(default_timeout=5)), Registry.from_entry_points()
+        settings, KubeGateway(api, backoff=BackoffPolicy(default_timeout=5)), Registry.from_entry_points()
     )
     app.start()
     if app.cache is not None:

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from jobscheduler.control.leader import LEASE_NAME, LeaseElector
-from jobscheduler.kube.gateway import KubeGateway, RetryPolicy, load_api_client
+from jobscheduler.kube.connection import BackoffPolicy, load_api_client
+from jobscheduler.kube.gateway import KubeGateway
 from tests.conftest import Cluster
 
 LEASE_SECONDS = 3.0
@@ -56,7 +57,7 @@ class RacingGateway(KubeGateway):
 def gateway(cluster: Cluster) -> Iterator[RacingGateway]:
     api = load_api_client(in_cluster=False, kubeconfig=str(cluster.kubeconfig))
     try:
-        yield RacingGateway(api, retry=RetryPolicy(default_timeout=5))
+        yield RacingGateway(api, backoff=BackoffPolicy(default_timeout=5))
     finally:
         api.close()
 
@@ -301,7 +302,7 @@ def unreachable_gateway(cluster: Cluster, tmp_path: Path) -> Iterator[KubeGatewa
     path.write_text(yaml.safe_dump(kubeconfig))
     api = load_api_client(in_cluster=False, kubeconfig=str(path))
     try:
-        yield KubeGateway(api, retry=RetryPolicy(default_timeout=0.3))
+        yield KubeGateway(api, backoff=BackoffPolicy(default_timeout=0.3))
     finally:
         api.close()
 

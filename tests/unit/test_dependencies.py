@@ -39,7 +39,7 @@ from jobscheduler.domain.models import DependencyCondition, JobState, JobStatus
 from jobscheduler.domain.registry import Registry
 from jobscheduler.domain.render import JobRequest, request_hash
 from jobscheduler.domain.status import derive_status
-from jobscheduler.transport.servicer import JobSchedulerServicer, to_proto_status
+from jobscheduler.transport.convert import job_request_from_proto, to_proto_status
 
 Obj = dict[str, Any]
 SUCCEEDED, FINISHED = DependencyCondition.SUCCEEDED, DependencyCondition.FINISHED
@@ -398,13 +398,14 @@ def test_a_status_with_dependencies_maps_to_proto() -> None:
     [(0, None), (1, SUCCEEDED), (2, FINISHED)],
 )
 def test_after_condition_from_proto(value: int, expected: DependencyCondition | None) -> None:
-    servicer = JobSchedulerServicer(None, Registry.from_entry_points())  # type: ignore[arg-type]
     request = pb.ScheduleJobRequest(timer_job=pb.TimerJob(), after=["job-a"], after_condition=value)  # type: ignore[arg-type]
-    converted = servicer._to_job_request(request)
+    converted = job_request_from_proto(request, Registry.from_entry_points())
     assert (converted.after, converted.after_condition) == (("job-a",), expected)
 
 
 def test_an_undefined_after_condition_is_invalid_argument() -> None:
-    servicer = JobSchedulerServicer(None, Registry.from_entry_points())  # type: ignore[arg-type]
     request = pb.ScheduleJobRequest(timer_job=pb.TimerJob(), after=["job-a"], after_condition=7)  # type: ignore[arg-type]
-    assert rejected(lambda: servicer._to_job_request(request))[0] == "after_condition"
+    assert (
+        rejected(lambda: job_request_from_proto(request, Registry.from_entry_points()))[0]
+        == "after_condition"
+    )

@@ -12,7 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.templates import TemplateVersion, kept_versions, retain
 from jobscheduler.domain.errors import FailedPreconditionError, InvalidArgumentError
-from jobscheduler.domain.render import JobRequest
+from jobscheduler.domain.registry import Registry
 from jobscheduler.transport.overlay import (
     apply_template,
     check_not_templated,
@@ -281,17 +281,11 @@ def stored(body: dict[str, object], *, version: int = 2) -> TemplateVersion:
 
 
 def test_from_template_records_the_template_and_its_version() -> None:
-    seen: list[pb.ScheduleJobRequest] = []
-
-    def to_job_request(request: pb.ScheduleJobRequest) -> JobRequest:
-        seen.append(request)
-        return JobRequest(job_type="timer", params={}, name=request.name)
-
     request = pb.ScheduleJobRequest(template="tpl", labels={"x": "y"})
-    job = from_template(stored(job_to_json(template_job())), request, to_job_request=to_job_request)
+    job = from_template(stored(job_to_json(template_job())), request, registry=Registry.from_entry_points())
     assert (job.template, job.template_version, job.name) == ("tpl", 2, "report")
     assert job.fingerprint == fingerprint(request)
-    assert dict(seen[0].labels) == {"team": "a", "tier": "batch", "x": "y"}
+    assert dict(job.labels) == {"team": "a", "tier": "batch", "x": "y"}
 
 
 def test_a_stored_job_round_trips_through_json() -> None:

@@ -21,7 +21,7 @@ from jobscheduler.domain.retry import RetryPolicy, RetryRule, check_retry
 from jobscheduler.domain.status import derive_status
 from jobscheduler.jobtypes.batch import BatchJobType
 from jobscheduler.jobtypes.container import ContainerJobType
-from jobscheduler.transport.servicer import retry_from_proto, retry_to_proto
+from jobscheduler.transport.convert import retry_from_proto, retry_to_proto
 
 Obj = dict[str, Any]
 SETTINGS = Settings()

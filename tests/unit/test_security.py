@@ -1,9 +1,8 @@
-"""jobscheduler.transport.security without a cluster: the tokens file (both forms, and every way it can be
-wrong), scope decisions, the constant-time lookup that checks every entry, reloading tokens and
-certificates when their files change (keeping the old ones when the new ones are broken), the
-security settings, log redaction, and the authorizer on a real grpc server and channel.
-
-Certificates are made with `openssl` (EC P-256, SAN IP:127.0.0.1) in a temporary directory.
+"""jobscheduler.transport.tokens and .tls without a cluster: the tokens file (both forms, and
+every way it can be wrong), scope decisions, the constant-time lookup that checks every entry,
+reloading tokens and certificates when their files change (keeping the old ones when the new
+ones are broken), the security settings, log redaction, and the authorizer on a real grpc
+server and channel.
 """
 
 from __future__ import annotations
@@ -31,18 +30,19 @@ from jobscheduler.domain.config import ConfigError, SecuritySettings
 from jobscheduler.domain.errors import NotFoundError
 from jobscheduler.domain.registry import Registry
 from jobscheduler.obs import logs
-from jobscheduler.transport import security
-from jobscheduler.transport.security import (
+from jobscheduler.transport import tokens as security
+from jobscheduler.transport.rpcs import JobSchedulerServicer
+from jobscheduler.transport.server import rpc_server
+from jobscheduler.transport.tls import ServerCertificates
+from jobscheduler.transport.tokens import (
     RPC_VERBS,
     Authorizer,
     Grant,
-    ServerCertificates,
     TokenStore,
     bearer_token,
     find_grant,
     parse_tokens,
 )
-from jobscheduler.transport.servicer import JobSchedulerServicer
 
 
 @pytest.fixture(autouse=True)
@@ -375,13 +375,13 @@ class NotFoundService:
 
 @pytest.fixture
 def authorized_stub(tokens_file: Path) -> Iterator[Callable[[str | None], pb_grpc.JobSchedulerStub]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     servicer = JobSchedulerServicer(
         NotFoundService(),  # type: ignore[arg-type]
         Registry.from_entry_points(),
-        authorize=Authorizer(TokenStore(tokens_file), default_namespace="team-a"),
     )
-    pb_grpc.add_JobSchedulerServicer_to_server(servicer, server)
+    server = rpc_server(
+        servicer, max_streams=4, authorizer=Authorizer(TokenStore(tokens_file), default_namespace="team-a")
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channels: list[grpc.Channel] = []

@@ -1,0 +1,123 @@
+"""API errors keep their detail, against the real API server: a 422's causes per field, a
+resourceVersion conflict as a ConflictError (ABORTED to callers); and reflection answers the
+usual load tool, ghz, without a protoset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobscheduler.domain.errors import ConflictError, FieldViolation, InvalidArgumentError
+from jobscheduler.kube.connection import BackoffPolicy, load_api_client
+from jobscheduler.kube.gateway import KubeGateway
+from tests.conftest import Cluster
+from tests.integration.conftest import Service
+
+
+@pytest.fixture
+def gateway(cluster: Cluster) -> Iterator[KubeGateway]:
+    api = load_api_client(in_cluster=False, kubeconfig=str(cluster.kubeconfig))
+    yield KubeGateway(api, backoff=BackoffPolicy(default_timeout=10))
+    api.close()  # type: ignore[attr-defined]
+
+
+def configmap(name: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "1"}}
+
+
+def test_a_422_names_every_field_the_api_server_refused(gateway: KubeGateway, namespace: str) -> None:
+    # Two faults the API server reports as two causes: a container without an image, and a
+    # label value that is not one.
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "job-invalid", "labels": {"team": "-bad-"}},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": ""}]},
+            }
+        },
+    }
+    with pytest.raises(InvalidArgumentError) as caught:
+        gateway.create_job(namespace, job, dry_run=True)
+
+    fields = {v.field for v in caught.value.violations}
+    assert "spec.template.spec.containers[0].image" in fields
+    assert "metadata.labels" in fields
+    assert "spec.template.spec.containers[0].image: Required value" in str(caught.value)
+    assert all(isinstance(v, FieldViolation) and v.description for v in caught.value.violations)
+
+
+def test_a_write_on_a_stale_resource_version_is_a_conflict(gateway: KubeGateway, namespace: str) -> None:
+    created = gateway.create("configmaps", namespace, configmap("cm-conflict"))
+    stale = created["metadata"]["resourceVersion"]
+    gateway.patch("configmaps", namespace, "cm-conflict", {"data": {"a": "2"}})
+
+    with pytest.raises(ConflictError) as patched:
+        gateway.patch(
+            "configmaps",
+            namespace,
+            "cm-conflict",
+            {"metadata": {"resourceVersion": stale}, "data": {"a": "3"}},
+        )
+    replaced = dict(created, data={"a": "4"})
+    with pytest.raises(ConflictError):
+        gateway.replace("configmaps", namespace, "cm-conflict", replaced)
+
+    assert "modified" in str(patched.value)
+    assert gateway.get("configmaps", namespace, "cm-conflict")["data"] == {"a": "2"}
+
+
+def ghz() -> str:
+    found = shutil.which("ghz") or str(Path.home() / ".cache/jobscheduler/bin/ghz")
+    if not Path(found).exists():
+        pytest.fail("ghz is not installed: run hack/tools.sh")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("call", "data", "code"),
+    [
+        (
+            "jobscheduler.JobScheduler/GetJobStatus",
+            {"job_id": "job-nowhere", "namespace": "default"},
+            "NotFound",
+        ),
+        ("grpc.health.v1.Health/Check", {}, "OK"),
+    ],
+)
+def test_ghz_finds_the_methods_through_reflection(
+    api_service: Service, call: str, data: dict[str, str], code: str
+) -> None:
+    out = subprocess.run(
+        [
+            ghz(),
+            "--insecure",
+            "--call",
+            call,
+            "-d",
+            json.dumps(data),
+            "-n",
+            "20",
+            "-c",
+            "2",
+            "--format",
+            "json",
+            api_service.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert "Symbol not found" not in out.stdout + out.stderr
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["count"] == 20
+    assert report["statusCodeDistribution"] == {code: 20}, report.get("errorDistribution")
