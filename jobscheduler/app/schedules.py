@@ -110,7 +110,7 @@ class ScheduleService:
         ):
             if value is not None and not low <= value <= high:
                 raise InvalidArgumentError(field_name, f"must be between {low} and {high} (got {value})")
-        job, checked, manifest = self.jobs.check_embedded_job(
+        job, checked, manifest = self.jobs.submission.check_embedded_job(
             spec.job,
             namespace=namespace,
             owner="schedule",

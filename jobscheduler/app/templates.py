@@ -155,7 +155,7 @@ class TemplateService:
                 "description", f"is {len(draft.description)} characters long; at most {MAX_DESCRIPTION_CHARS}"
             )
         job = draft.job
-        self.jobs.check_embedded_job(
+        self.jobs.submission.check_embedded_job(
             job,
             namespace=namespace,
             owner="template",

@@ -13,7 +13,8 @@ import structlog
 import yaml
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.app.service import JobQuery, JobService, ScheduleResult
+from jobscheduler.app.service import JobQuery, JobService
+from jobscheduler.app.submit import ScheduleResult
 from jobscheduler.app.templates import TemplateService
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.registry import Registry
@@ -48,7 +49,9 @@ class JobsServicer:
     ) -> pb.ScheduleJobResponse:
         call = begin(namespace=request.namespace)
         job = self._decode(request, call)
-        result = self.jobs.schedule(job, caller=call.caller, dry_run=request.dry_run, deadline=call.deadline)
+        result = self.jobs.submission.schedule(
+            job, caller=call.caller, dry_run=request.dry_run, deadline=call.deadline
+        )
         return self._report(job, result, dry_run=request.dry_run)
 
     def _decode(self, request: pb.ScheduleJobRequest, call: Call) -> JobRequest:

@@ -766,8 +766,8 @@ def test_a_built_in_type_sent_generically_renders_the_same_job() -> None:
         params_field=GENERIC_PARAMS_FIELD,
     )
 
-    _, typed_manifest = service().prepare(typed, job_id=None)
-    _, generic_manifest = service().prepare(generic, job_id=None)
+    typed_manifest = service().submission.prepare(typed, job_id=None).manifest
+    generic_manifest = service().submission.prepare(generic, job_id=None).manifest
 
     # Same request id, same fingerprint: a retry through either field meets the same job.
     assert generic_manifest == typed_manifest
@@ -790,7 +790,7 @@ def test_a_built_in_type_sent_generically_renders_the_same_job() -> None:
 def test_generic_job_errors_name_generic_job_fields(job_type: str, params: Obj, field: str) -> None:
     request = JobRequest(job_type=job_type, params=params, params_field=GENERIC_PARAMS_FIELD)
     with pytest.raises(InvalidArgumentError) as caught:
-        service().prepare(request, job_id=None)
+        service().submission.prepare(request, job_id=None)
     assert caught.value.field == field
     if field == "generic_job.type":
         assert "registered: batch, container, health-check, timer, webhook" in caught.value.detail
@@ -803,13 +803,15 @@ def test_generic_job_image_refused_by_the_allowlist_names_the_params_field() -> 
         job_type="container", params={"image": "evil.example/x"}, params_field=GENERIC_PARAMS_FIELD
     )
     with pytest.raises(Exception, match=r"generic_job\.params\.image"):
-        jobs.prepare(request, job_id=None)
+        jobs.submission.prepare(request, job_id=None)
 
 
 def test_the_worker_image_is_always_allowed() -> None:
     settings = Settings(allowed_images=("ghcr.io/acme/",), worker_image="registry.example/js:1")
     jobs = JobService(cast(KubeGateway, None), REGISTRY, settings)
-    _, manifest = jobs.prepare(JobRequest(job_type="webhook", params={"url": "http://x"}), job_id=None)
+    manifest = jobs.submission.prepare(
+        JobRequest(job_type="webhook", params={"url": "http://x"}), job_id=None
+    ).manifest
     assert only_container(manifest)["image"] == "registry.example/js:1"
 
 

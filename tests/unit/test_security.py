@@ -363,14 +363,18 @@ def test_reloading_is_thread_safe_every_caller_sees_a_whole_file(tokens_file: Pa
 
 
 class NotFoundService:
-    """Stands in for JobService: every use case that is reached answers NOT_FOUND, so a call
-    that ends NOT_FOUND got past the authorizer."""
+    """Stands in for JobService: every use case that is reached (jobs.cancel(...), and through
+    its parts, jobs.submission.schedule(...)) answers NOT_FOUND, so a call that ends NOT_FOUND
+    got past the authorizer."""
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        def refuse(*_: Any, **__: Any) -> Any:
-            raise NotFoundError(f"{name}: stand-in")
+    def __init__(self, path: str = "jobs") -> None:
+        self._path = path
 
-        return refuse
+    def __getattr__(self, name: str) -> NotFoundService:
+        return NotFoundService(f"{self._path}.{name}")
+
+    def __call__(self, *_: Any, **__: Any) -> Any:
+        raise NotFoundError(f"{self._path}: stand-in")
 
 
 @pytest.fixture
