@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from jobscheduler.domain.errors import JobSchedulerError
+from jobscheduler.domain.errors import ConfigError
 from jobscheduler.domain.validation import is_dns1123_label, parse_quantity
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -22,10 +22,6 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 Number = TypeVar("Number", int, float)
-
-
-class ConfigError(JobSchedulerError):
-    """A configuration variable has a value the service cannot use."""
 
 
 def parse_bool(name: str, raw: str) -> bool:
@@ -296,7 +292,8 @@ class Settings:
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
     """Who may reach the gRPC port, and over what (docs/security.md). Kept beside Settings, not
-    in it: the files named here are loaded and watched by jobscheduler.transport.security."""
+    in it: the files named here are loaded and watched by jobscheduler.transport.tls and
+    jobscheduler.transport.tokens."""
 
     tls_cert_file: Path | None = None
     """TLS_CERT_FILE: PEM certificate chain of the gRPC port; with TLS_KEY_FILE turns TLS on.

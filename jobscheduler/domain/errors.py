@@ -115,3 +115,19 @@ def fields_under(parent: str) -> Iterator[None]:
         yield
     except InvalidArgumentError as e:
         raise e.prefixed(parent) from None
+
+
+class SubscriptionOverflowError(ResourceExhaustedError):
+    """A subscriber fell so far behind that even one pending status per job did not fit."""
+
+
+class RenderError(JobSchedulerError):
+    """A job type rendered something the restricted pod does not allow (a bug in the type)."""
+
+
+class ConfigError(JobSchedulerError):
+    """A configuration variable has a value the service cannot use."""
+
+
+class RegistryError(JobSchedulerError):
+    """A job type plugin is broken (fails to load, or two claim one name)."""

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from jobscheduler.domain.config import Settings
-from jobscheduler.domain.errors import InvalidArgumentError, JobSchedulerError
+from jobscheduler.domain.errors import InvalidArgumentError, RegistryError
 
 ENTRY_POINT_GROUP = "jobscheduler.job_types"
 # The ScheduleJobRequest field that carries any registered type as {type, params}; the one
@@ -167,10 +167,6 @@ def _convert(where: str, kind: str, value: Any, *, nested: Mapping[str, Paramete
             items.append(converted)
         return items
     return value
-
-
-class RegistryError(JobSchedulerError):
-    """A job type plugin is broken (fails to load, or two claim one name)."""
 
 
 class Registry:

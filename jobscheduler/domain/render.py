@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobscheduler.domain.config import Settings
-from jobscheduler.domain.errors import InvalidArgumentError, JobSchedulerError
+from jobscheduler.domain.errors import InvalidArgumentError, RenderError
 from jobscheduler.domain.models import (
     JOB_TYPE_LABEL,
     MANAGED_BY_LABEL,
@@ -57,10 +57,6 @@ ALLOWED_CONTAINER_KEYS = frozenset(
 _JOB_SPEC_COUNTS = ("parallelism", "completions", "backoffLimitPerIndex", "maxFailedIndexes")
 ALLOWED_JOB_SPEC_KEYS = frozenset({*_JOB_SPEC_COUNTS, "completionMode"})
 COMPLETION_MODES = ("NonIndexed", "Indexed")
-
-
-class RenderError(JobSchedulerError):
-    """A job type rendered something the restricted pod does not allow (a bug in the type)."""
 
 
 @dataclass(frozen=True, slots=True)

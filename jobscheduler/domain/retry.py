@@ -84,9 +84,6 @@ class RetryPolicy:
             ),
         )
 
-    def is_empty(self) -> bool:
-        return self == RetryPolicy()
-
 
 def check_retry(policy: RetryPolicy, *, field: str = "retry") -> RetryPolicy:
     """The policy validated, its exit codes sorted and de-duplicated (Kubernetes wants them

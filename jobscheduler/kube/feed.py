@@ -10,14 +10,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from jobscheduler.domain.errors import ResourceExhaustedError
+from jobscheduler.domain.errors import SubscriptionOverflowError
 from jobscheduler.domain.models import JobState, JobStatus
 
 Key = tuple[str, str]  # (namespace, job name)
-
-
-class SubscriptionOverflowError(ResourceExhaustedError):
-    """A subscriber fell so far behind that even one pending status per job did not fit."""
 
 
 @dataclass(frozen=True, slots=True)

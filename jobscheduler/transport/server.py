@@ -31,9 +31,9 @@ from jobscheduler.app.templates import TemplateService
 from jobscheduler.control.leader import LeaseElector, Reconciler, ScheduleLoop
 from jobscheduler.control.pending import PendingTimeouts
 from jobscheduler.control.release import DependencyReleaser
-from jobscheduler.domain.config import ConfigError, SecuritySettings, Settings
-from jobscheduler.domain.errors import GatewayConfigError
-from jobscheduler.domain.registry import Registry, RegistryError
+from jobscheduler.domain.config import SecuritySettings, Settings
+from jobscheduler.domain.errors import ConfigError, GatewayConfigError, RegistryError
+from jobscheduler.domain.registry import Registry
 from jobscheduler.kube.cache import JobCache
 from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
@@ -188,7 +188,7 @@ def build_server(
         elector = LeaseElector(
             gateway,
             namespace=settings.namespace,
-            identity=replica_identity(),
+            identity=replica_identity(settings.pod_name),
             lease_seconds=settings.leader_lease_seconds,
         )
         loop = ScheduleLoop(
@@ -223,10 +223,10 @@ def build_server(
     )
 
 
-def replica_identity() -> str:
+def replica_identity(pod_name: str | None) -> str:
     """Who holds the schedule Lease: the pod's name (POD_NAME, from the downward API) or the
     host's, with the process id and a random suffix so two processes never share one."""
-    base = os.environ.get("POD_NAME") or socket.gethostname()
+    base = pod_name or socket.gethostname()
     return f"{base}_{os.getpid()}_{secrets.token_hex(3)}"
 
 

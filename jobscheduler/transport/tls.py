@@ -18,7 +18,8 @@ from pathlib import Path
 import grpc
 import structlog
 
-from jobscheduler.domain.config import ConfigError, SecuritySettings
+from jobscheduler.domain.config import SecuritySettings
+from jobscheduler.domain.errors import ConfigError
 from jobscheduler.transport.tokens import (
     RELOAD_INTERVAL_SECONDS,
     Authorizer,

@@ -24,8 +24,7 @@ from typing import Any
 import structlog
 import yaml
 
-from jobscheduler.domain.config import ConfigError
-from jobscheduler.domain.errors import TokenScopeError, UnauthenticatedError
+from jobscheduler.domain.errors import ConfigError, TokenScopeError, UnauthenticatedError
 from jobscheduler.domain.validation import is_dns1123_label
 
 log = structlog.get_logger("jobscheduler.transport.tokens")

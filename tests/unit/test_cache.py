@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from jobscheduler.domain.errors import SubscriptionOverflowError
 from jobscheduler.domain.models import JobState, JobStatus
 from jobscheduler.domain.status import derive_status
 from jobscheduler.kube.cache import JobCache, sort_key
-from jobscheduler.kube.feed import Event, Subscription, SubscriptionOverflowError, iter_events
+from jobscheduler.kube.feed import Event, Subscription, iter_events
 from jobscheduler.kube.slim import slim_job, slim_pod
 
 Obj = dict[str, Any]

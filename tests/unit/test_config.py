@@ -15,13 +15,8 @@ from typing import Any
 
 import pytest
 
-from jobscheduler.domain.config import (
-    ConfigError,
-    SecuritySettings,
-    Settings,
-    parse_bool,
-    parse_number,
-)
+from jobscheduler.domain.config import SecuritySettings, Settings, parse_bool, parse_number
+from jobscheduler.domain.errors import ConfigError
 from tests.conftest import ROOT
 
 # Every variable from_env reads; cleared before the test that reads the real environment.

@@ -21,14 +21,13 @@ import pytest
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.service import JobService
 from jobscheduler.domain.config import Settings
-from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.errors import InvalidArgumentError, RegistryError, RenderError
 from jobscheduler.domain.models import JobState
 from jobscheduler.domain.registry import (
     GENERIC_PARAMS_FIELD,
     JobType,
     Parameter,
     Registry,
-    RegistryError,
     Workload,
     check_generic_params,
     parameters_of,
@@ -37,7 +36,6 @@ from jobscheduler.domain.render import (
     ALLOWED_CONTAINER_KEYS,
     ALLOWED_JOB_SPEC_KEYS,
     JobRequest,
-    RenderError,
     check_request,
     render_job,
 )

@@ -11,8 +11,8 @@ import pytest
 
 from jobscheduler.domain import registry as registry_module
 from jobscheduler.domain.config import Settings
-from jobscheduler.domain.errors import InvalidArgumentError
-from jobscheduler.domain.registry import ENTRY_POINT_GROUP, JobType, Registry, RegistryError, Workload
+from jobscheduler.domain.errors import InvalidArgumentError, RegistryError
+from jobscheduler.domain.registry import ENTRY_POINT_GROUP, JobType, Registry, Workload
 from jobscheduler.jobtypes.timer import TimerJobType
 
 

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 
 from jobscheduler.domain.config import Settings
-from jobscheduler.domain.errors import InvalidArgumentError
+from jobscheduler.domain.errors import InvalidArgumentError, RenderError
 from jobscheduler.domain.models import SECRET_ENV_PENDING_ANNOTATION
 from jobscheduler.domain.registry import Workload
 from jobscheduler.domain.render import (
     REQUEST_HASH_ANNOTATION,
     WORKLOAD_UID,
     JobRequest,
-    RenderError,
     Resources,
     check_request,
     job_id_for_request,

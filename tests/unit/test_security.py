@@ -26,8 +26,8 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.cli.client import BearerToken, ClientOptions
 from jobscheduler.cli.main import build_parser, main
-from jobscheduler.domain.config import ConfigError, SecuritySettings
-from jobscheduler.domain.errors import NotFoundError
+from jobscheduler.domain.config import SecuritySettings
+from jobscheduler.domain.errors import ConfigError, NotFoundError
 from jobscheduler.domain.registry import Registry
 from jobscheduler.obs import logs
 from jobscheduler.transport import tokens as security
