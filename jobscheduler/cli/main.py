@@ -1,5 +1,5 @@
 """The `jobscheduler` command: run the service, print the version, and talk to a running
-service (the client commands live in jobscheduler.cli.client).
+service (the client commands live in jobscheduler.cli.jobs).
 
 jobscheduler serve          run the gRPC service (configuration from the environment)
 jobscheduler version        the version
@@ -27,7 +27,7 @@ def _serve() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     # Imported here, not above, so that main() can quiet grpc before grpc is first imported.
-    from jobscheduler.cli import client
+    from jobscheduler.cli import jobs as client
 
     parser = argparse.ArgumentParser(
         prog="jobscheduler",
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         # grpc's C core reads this once, at import: without it a failed TLS handshake is
         # printed as a log line of its own above the command's one-line error.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from jobscheduler.cli import client
+    from jobscheduler.cli import jobs as client
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.cli import client
+from jobscheduler.cli import jobs as client
 from jobscheduler.cli.main import CLIENT_COMMANDS, build_parser, main
 from tests.conftest import ROOT
 
