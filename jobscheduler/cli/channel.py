@@ -303,7 +303,8 @@ def _hint(code: grpc.StatusCode, details: str, options: ClientOptions, args: arg
         return "repeat the first request exactly, or use a new --request-id"
     if code is _S.FAILED_PRECONDITION:
         if group == "templates":
-            return f"`jobscheduler templates get {getattr(args, 'name', '')}` shows the latest version"
+            name = getattr(args, "resource_name", "")
+            return f"`jobscheduler templates get {name}{options.ns_flag()}` shows the latest version"
         if group == "schedules" or job == "":
             return ""
         return f"`jobscheduler status{job}{options.ns_flag()}` shows how it ended"

@@ -33,6 +33,8 @@ def _walk(parser: argparse.ArgumentParser, path: str = "") -> Iterator[tuple[str
             for name, child in action.choices.items():
                 node.subcommands.append(name)
                 children.append((name, child))
+        elif not action.option_strings and action.choices:
+            node.subcommands.extend(str(c) for c in action.choices)  # offered like a command
         elif action.option_strings and action.help is not argparse.SUPPRESS:
             node.flags.extend(action.option_strings)
             if action.nargs != 0:

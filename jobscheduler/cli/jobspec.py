@@ -49,7 +49,7 @@ def _fill_container(args: argparse.Namespace, request: pb.ScheduleJobRequest) ->
     request.container_job.CopyFrom(
         pb.ContainerJob(
             image=args.image,
-            command=args.command or [],
+            command=args.entrypoint or [],
             args=[*(args.arg or []), *args.words],
             env=args.env or {},
             working_dir=args.workdir,
@@ -115,7 +115,7 @@ def _fill_health_check(args: argparse.Namespace, request: pb.ScheduleJobRequest)
 def _fill_batch(args: argparse.Namespace, request: pb.ScheduleJobRequest) -> None:
     job = pb.BatchJob(
         image=args.image,
-        command=args.command or [],
+        command=args.entrypoint or [],
         args=[*(args.arg or []), *args.words],
         env=args.env or {},
         working_dir=args.workdir,
@@ -155,6 +155,7 @@ def _image_flags(group: argparse._ArgumentGroup, *, required: bool) -> None:
     group.add_argument("--image", required=required, default="", help="container image")
     group.add_argument(
         "--command",
+        dest="entrypoint",
         action="append",
         metavar="WORD",
         help="entrypoint, one word per flag (default: the image's)",

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.cli import channel, exits, flags, jobs, output
+from jobscheduler.cli import channel, exits, flags, jobs, jobspec, output
 from jobscheduler.cli.main import CLIENT_COMMANDS, build_parser, main
 from tests.conftest import ROOT
 
@@ -189,9 +189,9 @@ def test_exit_codes_are_distinct_and_each_grpc_status_is_in_at_most_one() -> Non
     assert len(statuses) == len(set(statuses))
 
 
-def test_the_readme_documents_the_exit_code_table_as_the_code_defines_it() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+def test_the_cli_reference_documents_the_exit_code_table_as_the_code_defines_it() -> None:
+    reference = (ROOT / "docs" / "cli.md").read_text()
+    section = reference.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
 
     rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M)
 
@@ -373,3 +373,150 @@ def test_wait_timeout_raises_exit_5_naming_the_state_the_job_is_still_in() -> No
     assert "jobscheduler status job-w -n ns" in error.value.hint
     # Polls at 1s, 2s and 2.5s: the last pause is shortened so that it gives up on time.
     assert (stub.calls, clock.now) == (3, 2.5)
+
+
+# -- the server's address ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["localhost:50054", "10.0.0.1:1", "[::1]:50054", "[::1]", "scheduler.example", "dns:///x:443", "unix:/s"],
+)
+def test_addresses_grpc_can_resolve_are_accepted(address: str) -> None:
+    channel.check_server_address(address, source="--server")
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("localhost:notaport", "the port 'notaport' is not a number from 1 to 65535"),
+        ("localhost:0", "the port '0' is not a number from 1 to 65535"),
+        ("localhost:65536", "the port '65536' is not a number from 1 to 65535"),
+        ("localhost:", "the port '' is not a number"),
+        (":50054", "expected HOST:PORT"),
+        ("::1:50054", "an IPv6 address goes in brackets"),
+        ("[nothost]:1", "'nothost' is not an IPv6 address"),
+    ],
+)
+def test_a_malformed_address_is_a_usage_error_naming_where_it_came_from(address: str, why: str) -> None:
+    with pytest.raises(exits.ClientError) as error:
+        channel.ClientOptions.from_args(
+            build_parser().parse_args(["health"]), {"JOBSCHEDULER_SERVER": address}
+        )
+
+    assert error.value.exit_status is exits.EXIT_USAGE
+    assert error.value.message.startswith(f"$JOBSCHEDULER_SERVER {address}: ")
+    assert why in error.value.message
+    assert "Kubernetes" not in error.value.hint
+
+
+def test_a_malformed_server_flag_exits_2_before_any_call(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", "localhost:notaport", "status", "x"]) == 2
+    assert capsys.readouterr().err.startswith("jobscheduler: --server localhost:notaport: the port")
+
+
+# -- the parsers -----------------------------------------------------------------------------------
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _parsers(child)
+    return found
+
+
+def test_no_flag_of_a_command_overwrites_what_dispatch_reads() -> None:
+    # A subcommand's `--command` once stored into `command`, the top-level dispatch key.
+    reserved = {"command", "handler", "command_name", "fill_job"}
+    for parser in _parsers(build_parser()):
+        dests = {a.dest for a in parser._actions if not isinstance(a, argparse._SubParsersAction)}
+        assert not dests & reserved, (parser.prog, dests & reserved)
+
+
+def test_every_client_command_has_a_handler_and_the_name_its_hints_use() -> None:
+    local = {"jobscheduler", "jobscheduler serve", "jobscheduler version", "jobscheduler version-full"}
+    leaves = [
+        p
+        for p in _parsers(build_parser())
+        if not any(isinstance(a, argparse._SubParsersAction) and a.required for a in p._actions)
+        and p.prog not in local | {"jobscheduler completion"}
+    ]
+
+    assert len(leaves) > 30
+    for parser in leaves:
+        assert callable(parser._defaults.get("handler")), parser.prog
+        # `schedules create NAME timer`: the name is the words of the command, NAME left out.
+        assert parser.prog.replace(" NAME", "") == f"jobscheduler {parser._defaults['command_name']}"
+
+
+def _request(*argv: str) -> pb.ScheduleJobRequest:
+    return jobspec.job_request(build_parser().parse_args(["schedule", *argv]), namespace="ns")
+
+
+def test_each_job_type_fills_its_own_field() -> None:
+    image = ("--image", "busybox")
+    assert _request("container", *image, "--command", "sh", "--arg=-c", "--", "echo hi").container_job == (
+        pb.ContainerJob(image="busybox", command=["sh"], args=["-c", "echo hi"])
+    )
+    assert _request("batch", *image, "--completions", "3").batch_job == pb.BatchJob(
+        image="busybox", completions=3
+    )
+    webhook = _request("webhook", "--url", "https://x", "--header", "A=1", "--backoff", "0").webhook_job
+    assert (webhook.url, dict(webhook.headers), webhook.HasField("backoff_seconds")) == (
+        "https://x",
+        {"A": "1"},
+        True,
+    )
+    targets = _request("health-check", "--http", "http://a", "--tcp", "[::1]:5432").health_check_job.targets
+    assert [(t.type, t.url, t.host, t.port) for t in targets] == [
+        ("http", "http://a", "", 0),
+        ("tcp", "", "::1", 5432),
+    ]
+
+
+def test_generic_params_are_json_when_they_parse_and_param_wins_over_params() -> None:
+    request = _request(
+        "generic", "--type", "plug", "--params", '{"a": 1, "b": "x"}', "--param", "b=2", "--param", "c=text"
+    )
+
+    assert request.generic_job.type == "plug"
+    assert dict(request.generic_job.params) == {"a": 1, "b": 2, "c": "text"}
+
+
+def test_job_flags_left_out_leave_the_service_defaults() -> None:
+    request = _request("timer", *TIMER[2:])
+
+    assert request.namespace == "ns"
+    for name in (
+        "resources",
+        "retry",
+        "backoff_limit",
+        "ttl_seconds_after_finished",
+        "pending_timeout_seconds",
+    ):
+        assert not request.HasField(name), name
+
+
+def test_retry_and_dependency_flags_fill_their_fields() -> None:
+    request = _request(
+        "timer", *TIMER[2:], "--fail-on-exit-code", "3", "--count-oom", "--after", "job-a",
+        "--after-condition", "FINISHED",
+        "--retry-rule", '{"action": "RETRY_ACTION_IGNORE", "exit_codes": [42]}',
+    )  # fmt: skip
+
+    assert request.retry == pb.RetryPolicy(
+        fail_on_exit_codes=[3],
+        count_oom=True,
+        rules=[pb.RetryRule(action=pb.RETRY_ACTION_IGNORE, exit_codes=[42])],
+    )
+    assert (list(request.after), request.after_condition) == (["job-a"], pb.DEPENDENCY_CONDITION_FINISHED)
+
+
+def test_a_bad_retry_rule_is_a_usage_error_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*NOBODY, *TIMER, "--retry-rule", '{"action": "NOPE"}'])
+
+    assert exit_.value.code == 2
+    assert "argument --retry-rule:" in capsys.readouterr().err
