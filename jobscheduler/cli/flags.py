@@ -8,11 +8,15 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.json_format import ParseDict, ParseError
+from google.protobuf.message import Message
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.cli.exits import exit_codes_help
 
+M = TypeVar("M", bound=Message)
 STATE_NAMES = tuple(v.name.removeprefix("JOB_STATE_") for v in pb.JobState.DESCRIPTOR.values if v.number)
 
 
@@ -168,3 +172,11 @@ def add_group(
         epilog=epilog(examples),
     )
     return parser.add_subparsers(dest=f"{name}_verb", required=True, metavar="VERB")
+
+
+def json_message(text: str, message: M) -> M:
+    """A protobuf message from a JSON object (inline or @FILE), its fields named as in the .proto."""
+    try:
+        return ParseDict(json_object(text), message)
+    except ParseError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
