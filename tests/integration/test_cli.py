@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -53,6 +55,82 @@ def cli_process(server: str | None, *args: str, env: dict[str, str] | None = Non
         "env": {**base_env, **(env or {})},
         "text": True,
     }
+
+
+def default_sigint() -> None:
+    """Runs in the child before it execs: SIGINT back to its default disposition. A shell that
+    starts the suite as a background job ignores SIGINT, the child would inherit that, and Python
+    installs its KeyboardInterrupt handler only where SIGINT is not ignored at start-up."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Child:
+    """`jobscheduler ARGS...` as a running process whose stdout and stderr lines are read by
+    threads, so that every wait on it has its own timeout, shorter than the runner's."""
+
+    def __init__(self, server: str | None, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            **cli_process(server, *args, env=env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=default_sigint,
+        )
+        self.lines: dict[str, queue.Queue[str | None]] = {"out": queue.Queue(), "err": queue.Queue()}
+        self.seen: dict[str, list[str]] = {"out": [], "err": []}
+        for name, stream in (("out", self.proc.stdout), ("err", self.proc.stderr)):
+            threading.Thread(target=self._pump, args=(stream, self.lines[name]), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    def read_until(self, stream: str, pattern: re.Pattern[str], *, timeout: float = 60) -> re.Match[str]:
+        """The first line of `stream` ("out" or "err") matching pattern, read within timeout."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines[stream].get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                raise AssertionError(f"std{stream} ended before {pattern.pattern!r}: {self.transcript()}")
+            self.seen[stream].append(line)
+            if match := pattern.search(line):
+                return match
+        raise AssertionError(
+            f"no {pattern.pattern!r} on std{stream} within {timeout:g}s: {self.transcript()}"
+        )
+
+    def finish(self, *, timeout: float = 30) -> tuple[int, str, str]:
+        """Waits for the process to end (killing it after timeout); its exit code and the rest
+        of its stdout and stderr."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            self.kill()
+        for name in ("out", "err"):
+            while (line := self.lines[name].get(timeout=10)) is not None:
+                self.seen[name].append(line)
+        return code, "".join(self.seen["out"]), "".join(self.seen["err"])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def transcript(self) -> str:
+        return f"\nstdout:\n{''.join(self.seen['out'])}\nstderr:\n{''.join(self.seen['err'])}"
+
+
+@contextmanager
+def child(server: str | None, *args: str, env: dict[str, str] | None = None) -> Iterator[Child]:
+    running = Child(server, *args, env=env)
+    try:
+        yield running
+    finally:
+        running.kill()
 
 
 def cli(
@@ -271,24 +349,31 @@ def test_wait_timeout_gives_up_with_5_and_leaves_the_job_running(service: Servic
 
 def test_ctrl_c_while_waiting_exits_130_and_leaves_the_job_running(service: Service, namespace: str) -> None:
     argv = ("-n", namespace, "schedule", "timer", *TIMER_FLAGS, *FOREVER, "--wait")
-    proc = subprocess.Popen(
-        **cli_process(service.address, *argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if PROGRESS.match(line):
-            break
-    proc.send_signal(signal.SIGINT)
-    rest = proc.stderr.read()
-    proc.wait(timeout=30)
+    with child(service.address, *argv) as waiting:
+        waiting.read_until("err", PROGRESS)
+        waiting.proc.send_signal(signal.SIGINT)
+        code, _, err = waiting.finish(timeout=30)
 
-    assert proc.returncode == 130, "".join(seen) + rest
-    [job_id] = re.findall(r"stopped waiting; (job-[a-z0-9]+) keeps running", rest)
-    assert f"jobscheduler status {job_id} -n {namespace}" in rest
+    assert code == 130, err
+    [job_id] = re.findall(r"stopped waiting; (job-[a-z0-9]+) keeps running", err)
+    assert f"jobscheduler status {job_id} -n {namespace}" in err
     status = service.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id, namespace=namespace), timeout=10)
     assert status.status.state in (S.JOB_STATE_PENDING, S.JOB_STATE_RUNNING)
+
+
+def test_ctrl_c_reaches_the_command_when_the_suite_runs_with_sigint_ignored() -> None:
+    """A suite started from a shell as a background job runs with SIGINT ignored, and children
+    inherit that: the child must still take Ctrl-C (exit 130) instead of blocking."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with health_server(delay=20) as port, child(f"127.0.0.1:{port}", "health", "--timeout", "60") as call:
+            time.sleep(1)  # the call is under way
+            call.proc.send_signal(signal.SIGINT)
+            code, _, err = call.finish(timeout=15)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    assert (code, err) == (130, "jobscheduler: interrupted\n")
 
 
 def test_dry_run_prints_the_manifest_and_creates_nothing(

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.cli import client
+from jobscheduler.cli import channel, exits, flags, jobs, jobspec, output
 from jobscheduler.cli.main import CLIENT_COMMANDS, build_parser, main
 from tests.conftest import ROOT
 
@@ -37,13 +37,13 @@ def _grpc_verbosity(monkeypatch: pytest.MonkeyPatch) -> None:
     [("team=a", ("team", "a")), ("URL=http://x?a=b", ("URL", "http://x?a=b")), ("EMPTY=", ("EMPTY", ""))],
 )
 def test_key_value_splits_at_the_first_equals_sign(text: str, pair: tuple[str, str]) -> None:
-    assert client.parse_key_value(text) == pair
+    assert flags.parse_key_value(text) == pair
 
 
 @pytest.mark.parametrize("text", ["team", "=a", "", " =a"])
 def test_key_value_without_a_key_or_equals_sign_is_refused(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
-        client.parse_key_value(text)
+        flags.parse_key_value(text)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_bad_flag_values_are_usage_errors_naming_the_flag(
     with pytest.raises(SystemExit) as exit_:
         main([*NOBODY, *TIMER, *flags])
 
-    assert exit_.value.code == client.EXIT_USAGE.code == 2
+    assert exit_.value.code == exits.EXIT_USAGE.code == 2
     assert message in capsys.readouterr().err
 
 
@@ -79,22 +79,22 @@ def test_key_value_flags_collect_into_a_dict() -> None:
     "text", ["running", "RUNNING", "Running", "job_state_running", " JOB_STATE_RUNNING "]
 )
 def test_states_are_accepted_in_any_case_with_or_without_prefix(text: str) -> None:
-    assert client.parse_state(text) == S.JOB_STATE_RUNNING
+    assert flags.parse_state(text) == S.JOB_STATE_RUNNING
 
 
 @pytest.mark.parametrize("text", ["sleeping", "UNSPECIFIED", "JOB_STATE_UNSPECIFIED", ""])
 def test_unknown_states_are_refused_listing_the_valid_ones(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED"):
-        client.parse_state(text)
+        flags.parse_state(text)
 
 
 @pytest.mark.parametrize(
     ("argv", "server", "timeout"),
     [
         (["--server", "a:1", "--timeout", "3", "health"], "a:1", 3.0),
-        (["health", "--server", "b:2"], "b:2", client.DEFAULT_TIMEOUT_SECONDS),
-        (["--server", "a:1", "health", "--server", "b:2"], "b:2", client.DEFAULT_TIMEOUT_SECONDS),
-        (["health"], "from-env:9", client.DEFAULT_TIMEOUT_SECONDS),
+        (["health", "--server", "b:2"], "b:2", channel.DEFAULT_TIMEOUT_SECONDS),
+        (["--server", "a:1", "health", "--server", "b:2"], "b:2", channel.DEFAULT_TIMEOUT_SECONDS),
+        (["health"], "from-env:9", channel.DEFAULT_TIMEOUT_SECONDS),
     ],
 )
 def test_common_flags_work_before_or_after_the_command_and_default_from_the_environment(
@@ -102,13 +102,13 @@ def test_common_flags_work_before_or_after_the_command_and_default_from_the_envi
 ) -> None:
     args = build_parser().parse_args(argv)
 
-    options = client.ClientOptions.from_args(args, {"JOBSCHEDULER_SERVER": "from-env:9"})
+    options = channel.ClientOptions.from_args(args, {"JOBSCHEDULER_SERVER": "from-env:9"})
 
     assert (options.server, options.timeout) == (server, timeout)
 
 
 def test_without_server_flag_or_environment_the_server_is_localhost_50054() -> None:
-    options = client.ClientOptions.from_args(build_parser().parse_args(["health"]), {})
+    options = channel.ClientOptions.from_args(build_parser().parse_args(["health"]), {})
 
     assert options.server == "localhost:50054"
     assert (options.namespace, options.output, options.tls) == ("", "table", False)
@@ -116,7 +116,7 @@ def test_without_server_flag_or_environment_the_server_is_localhost_50054() -> N
 
 @pytest.mark.parametrize("flag", [["--ca-cert", "ca.pem"], ["--server-name", "x"], ["--tls"]])
 def test_tls_is_on_with_tls_or_any_flag_that_only_makes_sense_with_it(flag: list[str]) -> None:
-    options = client.ClientOptions.from_args(build_parser().parse_args(["health", *flag]), {})
+    options = channel.ClientOptions.from_args(build_parser().parse_args(["health", *flag]), {})
 
     assert options.tls
 
@@ -149,7 +149,7 @@ def test_every_client_command_the_parser_knows_is_dispatched_to_the_client() -> 
     parser = build_parser()
     [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
 
-    assert set(sub.choices) - {"serve", "version", "version-full"} == CLIENT_COMMANDS
+    assert set(sub.choices) - {"serve", "version", "version-full", "completion"} == CLIENT_COMMANDS
 
 
 # -- exit codes ----------------------------------------------------------------------------------
@@ -178,24 +178,24 @@ def test_every_client_command_the_parser_knows_is_dispatched_to_the_client() -> 
     ],
 )
 def test_each_grpc_status_ends_in_its_exit_code(status: grpc.StatusCode, code: int) -> None:
-    assert client.exit_code_for(status).code == code
+    assert exits.exit_code_for(status).code == code
 
 
 def test_exit_codes_are_distinct_and_each_grpc_status_is_in_at_most_one() -> None:
-    codes = [e.code for e in client.EXIT_CODES]
-    statuses = [s for e in client.EXIT_CODES for s in e.grpc_codes]
+    codes = [e.code for e in exits.EXIT_CODES]
+    statuses = [s for e in exits.EXIT_CODES for s in e.grpc_codes]
 
     assert len(codes) == len(set(codes))
     assert len(statuses) == len(set(statuses))
 
 
-def test_the_readme_documents_the_exit_code_table_as_the_code_defines_it() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
+def test_the_cli_reference_documents_the_exit_code_table_as_the_code_defines_it() -> None:
+    reference = (ROOT / "docs" / "cli.md").read_text()
+    section = reference.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
 
     rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M)
 
-    assert [(int(c), m) for c, m in rows] == [(e.code, e.meaning) for e in client.EXIT_CODES]
+    assert [(int(c), m) for c, m in rows] == [(e.code, e.meaning) for e in exits.EXIT_CODES]
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_help_shows_every_exit_code(capsys: pytest.CaptureFixture[str], argv: li
         main(argv)
 
     out = capsys.readouterr().out
-    for e in client.EXIT_CODES:
+    for e in exits.EXIT_CODES:
         assert re.search(rf"^  {e.code}\s+{re.escape(e.meaning)}$", out, re.M), (e, out)
 
 
@@ -237,11 +237,11 @@ def test_schedule_timer_help_has_examples_and_exit_codes(capsys: pytest.CaptureF
     ],
 )
 def test_age_reads_like_kubectl(seconds: float, age: str) -> None:
-    assert client.format_age(seconds) == age
+    assert output.format_age(seconds) == age
 
 
 def test_table_columns_are_aligned_two_spaces_apart_without_trailing_blanks() -> None:
-    text = client.render_table(["A", "LONGER"], [["xxxx", ""], ["y", "z"]])
+    text = output.render_table(["A", "LONGER"], [["xxxx", ""], ["y", "z"]])
 
     assert text.splitlines() == ["A     LONGER", "xxxx", "y     z"]
 
@@ -259,11 +259,11 @@ def test_a_status_renders_as_a_row_of_the_job_columns() -> None:
     )
     status.created_at.FromDatetime(created)
 
-    text = client.render_statuses([status], now=created + timedelta(seconds=75), with_message=True)
+    text = output.render_statuses([status], now=created + timedelta(seconds=75), with_message=True)
 
     header, row = text.splitlines()
     assert header.split("  ")[0] == "JOB ID"
-    assert re.split(r"\s{2,}", header) == [*client.COLUMNS, "MESSAGE"]
+    assert re.split(r"\s{2,}", header) == [*output.COLUMNS, "MESSAGE"]
     assert re.split(r"\s{2,}", row) == [
         "job-abc",
         "my-timer",
@@ -277,7 +277,7 @@ def test_a_status_renders_as_a_row_of_the_job_columns() -> None:
 
 
 def test_a_status_without_creation_time_or_reason_shows_dashes() -> None:
-    text = client.render_statuses(
+    text = output.render_statuses(
         [pb.JobStatus(job_id="job-x", state=S.JOB_STATE_PENDING)], now=datetime.now(UTC)
     )
 
@@ -316,8 +316,8 @@ def _wait(
     stub: _Statuses, first: tuple[int, str], wait_timeout: float | None = None, clock: _Clock | None = None
 ) -> tuple[pb.JobStatus, str]:
     err = io.StringIO()
-    ctx = client.Context(
-        options=client.ClientOptions(timeout=7),
+    ctx = channel.Context(
+        options=channel.ClientOptions(timeout=7),
         channel=None,  # type: ignore[arg-type]
         stub=stub,  # type: ignore[arg-type]
         out=io.StringIO(),
@@ -325,7 +325,7 @@ def _wait(
     )
     clock = clock or _Clock()
     initial = pb.JobStatus(job_id="job-w", state=first[0], reason=first[1])  # type: ignore[arg-type]
-    final = client.wait_for_job(
+    final = jobs.wait_for_job(
         ctx, initial, namespace="ns", wait_timeout=wait_timeout, clock=clock, sleep=clock.sleep
     )
     return final, err.getvalue()
@@ -364,12 +364,159 @@ def test_wait_timeout_raises_exit_5_naming_the_state_the_job_is_still_in() -> No
     stub = _Statuses(*[(S.JOB_STATE_RUNNING, "Running")] * 10)
     clock = _Clock()
 
-    with pytest.raises(client.ClientError) as error:
+    with pytest.raises(exits.ClientError) as error:
         _wait(stub, (S.JOB_STATE_PENDING, "Created"), wait_timeout=2.5, clock=clock)
 
-    assert error.value.exit_code is client.EXIT_UNAVAILABLE
+    assert error.value.exit_status is exits.EXIT_UNAVAILABLE
     assert error.value.status == "DEADLINE_EXCEEDED"
     assert "job-w is still RUNNING after 2.5s" in error.value.message
     assert "jobscheduler status job-w -n ns" in error.value.hint
     # Polls at 1s, 2s and 2.5s: the last pause is shortened so that it gives up on time.
     assert (stub.calls, clock.now) == (3, 2.5)
+
+
+# -- the server's address ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["localhost:50054", "10.0.0.1:1", "[::1]:50054", "[::1]", "scheduler.example", "dns:///x:443", "unix:/s"],
+)
+def test_addresses_grpc_can_resolve_are_accepted(address: str) -> None:
+    channel.check_server_address(address, source="--server")
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("localhost:notaport", "the port 'notaport' is not a number from 1 to 65535"),
+        ("localhost:0", "the port '0' is not a number from 1 to 65535"),
+        ("localhost:65536", "the port '65536' is not a number from 1 to 65535"),
+        ("localhost:", "the port '' is not a number"),
+        (":50054", "expected HOST:PORT"),
+        ("::1:50054", "an IPv6 address goes in brackets"),
+        ("[nothost]:1", "'nothost' is not an IPv6 address"),
+    ],
+)
+def test_a_malformed_address_is_a_usage_error_naming_where_it_came_from(address: str, why: str) -> None:
+    with pytest.raises(exits.ClientError) as error:
+        channel.ClientOptions.from_args(
+            build_parser().parse_args(["health"]), {"JOBSCHEDULER_SERVER": address}
+        )
+
+    assert error.value.exit_status is exits.EXIT_USAGE
+    assert error.value.message.startswith(f"$JOBSCHEDULER_SERVER {address}: ")
+    assert why in error.value.message
+    assert "Kubernetes" not in error.value.hint
+
+
+def test_a_malformed_server_flag_exits_2_before_any_call(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", "localhost:notaport", "status", "x"]) == 2
+    assert capsys.readouterr().err.startswith("jobscheduler: --server localhost:notaport: the port")
+
+
+# -- the parsers -----------------------------------------------------------------------------------
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _parsers(child)
+    return found
+
+
+def test_no_flag_of_a_command_overwrites_what_dispatch_reads() -> None:
+    # A subcommand's `--command` once stored into `command`, the top-level dispatch key.
+    reserved = {"command", "handler", "command_name", "fill_job"}
+    for parser in _parsers(build_parser()):
+        dests = {a.dest for a in parser._actions if not isinstance(a, argparse._SubParsersAction)}
+        assert not dests & reserved, (parser.prog, dests & reserved)
+
+
+def test_every_client_command_has_a_handler_and_the_name_its_hints_use() -> None:
+    local = {"jobscheduler", "jobscheduler serve", "jobscheduler version", "jobscheduler version-full"}
+    leaves = [
+        p
+        for p in _parsers(build_parser())
+        if not any(isinstance(a, argparse._SubParsersAction) and a.required for a in p._actions)
+        and p.prog not in local | {"jobscheduler completion"}
+    ]
+
+    assert len(leaves) > 30
+    for parser in leaves:
+        assert callable(parser._defaults.get("handler")), parser.prog
+        # `schedules create NAME timer`: the name is the words of the command, NAME left out.
+        assert parser.prog.replace(" NAME", "") == f"jobscheduler {parser._defaults['command_name']}"
+
+
+def _request(*argv: str) -> pb.ScheduleJobRequest:
+    return jobspec.job_request(build_parser().parse_args(["schedule", *argv]), namespace="ns")
+
+
+def test_each_job_type_fills_its_own_field() -> None:
+    image = ("--image", "busybox")
+    assert _request("container", *image, "--command", "sh", "--arg=-c", "--", "echo hi").container_job == (
+        pb.ContainerJob(image="busybox", command=["sh"], args=["-c", "echo hi"])
+    )
+    assert _request("batch", *image, "--completions", "3").batch_job == pb.BatchJob(
+        image="busybox", completions=3
+    )
+    webhook = _request("webhook", "--url", "https://x", "--header", "A=1", "--backoff", "0").webhook_job
+    assert (webhook.url, dict(webhook.headers), webhook.HasField("backoff_seconds")) == (
+        "https://x",
+        {"A": "1"},
+        True,
+    )
+    targets = _request("health-check", "--http", "http://a", "--tcp", "[::1]:5432").health_check_job.targets
+    assert [(t.type, t.url, t.host, t.port) for t in targets] == [
+        ("http", "http://a", "", 0),
+        ("tcp", "", "::1", 5432),
+    ]
+
+
+def test_generic_params_are_json_when_they_parse_and_param_wins_over_params() -> None:
+    request = _request(
+        "generic", "--type", "plug", "--params", '{"a": 1, "b": "x"}', "--param", "b=2", "--param", "c=text"
+    )
+
+    assert request.generic_job.type == "plug"
+    assert dict(request.generic_job.params) == {"a": 1, "b": 2, "c": "text"}
+
+
+def test_job_flags_left_out_leave_the_service_defaults() -> None:
+    request = _request("timer", *TIMER[2:])
+
+    assert request.namespace == "ns"
+    for name in (
+        "resources",
+        "retry",
+        "backoff_limit",
+        "ttl_seconds_after_finished",
+        "pending_timeout_seconds",
+    ):
+        assert not request.HasField(name), name
+
+
+def test_retry_and_dependency_flags_fill_their_fields() -> None:
+    request = _request(
+        "timer", *TIMER[2:], "--fail-on-exit-code", "3", "--count-oom", "--after", "job-a",
+        "--after-condition", "FINISHED",
+        "--retry-rule", '{"action": "RETRY_ACTION_IGNORE", "exit_codes": [42]}',
+    )  # fmt: skip
+
+    assert request.retry == pb.RetryPolicy(
+        fail_on_exit_codes=[3],
+        count_oom=True,
+        rules=[pb.RetryRule(action=pb.RETRY_ACTION_IGNORE, exit_codes=[42])],
+    )
+    assert (list(request.after), request.after_condition) == (["job-a"], pb.DEPENDENCY_CONDITION_FINISHED)
+
+
+def test_a_bad_retry_rule_is_a_usage_error_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*NOBODY, *TIMER, "--retry-rule", '{"action": "NOPE"}'])
+
+    assert exit_.value.code == 2
+    assert "argument --retry-rule:" in capsys.readouterr().err

@@ -24,7 +24,7 @@ import yaml
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
-from jobscheduler.cli.client import BearerToken, ClientOptions
+from jobscheduler.cli.channel import BearerToken, ClientOptions
 from jobscheduler.cli.main import build_parser, main
 from jobscheduler.domain.config import SecuritySettings
 from jobscheduler.domain.errors import ConfigError, NotFoundError
