@@ -648,11 +648,50 @@ class GenericJob(_message.Message):
 Global___GenericJob: _TypeAlias = GenericJob  # noqa: Y015
 
 @_typing.final
-class Resources(_message.Message):
+class Toleration(_message.Message):
     """Kubernetes quantities ("100m", "0.5", "64Mi"). Requests default to DEFAULT_CPU_REQUEST and
     DEFAULT_MEMORY_REQUEST; limits are unset unless given.
+    A taint a job's pods tolerate (a pod's toleration, spelled as Kubernetes spells it).
     """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EFFECT_FIELD_NUMBER: _builtins.int
+    TOLERATION_SECONDS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """the taint's key; empty (with operator Exists): every taint"""
+    operator: _builtins.str
+    """"Equal" (default) or "Exists" """
+    value: _builtins.str
+    """the taint's value, with Equal; empty with Exists"""
+    effect: _builtins.str
+    """"NoSchedule", "PreferNoSchedule", "NoExecute"; empty: every effect"""
+    toleration_seconds: _builtins.int
+    """NoExecute only: how long the pod stays once tainted"""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        value: _builtins.str = ...,
+        effect: _builtins.str = ...,
+        toleration_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_toleration_seconds", b"_toleration_seconds", "toleration_seconds", b"toleration_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_toleration_seconds", b"_toleration_seconds", "effect", b"effect", "key", b"key", "operator", b"operator", "toleration_seconds", b"toleration_seconds", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__toleration_seconds: _TypeAlias = _typing.Literal["toleration_seconds"]  # noqa: Y015
+    _WhichOneofArgType__toleration_seconds: _TypeAlias = _typing.Literal["_toleration_seconds", b"_toleration_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__toleration_seconds) -> _WhichOneofReturnType__toleration_seconds | None: ...
+
+Global___Toleration: _TypeAlias = Toleration  # noqa: Y015
+
+@_typing.final
+class Resources(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CPU_REQUEST_FIELD_NUMBER: _builtins.int
@@ -846,6 +885,26 @@ class ScheduleJobRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class NodeSelectorEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
@@ -865,6 +924,9 @@ class ScheduleJobRequest(_message.Message):
     TEMPLATE_UNSET_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     AFTER_CONDITION_FIELD_NUMBER: _builtins.int
+    NODE_SELECTOR_FIELD_NUMBER: _builtins.int
+    TOLERATIONS_FIELD_NUMBER: _builtins.int
+    PRIORITY_CLASS_NAME_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     CONTAINER_JOB_FIELD_NUMBER: _builtins.int
     WEBHOOK_JOB_FIELD_NUMBER: _builtins.int
@@ -895,7 +957,7 @@ class ScheduleJobRequest(_message.Message):
     """
     template: _builtins.str
     """Start from a stored template (CreateTemplate) in the request's namespace: its job is the
-    base and the fields set in this request override it (README "Templates": messages and maps
+    base and the fields set in this request override it (docs/job-control.md, "Templates": messages and maps
     merge, repeated fields and set scalars replace; a job type other than the template's is
     refused). Empty: no template.
     """
@@ -903,6 +965,10 @@ class ScheduleJobRequest(_message.Message):
     """the version to start from; 0: the latest"""
     after_condition: Global___DependencyCondition.ValueType
     """default SUCCEEDED; only with after"""
+    priority_class_name: _builtins.str
+    """A PriorityClass of the cluster (`kubectl get priorityclasses`); it must exist. Empty: the
+    cluster's default priority.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """added to the Job and its pods"""
@@ -944,6 +1010,17 @@ class ScheduleJobRequest(_message.Message):
         service's leader once after_condition holds, or failed (reason DependencyFailed) when it
         no longer can. Empty: no dependencies.
         """
+
+    @_builtins.property
+    def node_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Placement: which nodes the job's pods may run on, and their priority (the pod spec's
+        nodeSelector, tolerations and priorityClassName), checked as the API server checks them.
+        Node labels the pods must match, e.g. {"accelerator": "nvidia-a100"}.
+        """
+
+    @_builtins.property
+    def tolerations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Toleration]:
+        """taints the pods tolerate, e.g. a GPU pool's NoSchedule taint"""
 
     @_builtins.property
     def timer_job(self) -> Global___TimerJob:
@@ -991,6 +1068,9 @@ class ScheduleJobRequest(_message.Message):
         template_unset: _abc.Iterable[_builtins.str] | None = ...,
         after: _abc.Iterable[_builtins.str] | None = ...,
         after_condition: Global___DependencyCondition.ValueType = ...,
+        node_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        tolerations: _abc.Iterable[Global___Toleration] | None = ...,
+        priority_class_name: _builtins.str = ...,
         timer_job: Global___TimerJob | None = ...,
         container_job: Global___ContainerJob | None = ...,
         webhook_job: Global___WebhookJob | None = ...,
@@ -1000,7 +1080,7 @@ class ScheduleJobRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "pending_timeout_seconds", b"pending_timeout_seconds", "resources", b"resources", "retry", b"retry", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "after", b"after", "after_condition", b"after_condition", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "pending_timeout_seconds", b"pending_timeout_seconds", "request_id", b"request_id", "resources", b"resources", "retry", b"retry", "secret_env", b"secret_env", "suspend", b"suspend", "template", b"template", "template_unset", b"template_unset", "template_version", b"template_version", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "after", b"after", "after_condition", b"after_condition", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pending_timeout_seconds", b"pending_timeout_seconds", "priority_class_name", b"priority_class_name", "request_id", b"request_id", "resources", b"resources", "retry", b"retry", "secret_env", b"secret_env", "suspend", b"suspend", "template", b"template", "template_unset", b"template_unset", "template_version", b"template_version", "timer_job", b"timer_job", "tolerations", b"tolerations", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
@@ -1089,6 +1169,26 @@ class JobStatus(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class NodeSelectorEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOB_ID_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
@@ -1115,6 +1215,9 @@ class JobStatus(_message.Message):
     WAITING_FOR_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     AFTER_CONDITION_FIELD_NUMBER: _builtins.int
+    NODE_SELECTOR_FIELD_NUMBER: _builtins.int
+    TOLERATIONS_FIELD_NUMBER: _builtins.int
+    PRIORITY_CLASS_NAME_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """the Kubernetes Job's name"""
     namespace: _builtins.str
@@ -1151,6 +1254,7 @@ class JobStatus(_message.Message):
     """that template's version"""
     after_condition: Global___DependencyCondition.ValueType
     """their condition (UNSPECIFIED without after)"""
+    priority_class_name: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """when the Job was created"""
@@ -1179,6 +1283,12 @@ class JobStatus(_message.Message):
     def after(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the dependencies it was scheduled with"""
 
+    @_builtins.property
+    def node_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """placement it was scheduled with (ScheduleJobRequest)"""
+
+    @_builtins.property
+    def tolerations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Toleration]: ...
     def __init__(
         self,
         *,
@@ -1208,10 +1318,13 @@ class JobStatus(_message.Message):
         waiting_for: _abc.Iterable[_builtins.str] | None = ...,
         after: _abc.Iterable[_builtins.str] | None = ...,
         after_condition: Global___DependencyCondition.ValueType = ...,
+        node_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        tolerations: _abc.Iterable[Global___Toleration] | None = ...,
+        priority_class_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "pods", b"pods", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pods", b"pods", "priority_class_name", b"priority_class_name", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "tolerations", b"tolerations", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from jobscheduler.domain.admission import caller_label
 from jobscheduler.domain.dependencies import hold_manifest, is_held, plan
 from jobscheduler.domain.errors import (
@@ -29,6 +31,7 @@ from jobscheduler.domain.errors import (
     InvalidArgumentError,
     JobSchedulerError,
     NotFoundError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     fields_under,
 )
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     from jobscheduler.app.service import JobService
 
 Obj = dict[str, Any]
+log = structlog.get_logger("jobscheduler.app.submit")
 # When a caller is at MAX_ACTIVE_JOBS_PER_CALLER: how long to suggest waiting before trying again.
 ACTIVE_JOBS_RETRY_SECONDS = 5.0
 
@@ -98,7 +102,7 @@ class Submission:
         deadline: float | None = None,
     ) -> ScheduleResult:
         job_type, params_field = self._resolve(request)
-        request, params = self._validate(request, job_type, params_field)
+        request, params = self._validate(request, job_type, params_field, deadline=deadline)
         manifest = self._render(request, job_type, params, job_id=None, caller=caller, deadline=deadline)
         self._admit(manifest, params_field=params_field, caller=None if dry_run else caller)
         return self._submit(request, manifest, caller=caller, dry_run=dry_run, deadline=deadline)
@@ -107,7 +111,7 @@ class Submission:
         """resolve, validate, render and admit, for a job a schedule or template stores (named
         job_id, or by its request_id, or at random); no caller's rate is spent."""
         job_type, params_field = self._resolve(request)
-        request, params = self._validate(request, job_type, params_field)
+        request, params = self._validate(request, job_type, params_field, deadline=None)
         manifest = self._render(request, job_type, params, job_id=job_id, caller="", deadline=None)
         self._admit(manifest, params_field=params_field, caller=None)
         return Prepared(request, manifest)
@@ -124,7 +128,7 @@ class Submission:
         return job_type, request.params_field or job_type.request_field
 
     def _validate(
-        self, request: JobRequest, job_type: JobType, params_field: str
+        self, request: JobRequest, job_type: JobType, params_field: str, *, deadline: float | None
     ) -> tuple[JobRequest, Mapping[str, Any]]:
         try:
             params = request.params
@@ -135,7 +139,25 @@ class Submission:
             params = job_type.validate(params, self.settings)
         except InvalidArgumentError as e:
             raise e.prefixed(params_field) from None
-        return check_request(request, self.settings), params
+        request = check_request(request, self.settings)
+        if request.placement.priority_class_name:
+            self._check_priority_class(request.placement.priority_class_name, deadline=deadline)
+        return request, params
+
+    def _check_priority_class(self, name: str, *, deadline: float | None) -> None:
+        """The PriorityClass must exist: the API server admits a Job naming an unknown one and
+        then refuses every pod the Job controller creates, so the job would wait forever."""
+        try:
+            self.gateway.get("priorityclasses", "", name, deadline=deadline)
+        except NotFoundError:
+            raise InvalidArgumentError(
+                "priority_class_name",
+                f"no PriorityClass named {name!r} in the cluster; `kubectl get priorityclasses` lists them",
+            ) from None
+        except PermissionDeniedError:
+            # Without the ClusterRole of k8s/rbac.yaml the name cannot be checked here; the
+            # job's status then reports the Job controller's refusal instead.
+            log.warning("cannot read PriorityClasses (RBAC); priority_class_name not checked", name=name)
 
     def _render(
         self,

@@ -25,6 +25,29 @@ def _retry_rule(text: str) -> pb.RetryRule:
     return rule
 
 
+def toleration(text: str) -> pb.Toleration:
+    """KEY[=VALUE][:EFFECT], as taints are written (`kubectl taint`): with a value the taint's
+    value must match (Equal), without one any value does (Exists); KEY `*` tolerates every taint."""
+    rest, _, effect = text.rpartition(":") if ":" in text else (text, "", "")
+    key, eq, value = rest.partition("=")
+    if key == "*":
+        key = ""
+    return pb.Toleration(key=key, operator="Equal" if eq else "Exists", value=value, effect=effect)
+
+
+def _add_placement_flags(parser: argparse.ArgumentParser) -> None:
+    p = parser.add_argument_group("placement (where the pods may run)")
+    p.add_argument(
+        "--node-selector", dest="node_selector", action=KeyValueAction, metavar="KEY=VALUE",
+        help="run only on nodes with this label (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--toleration", type=toleration, action="append", metavar="KEY[=VALUE][:EFFECT]",
+        help="tolerate this node taint, e.g. nvidia.com/gpu:NoSchedule (repeatable; KEY * for all)",
+    )  # fmt: skip
+    p.add_argument("--priority-class", default="", metavar="NAME", help="a PriorityClass of the cluster")
+
+
 def _add_job_flags(parser: argparse.ArgumentParser, purpose: Purpose) -> None:
     j = parser.add_argument_group("job")
     j.add_argument("--name", default="", help="human name, a DNS-1123 label (default: the job type)")
@@ -98,6 +121,7 @@ def _add_job_flags(parser: argparse.ArgumentParser, purpose: Purpose) -> None:
         "--retry-rule", type=_retry_rule, action="append", metavar="JSON",
         help='a RetryRule: {"action": "RETRY_ACTION_IGNORE", "exit_codes": [42]} (repeatable)',
     )  # fmt: skip
+    _add_placement_flags(parser)
 
 
 def add_job_types(
@@ -134,6 +158,9 @@ def job_request(args: argparse.Namespace, *, namespace: str = "") -> pb.Schedule
         suspend=getattr(args, "suspend", False),
         secret_env=getattr(args, "secret_env", None) or {},
         after=args.after or [],
+        node_selector=args.node_selector or {},
+        tolerations=args.toleration or [],
+        priority_class_name=args.priority_class,
     )
     resources = {k: getattr(args, k) for k in ("cpu_request", "memory_request", "cpu_limit", "memory_limit")}
     if any(resources.values()):

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from jobscheduler.domain.placement import Placement
+
 # Every object the service creates carries these; the watch cache and ListJobs select on them.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "jobscheduler"
@@ -92,3 +94,4 @@ class JobStatus:
     after: tuple[str, ...] = ()
     after_condition: DependencyCondition | None = None
     waiting_for: tuple[str, ...] = ()
+    placement: Placement = field(default_factory=Placement)  # where its pods may run

@@ -29,6 +29,7 @@ from jobscheduler.domain.models import (
     TEMPLATE_VERSION_LABEL,
     DependencyCondition,
 )
+from jobscheduler.domain.placement import Placement, check_placement, render_placement
 from jobscheduler.domain.registry import JobType
 from jobscheduler.domain.retry import RetryPolicy, check_retry, render_pod_failure_policy
 from jobscheduler.domain.validation import (
@@ -103,6 +104,8 @@ class JobRequest:
     """The template the request was made from (jobscheduler.app.templates), and its version: labels
     on the Job and its pods."""
     template_version: int = 0
+    placement: Placement = field(default_factory=Placement)
+    """Which nodes its pods may run on and their priority class (jobscheduler.domain.placement)."""
     fingerprint: str = ""
     """When set, the request_id fingerprint (request_hash) to use instead of one of this request:
     a request made from a template is fingerprinted as the caller sent it, so a retry still
@@ -139,6 +142,8 @@ def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
     for key in ("retry", "pending_timeout_seconds"):
         if body[key] is None:
             del body[key]  # unset, as before these fields existed: earlier fingerprints still match
+    if request.placement.is_empty():
+        del body["placement"]  # likewise
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -193,6 +198,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
         pending_timeout_seconds=request.pending_timeout_seconds,
         template=request.template,
         template_version=request.template_version,
+        placement=check_placement(request.placement),
         fingerprint=request.fingerprint,
     )
 
@@ -346,6 +352,7 @@ def render_job(
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "containers": [container],
+            **render_placement(request.placement),
         },
     }
     if request.suspend or request.secret_env:

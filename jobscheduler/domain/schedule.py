@@ -27,6 +27,7 @@ from jobscheduler.domain.interval import interval_as_cron, next_interval_runs, p
 from jobscheduler.domain.models import (
     JobStatus,
 )
+from jobscheduler.domain.placement import Placement
 from jobscheduler.domain.render import JobRequest, Resources
 from jobscheduler.domain.retry import RetryPolicy
 from jobscheduler.domain.runstats import RunStats
@@ -232,6 +233,8 @@ def spec_from(cronjob: Obj) -> ScheduleSpec:
     job["resources"] = Resources(**job.get("resources") or {})
     if job.get("retry") is not None:
         job["retry"] = RetryPolicy.from_dict(job["retry"])
+    if job.get("placement") is not None:
+        job["placement"] = Placement.from_dict(job["placement"])
     spec = ScheduleSpec(
         name=raw["name"],
         namespace=raw["namespace"],

@@ -33,6 +33,7 @@ from jobscheduler.domain.models import (
     JobState,
     JobStatus,
 )
+from jobscheduler.domain.placement import placement_of
 from jobscheduler.domain.pods import (
     by_creation,
     count_at,
@@ -98,6 +99,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         failed_indexes=string_at(job_status, "failedIndexes"),
         template=string_at(labels, TEMPLATE_LABEL),
         template_version=label_int(labels, TEMPLATE_VERSION_LABEL),
+        placement=placement_of(mapping_at(mapping_at(mapping_at(job, "spec"), "template"), "spec")),
         after=dependencies.after,
         after_condition=dependencies.condition,
         waiting_for=(dependencies.waiting or ()) if verdict.reason == WAITING_REASON else (),

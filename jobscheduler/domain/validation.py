@@ -114,6 +114,16 @@ def check_qualified_key(field: str, key: str) -> None:
         )
 
 
+def check_label_value(field: str, value: str) -> None:
+    """A label value: empty, or at most 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends."""
+    if len(value) > 63 or (value and not _LABEL_VALUE.fullmatch(value)):
+        raise InvalidArgumentError(
+            field,
+            f"value {shown(value)} must be at most 63 characters of "
+            "letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        )
+
+
 def check_not_reserved(field: str, key: str) -> None:
     prefix = key.rpartition("/")[0]
     if key in RESERVED_KEYS or prefix in RESERVED_PREFIXES:
@@ -125,12 +135,7 @@ def check_labels(field: str, labels: Mapping[str, str]) -> None:
     for key, value in labels.items():
         check_qualified_key(field, key)
         check_not_reserved(field, key)
-        if len(value) > 63 or (value and not _LABEL_VALUE.fullmatch(value)):
-            raise InvalidArgumentError(
-                f"{field}[{key}]",
-                f"value {shown(value)} must be at most 63 characters of "
-                "letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-            )
+        check_label_value(f"{field}[{key}]", value)
         size += len(key) + len(value)  # both ASCII once checked
     if size > MAX_LABELS_BYTES:
         raise InvalidArgumentError(field, f"labels total {size} bytes; at most {MAX_LABELS_BYTES}")

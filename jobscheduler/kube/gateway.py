@@ -45,6 +45,7 @@ RESOURCES = {
     "secrets": "/api/v1",
     "configmaps": "/api/v1",
     "leases": "/apis/coordination.k8s.io/v1",
+    "priorityclasses": "/apis/scheduling.k8s.io/v1",  # cluster-scoped: namespace ""
 }
 
 

@@ -18,7 +18,7 @@ KEPT_ANNOTATION_PREFIX = "jobscheduler.io/"
 def slim_job(job: Mapping[str, Any]) -> Obj:
     meta = job.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    return {
+    slim: Obj = {
         "metadata": {
             "name": meta.get("name", ""),
             "namespace": meta.get("namespace", ""),
@@ -30,6 +30,15 @@ def slim_job(job: Mapping[str, Any]) -> Obj:
         },
         "status": job.get("status") or {},
     }
+    if placement := _placement_fields(job):
+        slim["spec"] = {"template": {"spec": placement}}
+    return slim
+
+
+def _placement_fields(job: Mapping[str, Any]) -> Obj:
+    """The pod template's placement (node selector, tolerations, priority class): reported."""
+    pod_spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {k: pod_spec[k] for k in ("nodeSelector", "tolerations", "priorityClassName") if k in pod_spec}
 
 
 def slim_pod(pod: Mapping[str, Any]) -> Obj:

@@ -19,6 +19,7 @@ from jobscheduler.app.service import encode_page_token
 from jobscheduler.domain.catchup import CatchUp, Concurrency
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.models import DependencyCondition, JobState, JobStatus
+from jobscheduler.domain.placement import Placement, Toleration
 from jobscheduler.domain.registry import (
     GENERIC_FIELD,
     GENERIC_PARAMS_FIELD,
@@ -181,6 +182,31 @@ def job_request_from_proto(request: pb.ScheduleJobRequest, registry: Registry) -
         pending_timeout_seconds=(
             request.pending_timeout_seconds if request.HasField("pending_timeout_seconds") else None
         ),
+        placement=Placement(
+            node_selector=dict(request.node_selector),
+            tolerations=tuple(toleration_from_proto(t) for t in request.tolerations),
+            priority_class_name=request.priority_class_name,
+        ),
+    )
+
+
+def toleration_from_proto(message: pb.Toleration) -> Toleration:
+    return Toleration(
+        key=message.key,
+        operator=message.operator,
+        value=message.value,
+        effect=message.effect,
+        toleration_seconds=(message.toleration_seconds if message.HasField("toleration_seconds") else None),
+    )
+
+
+def toleration_to_proto(toleration: Toleration) -> pb.Toleration:
+    return pb.Toleration(
+        key=toleration.key,
+        operator=toleration.operator,
+        value=toleration.value,
+        effect=toleration.effect,
+        toleration_seconds=toleration.toleration_seconds,
     )
 
 
@@ -204,6 +230,9 @@ def job_request_to_proto(job: JobRequest, registry: Registry) -> pb.ScheduleJobR
         out.pending_timeout_seconds = job.pending_timeout_seconds
     if job.retry is not None:
         out.retry.CopyFrom(retry_to_proto(job.retry))
+    out.node_selector.update(job.placement.node_selector)
+    out.tolerations.extend(toleration_to_proto(t) for t in job.placement.tolerations)
+    out.priority_class_name = job.placement.priority_class_name
     if job.job_type:
         request_field = registry.get(job.job_type).request_field
         if job.params_field or request_field not in request_fields():
@@ -302,4 +331,7 @@ def to_proto_status(status: JobStatus) -> pb.JobStatus:
         waiting_for=list(status.waiting_for),
         after=list(status.after),
         after_condition=CONDITION_TO_PROTO[status.after_condition],  # type: ignore[arg-type]
+        node_selector=dict(status.placement.node_selector),
+        tolerations=[toleration_to_proto(t) for t in status.placement.tolerations],
+        priority_class_name=status.placement.priority_class_name,
     )

@@ -27,8 +27,8 @@ NAMESPACE = "jobscheduler"  # as in k8s/kustomization.yaml: operators apply it u
 SA = f"system:serviceaccount:{NAMESPACE}:jobscheduler"
 TIMER = pb.TimerJob(duration_seconds=60, timer_name="t", control_plane_endpoint="http://cp:50053")
 
-# `kubectl auth can-i --list` for the ServiceAccount: our Role's two rules, plus what every
-# authenticated identity gets from the default ClusterRoles (system:basic-user,
+# `kubectl auth can-i --list` for the ServiceAccount: our Role's rules and the ClusterRole's one,
+# plus what every authenticated identity gets from the default ClusterRoles (system:basic-user,
 # system:discovery, system:public-info-viewer, system:service-account-issuer-discovery).
 EXPECTED_RESOURCE_RULES = {
     ("jobs.batch", "create get list watch patch delete"),
@@ -38,6 +38,7 @@ EXPECTED_RESOURCE_RULES = {
     ("configmaps", "create get list update delete"),
     ("cronjobs.batch", "create get list update patch delete"),
     ("leases.coordination.k8s.io", "create get patch"),
+    ("priorityclasses.scheduling.k8s.io", "get"),  # the ClusterRole: priority_class_name exists
     ("selfsubjectreviews.authentication.k8s.io", "create"),
     ("selfsubjectaccessreviews.authorization.k8s.io", "create"),
     ("selfsubjectrulesreviews.authorization.k8s.io", "create"),
@@ -121,6 +122,8 @@ def test_rbac_yaml_alone_applies_the_objects_the_kustomization_applied(cluster: 
     out = kubectl(cluster, "apply", "-f", str(ROOT / "k8s" / "rbac.yaml"))
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.splitlines()) == [
+        "clusterrole.rbac.authorization.k8s.io/jobscheduler-priorityclasses unchanged",
+        "clusterrolebinding.rbac.authorization.k8s.io/jobscheduler-priorityclasses unchanged",
         "role.rbac.authorization.k8s.io/jobscheduler unchanged",
         "rolebinding.rbac.authorization.k8s.io/jobscheduler unchanged",
         "serviceaccount/jobscheduler unchanged",

@@ -1237,6 +1237,29 @@ def test_cache_reports_the_status_derived_from_full_objects(
     assert state_of(cache, job["metadata"]["name"]) is state
 
 
+def test_slim_job_keeps_only_the_placement_of_the_pod_template() -> None:
+    job = full_job(status={"active": 1})
+    pod_spec = job.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+    pod_spec.update(
+        nodeSelector={"accelerator": "gpu"},
+        tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        priorityClassName="batch-high",
+        containers=[{"name": "main", "image": "busybox"}],
+    )
+    slim = slim_job(job)
+    assert slim["spec"] == {
+        "template": {
+            "spec": {
+                "nodeSelector": {"accelerator": "gpu"},
+                "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "priorityClassName": "batch-high",
+            }
+        }
+    }
+    assert derive_status(slim, []) == derive_status(job, [])
+    assert derive_status(slim, []).placement.priority_class_name == "batch-high"
+
+
 def test_slim_job_drops_spec_managed_fields_and_foreign_annotations() -> None:
     job = full_job(annotations={"jobscheduler.io/cancelled-at": ts(6)}, status={"active": 1})
     slim = slim_job(job)

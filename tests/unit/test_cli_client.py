@@ -520,3 +520,27 @@ def test_a_bad_retry_rule_is_a_usage_error_naming_the_flag(capsys: pytest.Captur
 
     assert exit_.value.code == 2
     assert "argument --retry-rule:" in capsys.readouterr().err
+
+
+def test_placement_flags_become_the_requests_placement() -> None:
+    from jobscheduler.cli.jobspec import job_request
+
+    args = build_parser().parse_args(
+        [
+            *TIMER,
+            "--node-selector", "accelerator=a100",
+            "--toleration", "nvidia.com/gpu:NoSchedule",
+            "--toleration", "dedicated=batch:NoExecute",
+            "--toleration", "*",
+            "--priority-class", "batch-high",
+        ]
+    )  # fmt: skip
+    request = job_request(args)
+
+    assert dict(request.node_selector) == {"accelerator": "a100"}
+    assert [(t.key, t.operator, t.value, t.effect) for t in request.tolerations] == [
+        ("nvidia.com/gpu", "Exists", "", "NoSchedule"),
+        ("dedicated", "Equal", "batch", "NoExecute"),
+        ("", "Exists", "", ""),
+    ]
+    assert request.priority_class_name == "batch-high"
