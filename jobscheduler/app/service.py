@@ -12,13 +12,13 @@ import base64
 import binascii
 import contextlib
 import json
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from jobscheduler.app.submit import Submission
+from jobscheduler.app.watch import JobWatch
 from jobscheduler.domain.admission import Admission, AdmissionPolicy
 from jobscheduler.domain.config import Settings
 from jobscheduler.domain.dependencies import Lookup, is_held
@@ -45,7 +45,6 @@ from jobscheduler.domain.selector import compile_selector
 from jobscheduler.domain.status import derive_status
 from jobscheduler.domain.validation import check_dns_label, shown
 from jobscheduler.kube.cache import JobCache, sort_key
-from jobscheduler.kube.feed import Event, iter_events, terminal
 from jobscheduler.kube.gateway import KubeGateway
 
 Obj = dict[str, Any]
@@ -100,6 +99,7 @@ class JobService:
             trusted_images=[settings.timer_image, settings.worker_image],
         )
         self.submission = Submission(self)
+        self.watch = JobWatch(self)
 
     def resolve_namespace(self, namespace: str) -> str:
         """The request's namespace (K8S_NAMESPACE when empty), valid and allowed."""
@@ -265,86 +265,6 @@ class JobService:
             )
 
         return match
-
-    # -- WatchJob / WatchJobs ------------------------------------------------------------------
-
-    def watch_job(
-        self, namespace: str, job_id: str, *, alive: Callable[[], bool], poll_interval: float = 1.0
-    ) -> Iterator[Event]:
-        """The current status, then every change, until the job ends or disappears."""
-        namespace = self.resolve_namespace(namespace)
-        current = self.get_status(namespace, job_id)  # NOT_FOUND before the stream starts
-        cache = self.cached(namespace)
-        if cache is None:
-            yield from self._poll_job(namespace, job_id, current, alive=alive, interval=poll_interval)
-            return
-        sub = cache.subscribe(
-            lambda _labels, s: s.job_id == job_id and s.namespace == namespace,
-            initial=False,
-            namespace=namespace,
-        )
-        try:
-            # Subscribed first, then read: a change between the two is not lost, only repeated.
-            current = cache.get(namespace, job_id) or current
-            yield Event("INITIAL", current, datetime.now(UTC))
-            if terminal(current):
-                return
-            last = current
-            for event in iter_events(sub, alive=alive):
-                if event.status == last and event.kind != "DELETED":
-                    continue
-                yield Event(
-                    "UPDATED" if event.kind == "INITIAL" else event.kind, event.status, event.observed_at
-                )
-                last = event.status
-                if event.kind == "DELETED" or terminal(event.status):
-                    return
-        finally:
-            cache.unsubscribe(sub)
-
-    def _poll_job(
-        self, namespace: str, job_id: str, current: JobStatus, *, alive: Callable[[], bool], interval: float
-    ) -> Iterator[Event]:
-        """WatchJob for a namespace the cache does not serve: one API read per interval."""
-        yield Event("INITIAL", current, datetime.now(UTC))
-        last = current
-        while not terminal(last) and alive():
-            time.sleep(interval)
-            try:
-                status = self.get_status(namespace, job_id)
-            except NotFoundError:
-                yield Event("DELETED", last, datetime.now(UTC))
-                return
-            if status != last:
-                yield Event("UPDATED", status, datetime.now(UTC))
-                last = status
-
-    def watch_jobs(
-        self,
-        namespace: str,
-        *,
-        job_type: str,
-        label_selector: str,
-        states: frozenset[JobState],
-        initial: bool,
-        alive: Callable[[], bool],
-    ) -> Iterator[Event]:
-        namespace = self.resolve_namespace(namespace)
-        match = self.matcher(job_type, "", label_selector, states)
-        cache = self.cached(namespace)
-        if cache is None:
-            watched = "none" if self.cache is None else ", ".join(n or "*" for n in self.cache.namespaces)
-            raise FailedPreconditionError(
-                f"namespace {namespace!r} is not watched by this service (WATCH_NAMESPACES: {watched}), "
-                "or its watch is down; add it to WATCH_NAMESPACES, or poll ListJobs"
-            )
-        sub = cache.subscribe(match, initial=initial, namespace=namespace)
-        try:
-            for event in iter_events(sub, alive=alive):
-                if event.status.namespace == namespace:
-                    yield event
-        finally:
-            cache.unsubscribe(sub)
 
     # -- ResumeJob -----------------------------------------------------------------------------
 

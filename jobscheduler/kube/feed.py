@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobscheduler.domain.errors import SubscriptionOverflowError
-from jobscheduler.domain.models import JobState, JobStatus
+from jobscheduler.domain.models import JobStatus
 
 Key = tuple[str, str]  # (namespace, job name)
 
@@ -80,7 +80,3 @@ def iter_events(sub: Subscription, *, alive: Callable[[], bool], poll: float = 0
             yield event
     if sub.overflowed:
         sub.next(0)  # raises SubscriptionOverflowError
-
-
-def terminal(status: JobStatus) -> bool:
-    return status.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)

@@ -27,12 +27,12 @@ class StreamsServicer:
 
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         begin(namespace=request.namespace, job_id=request.job_id)
-        for event in self.jobs.watch_job(request.namespace, request.job_id, alive=context.is_active):
+        for event in self.jobs.watch.job(request.namespace, request.job_id, alive=context.is_active):
             yield to_proto_event(event)
 
     def WatchJobs(self, request: pb.WatchJobsRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         begin(namespace=request.namespace)
-        events = self.jobs.watch_jobs(
+        events = self.jobs.watch.jobs(
             request.namespace,
             job_type=request.job_type,
             label_selector=request.label_selector,
