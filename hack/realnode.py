@@ -570,6 +570,10 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
         remove_chains()
         if RUN_DIR.exists():
             shutil.rmtree(RUN_DIR, ignore_errors=True)
+        # containerd makes this default directory even when its state lives elsewhere; only
+        # an empty one is removed (a host containerd keeps its socket there).
+        with contextlib.suppress(OSError):
+            os.rmdir("/run/containerd")
         for component in NODE_COMPONENTS:
             self.pid_file(component).unlink(missing_ok=True)
         left = self.leftovers()
