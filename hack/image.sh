@@ -185,7 +185,15 @@ build_app() {
       "${mounts[@]}" "${args[@]}" -t "$ref" -t localhost/jobscheduler:dev -f Dockerfile . >&2
   fi
   log "built $ref in $((SECONDS - start)) s ($( [[ "$(engine)" == docker ]] && echo docker || size "$ref"))"
+  [[ "$(engine)" == docker ]] || prune_old
   echo "$ref"
+}
+
+prune_old() { # keep the three newest app images; every source change adds one
+  podman images --filter reference=localhost/jobscheduler --sort created --format '{{.Tag}}' |
+    grep -v '^dev$' | tail -n +4 | while read -r tag; do
+    podman rmi --force "localhost/jobscheduler:$tag" >/dev/null 2>&1 || true
+  done
 }
 
 save() { # ref file: podman save refuses to overwrite, so write beside and rename
