@@ -486,8 +486,8 @@ def prepare_real_node() -> None:
 
 
 def start_real_node(ports: Ports) -> None:
-    server = f"https://{realnode.GATEWAY}:{ports.apiserver}"
-    node().write_configs(server, write_kubeconfig)
+    # kubelet and kube-proxy run on this machine: loopback, which the serving cert names.
+    node().write_configs(f"https://127.0.0.1:{ports.apiserver}", write_kubeconfig)
     try:
         node().up(Api(ports.apiserver), bin_dir().parent)
     except (realnode.NodeError, subprocess.TimeoutExpired) as e:

@@ -330,7 +330,12 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
             "metricsBindAddress": f"127.0.0.1:{PROXY_METRICS_PORT}",
             "clusterCIDR": POD_SUBNET,
             # Leave the host's conntrack table sizes alone (and root may not change them here).
-            "conntrack": {"maxPerCore": 0, "min": 0},
+            "conntrack": {
+                "maxPerCore": 0,
+                "min": 0,
+                "tcpEstablishedTimeout": "0s",
+                "tcpCloseWaitTimeout": "0s",
+            },
             "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
             "nodePortAddresses": ["primary"],
         }
@@ -443,6 +448,19 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
             if run(*ipt, "-C", hook, "-j", chain, check=False).returncode != 0:
                 run(*ipt, "-I", hook, "1", "-j", chain)
 
+    def create_cgroup_root(self) -> None:
+        """kubelet refuses a cgroupRoot that does not exist: make it in every v1 hierarchy
+        (cpuset needs its cpus and mems filled in from the parent before it takes tasks)."""
+        base = Path("/sys/fs/cgroup")
+        tops = [h for h in base.iterdir() if h.is_dir() and (h / "cgroup.procs").exists()]
+        if (base / "cgroup.procs").exists():  # a pure cgroup v2 machine
+            tops = [base]
+        for top in tops:
+            (top / CGROUP_ROOT).mkdir(exist_ok=True)
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                if (top / knob).exists() and not (top / CGROUP_ROOT / knob).read_text().strip():
+                    (top / CGROUP_ROOT / knob).write_text((top / knob).read_text())
+
     def load_images(self, cache: Path) -> None:
         info = self.info()
         for ref in (info["sandbox_image"], info["image"]):
@@ -471,6 +489,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
             )
             log(f"containerd ready ({time.monotonic() - started:.1f}s)")
             self.load_images(cache)
+            self.create_cgroup_root()
             self.start_process("kubelet")
             self.start_process("kube-proxy")
             self.wait(
