@@ -239,6 +239,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
         runtime_type = 'io.containerd.runc.v2'
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
           BinaryName = '{shutil.which("runc") or "/usr/sbin/runc"}'
+          Root = '{RUN_DIR / "runc"}'
           SystemdCgroup = false
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['/usr/lib/cni']
@@ -517,6 +518,8 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
         found += [f"iptables {c}" for c in iptables_chains()]
         if RUN_DIR.exists() and any(RUN_DIR.iterdir()):
             found.append(f"dir {RUN_DIR}")
+        if host_containerd_dir_is_ours():
+            found.append(f"dir {HOST_CONTAINERD_DIR}")
         return found
 
     def node_pids(self) -> list[int]:
@@ -589,10 +592,8 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
         remove_chains()
         if RUN_DIR.exists():
             shutil.rmtree(RUN_DIR, ignore_errors=True)
-        # containerd makes this default directory even when its state lives elsewhere; only
-        # an empty one is removed (a host containerd keeps its socket there).
-        with contextlib.suppress(OSError):
-            os.rmdir("/run/containerd")
+        if host_containerd_dir_is_ours():
+            shutil.rmtree(HOST_CONTAINERD_DIR, ignore_errors=True)
         for component in NODE_COMPONENTS:
             self.pid_file(component).unlink(missing_ok=True)
         left = self.leftovers()
@@ -627,6 +628,16 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
                     total += vm_rss(int(proc.name))
         out["shims"] = total
         return out
+
+
+# containerd's shims put their sockets in /run/containerd/s whatever the daemon's state dir
+# (a compiled-in default); a machine without a containerd of its own has no socket there, and
+# then the directory is only ever ours.
+HOST_CONTAINERD_DIR = Path("/run/containerd")
+
+
+def host_containerd_dir_is_ours() -> bool:
+    return HOST_CONTAINERD_DIR.is_dir() and not (HOST_CONTAINERD_DIR / "containerd.sock").exists()
 
 
 def vm_rss(pid: int) -> int:

@@ -111,4 +111,7 @@ def leftovers(state: Path = STATE) -> list[str]:
             ]
     if RUN_DIR.exists():
         found.append(f"dir {RUN_DIR}")
+    shims = Path("/run/containerd/s")  # shim sockets; the machine runs no containerd of its own
+    if not Path("/run/containerd/containerd.sock").exists() and shims.exists() and any(shims.iterdir()):
+        found.append(f"shim sockets in {shims}")
     return found
