@@ -729,6 +729,9 @@ def up(*, real_node: bool = False) -> None:
     try:
         if real_node:
             prepare_real_node()
+        elif node().enabled():  # state of an earlier run with a real node: not this time
+            node_down()
+            (STATE / "realnode.json").unlink()
     except ClusterError as e:
         log(f"ERROR: {e}")
         raise SystemExit(1) from None
