@@ -3,10 +3,12 @@ the limits these machines allow (root here may not raise rlimits, so podman gets
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -69,14 +71,18 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def serving(image: str, cluster: object) -> Iterator[int]:  # noqa: ARG001  (serve talks to it)
+def serving(image: str, cluster: object, tmp_path: Path) -> Iterator[int]:  # noqa: ARG001  (serve talks to it)
     """`serve` in the image against the dev cluster (host network, loopback only)."""
     port = free_port()
     name = f"jobscheduler-serve-{port}"
-    kubeconfig = STATE / "kubeconfig"
+    # The cluster's kubeconfig is root's, mode 0600; the service runs as UID 10001.
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copy(STATE / "kubeconfig", kubeconfig)
+    kubeconfig.chmod(0o644)
+    tmp_path.chmod(0o755)
     subprocess.run(
         [
-            *RUN,
+            *(a for a in RUN if a != "--rm"),
             "--detach",
             "--name",
             name,
