@@ -466,6 +466,12 @@ def with_real_node_flags(argv: list[str]) -> list[str]:
 def prepare_real_node() -> None:
     """Before the API server starts: the images, the node's certificates and realnode.json."""
     started = time.monotonic()
+    other = node().other_owner_alive()
+    if other:
+        raise ClusterError(
+            f"the cluster in {other} runs this machine's real node; only one per machine: "
+            "stop it first, or start this cluster without --real-node"
+        )
     if subprocess.run(["bash", str(ROOT / "hack" / "packages.sh"), "--check"]).returncode != 0:
         raise ClusterError("the real node needs Debian packages: run hack/packages.sh (as root)")
     for name in ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr"):

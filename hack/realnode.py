@@ -123,6 +123,15 @@ class Node:
         except OSError:
             return None
 
+    def other_owner_alive(self) -> Path | None:
+        """The state directory of another cluster whose real node runs on this machine."""
+        owner = self.owner()
+        if owner and owner != self.state:
+            other = Node(owner, self.root, self.bin_dir)
+            if any(other.running_pid(c) for c in NODE_COMPONENTS):
+                return owner
+        return None
+
     def claim(self) -> None:
         """Takes the machine's real node for this cluster; refuses while another cluster's
         node runs, and cleans up after one that died."""

@@ -3,14 +3,16 @@ kubelet, and the API server reached through the `kubernetes` Service with in-clu
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.realnode.support import REAL_NODE_LABEL, STATE, node_info, real_node_pod, wait_until
+from tests.realnode.support import REAL_NODE_LABEL, ROOT, STATE, node_info, real_node_pod, wait_until
 
 POD_TIMEOUT = 90  # a pod on an idle real node ends in a few seconds; image pulls never happen
 
@@ -129,3 +131,33 @@ def test_pod_reaches_the_api_server_through_the_kubernetes_service(cluster: Any,
     assert f"version {version}" in logs
     assert "service 10.96.0.1 443" in logs
     assert "kubelet anonymous 401" in logs
+
+
+def test_a_second_cluster_cannot_start_a_second_real_node(real_node: str, tmp_path: Path) -> None:  # noqa: ARG001
+    other = tmp_path / "other-cluster"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "devcluster.py"), "up", "--real-node"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JOBSCHEDULER_DEVCLUSTER_DIR": str(other)},
+    )
+    try:
+        assert proc.returncode == 1, proc.stderr
+        assert "only one per machine" in proc.stderr
+        assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if str(other) in read_cmdline(p)]
+    finally:
+        subprocess.run(
+            [sys.executable, str(ROOT / "hack" / "devcluster.py"), "down"],
+            capture_output=True,
+            timeout=120,
+            env={**os.environ, "JOBSCHEDULER_DEVCLUSTER_DIR": str(other)},
+        )
+    assert (STATE / "node" / "pids" / "kubelet.pid").exists(), "the first cluster's node was touched"
+
+
+def read_cmdline(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
