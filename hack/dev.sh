@@ -60,11 +60,16 @@ check() {
 
 run_tests() {
   local was_running=0
-  # Running at all (with or without a real node): then it is not ours to stop.
-  JOBSCHEDULER_REAL_NODE=0 "$VENV/bin/python" hack/devcluster.py running >/dev/null 2>&1 && was_running=1
+  # Running at all (with or without a real node): then it is not ours to stop (the real-node
+  # tests add the node to it, and remove it again, if it has none).
+  "$VENV/bin/python" hack/devcluster.py running >/dev/null 2>&1 && was_running=1
   if [[ $was_running == 0 ]]; then
     trap '"$VENV/bin/python" hack/devcluster.py down' EXIT
-    "$VENV/bin/python" hack/devcluster.py up
+    if [[ "${JOBSCHEDULER_REAL_NODE:-0}" == 1 ]]; then
+      "$VENV/bin/python" hack/devcluster.py up --real-node
+    else
+      "$VENV/bin/python" hack/devcluster.py up
+    fi
   fi
   log "pytest $*"
   "$VENV/bin/python" -m pytest "$@"

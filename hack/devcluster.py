@@ -2,8 +2,8 @@
 """Runs a real Kubernetes control plane on loopback for tests and development.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real binaries built
-by hack/tools.sh; kwok plays the kubelets of fake nodes. With --real-node (or
-JOBSCHEDULER_REAL_NODE=1) one real node runs beside them: containerd, kubelet and kube-proxy
+by hack/tools.sh; kwok plays the kubelets of fake nodes. With --real-node one real
+node runs beside them: containerd, kubelet and kube-proxy
 (hack/realnode.py), with the image of hack/image.sh loaded. Every process is started detached,
 its pid recorded under the state directory, and stopped by that pid. Standard library only,
 so it runs before the project's virtualenv exists.
@@ -47,7 +47,6 @@ SERVICE_CIDR = "10.96.0.0/16"
 # Components in start order; stop runs in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 READY_TIMEOUT = float(os.environ.get("JOBSCHEDULER_DEVCLUSTER_TIMEOUT", "120"))
-REAL_NODE = os.environ.get("JOBSCHEDULER_REAL_NODE", "0") == "1"
 
 
 class ClusterError(Exception):
@@ -795,11 +794,11 @@ def down() -> None:
     log(f"cluster down; removed {STATE}")
 
 
-def running() -> int:
+def running(*, real_node: bool = False) -> int:
     """0 when every component's process is alive (no readiness probes: a loaded machine can make
     a probe time out, and a caller deciding whether it owns the cluster must not guess wrong)."""
     alive = STATE.exists() and (STATE / "kubeconfig").exists() and all(running_pid(c) for c in COMPONENTS)
-    if alive and REAL_NODE:
+    if alive and real_node:
         alive = node().enabled() and all(node().running_pid(c) for c in realnode.NODE_COMPONENTS)
     return 0 if alive else 1
 
@@ -850,8 +849,8 @@ def main() -> int:
     parser.add_argument(
         "--real-node",
         action="store_true",
-        default=REAL_NODE,
-        help="up: also start the real node (containerd, kubelet, kube-proxy); JOBSCHEDULER_REAL_NODE=1",
+        help="up: also start the real node (containerd, kubelet, kube-proxy); running: and check it. "
+        "A flag, not an environment variable, so that clusters started by tests never inherit it",
     )
     parser.add_argument("component", nargs="?", choices=COMPONENTS)
     parser.add_argument("--signal", default="TERM", help="signal for stop/restart (TERM, KILL)")
@@ -868,7 +867,7 @@ def main() -> int:
         elif args.action == "down":
             down()
         elif args.action == "running":
-            return running()
+            return running(real_node=args.real_node)
         elif args.action == "status":
             return status()
         elif args.action == "env":

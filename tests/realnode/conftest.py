@@ -3,7 +3,7 @@ session's cluster when it runs without one, and removed again afterwards), one f
 namespace per test.
 
 Run alone: `hack/dev.sh test-realnode`, or with a venv and the tools built:
-`JOBSCHEDULER_REAL_NODE=1 .venv/bin/python -m pytest -m realnode tests/realnode`.
+`.venv/bin/python -m pytest -m realnode tests/realnode`. JOBSCHEDULER_REAL_NODE=0 skips them.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ def devcluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "JOBSCHEDULER_REAL_NODE": "1"},
     )
     if proc.returncode != 0:
         raise AssertionError(f"devcluster {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr[-4000:]}")
@@ -70,9 +69,8 @@ def real_node(cluster: object) -> Iterator[str]:  # noqa: ARG001  (the node join
         pytest.skip("the real node belongs to the project's own dev cluster")
     running = (
         subprocess.run(
-            [sys.executable, str(DEVCLUSTER), "running"],
+            [sys.executable, str(DEVCLUSTER), "running", "--real-node"],
             capture_output=True,
-            env={**os.environ, "JOBSCHEDULER_REAL_NODE": "1"},
             timeout=30,
         ).returncode
         == 0
