@@ -209,7 +209,8 @@ class Node:
         write_kubeconfig(d / "kube-proxy.kubeconfig", "kube-proxy", server)
         info = self.info()
         sock = RUN_DIR / "containerd.sock"
-        (d / "containerd.toml").write_text(
+        write_if_changed(
+            d / "containerd.toml",
             f"""version = 3
 root = '{d / "containerd/root"}'
 state = '{RUN_DIR / "containerd"}'
@@ -257,11 +258,12 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
   [plugins.'io.containerd.grpc.v1.cri']
     stream_server_address = '127.0.0.1'
     stream_server_port = '0'
-"""
+""",
         )
         # The pods' only route off the bridge is to the Service range, through the gateway
         # (kube-proxy's DNAT to the API server); no masquerading, nothing leaves the machine.
-        (d / "cni/net.d/10-jsrn.conflist").write_text(
+        write_if_changed(
+            d / "cni/net.d/10-jsrn.conflist",
             json.dumps(
                 {
                     "cniVersion": "1.0.0",
@@ -284,7 +286,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
                     ],
                 },
                 indent=2,
-            )
+            ),
         )
         kubelet = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -328,7 +330,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
             "serverTLSBootstrap": False,
             "localStorageCapacityIsolation": True,
         }
-        (d / "kubelet.json").write_text(json.dumps(kubelet, indent=2) + "\n")
+        write_if_changed(d / "kubelet.json", json.dumps(kubelet, indent=2) + "\n")
         proxy = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
@@ -349,7 +351,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
             "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
             "nodePortAddresses": ["primary"],
         }
-        (d / "kube-proxy.json").write_text(json.dumps(proxy, indent=2) + "\n")
+        write_if_changed(d / "kube-proxy.json", json.dumps(proxy, indent=2) + "\n")
 
     service_cidr = "10.96.0.0/16"
 
@@ -647,6 +649,13 @@ HOST_CONTAINERD_DIR = Path("/run/containerd")
 
 def host_containerd_dir_is_ours() -> bool:
     return HOST_CONTAINERD_DIR.is_dir() and not (HOST_CONTAINERD_DIR / "containerd.sock").exists()
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """kube-proxy exits when its config file is written to, and containerd reloads CNI
+    configs: a running node must not see its files rewritten with the same content."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def vm_rss(pid: int) -> int:
