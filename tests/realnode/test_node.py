@@ -161,3 +161,32 @@ def read_cmdline(path: Path) -> str:
         return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_job_outcome_on_the_real_node_is_its_condition(cluster: Any, namespace: str) -> None:
+    """A Job whose only pod exits 3 (backoffLimit 0) ends with condition Failed,
+    BackoffLimitExceeded, as the Job controller decides it from a real pod."""
+    batch = client.BatchV1Api(cluster.api)
+    pod = real_node_pod(
+        "unused", image=str(node_info()["image"]), command=["python", "-c", "raise SystemExit(3)"]
+    )
+    job = client.V1Job(
+        metadata=client.V1ObjectMeta(name="exit-3"),
+        spec=client.V1JobSpec(
+            backoff_limit=0,
+            template=client.V1PodTemplateSpec(spec=pod.spec),
+        ),
+    )
+    batch.create_namespaced_job(namespace, job)
+
+    def condition() -> client.V1JobCondition | None:
+        status = batch.read_namespaced_job("exit-3", namespace).status
+        return next(
+            (c for c in status.conditions or [] if c.type in ("Complete", "Failed") and c.status == "True"),
+            None,
+        )
+
+    done = wait_until("the Job's Complete or Failed condition", condition, timeout=POD_TIMEOUT)
+    assert (done.type, done.reason) == ("Failed", "BackoffLimitExceeded")
+    pods = core(cluster).list_namespaced_pod(namespace, label_selector="job-name=exit-3").items
+    assert [p.status.container_statuses[0].state.terminated.exit_code for p in pods] == [3]
