@@ -26,26 +26,29 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-# Chosen to stay out of the way: 10.217/24 is in no common default (Docker 172.17, podman
-# 10.88, kind/k3s 10.42-10.244, kwok's 10.244 here); the bridge name says whose it is.
-POD_SUBNET = "10.217.0.0/24"
-GATEWAY = "10.217.0.1"
-BRIDGE = "jsrn0"
-NODE_NAME = "jobscheduler-realnode"
-NODE_LABEL = ("jobscheduler.io/real-node", "true")
-NODE_TAINT = {"key": "jobscheduler.io/real-node", "value": "true", "effect": "NoSchedule"}
-CGROUP_ROOT = "jobscheduler-realnode"
-RUN_DIR = Path("/run/jobscheduler-realnode")
-KUBELET_PORT = 10250
-KUBELET_HEALTHZ_PORT = 10248
-PROXY_HEALTHZ_PORT = 10256
-PROXY_METRICS_PORT = 10249
+import realnode_config as config
+from realnode_config import (
+    BRIDGE,
+    CGROUP_ROOT,
+    CONTAINERD_SOCKET,
+    GATEWAY,
+    KUBELET_HEALTHZ_PORT,
+    KUBELET_PORT,
+    NODE_LABEL,
+    NODE_NAME,
+    NODE_TAINT,
+    POD_SUBNET,
+    PROXY_HEALTHZ_PORT,
+    RUN_DIR,
+)
+
 CHAIN_PREFIXES = ("KUBE-", "JSRN-")
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
 
@@ -55,7 +58,7 @@ class NodeError(Exception):
 
 
 def log(msg: str) -> None:
-    print(f"[realnode {time.strftime('%H:%M:%S')}] {msg}", file=__import__("sys").stderr, flush=True)
+    print(f"[realnode {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def run(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -173,17 +176,7 @@ class Node:
         (self.state / "realnode.json").write_text(json.dumps(info, indent=2) + "\n")
 
     def apiserver_flags(self) -> dict[str, str]:
-        """Overrides for the API server of a cluster with a real node: it listens on every
-        address (JSRN-INPUT lets only loopback and the pod bridge reach its port) and
-        advertises the bridge's gateway, which becomes the `kubernetes` Service's endpoint;
-        it reaches kubelets with a client certificate."""
-        return {
-            "--bind-address": "0.0.0.0",  # noqa: S104  (JSRN-INPUT admits only lo and the bridge)
-            "--advertise-address": GATEWAY,
-            "--endpoint-reconciler-type": "lease",
-            "--kubelet-client-certificate": str(self.pki / "apiserver-kubelet-client.crt"),
-            "--kubelet-client-key": str(self.pki / "apiserver-kubelet-client.key"),
-        }
+        return config.apiserver_flags(self.pki)
 
     def make_certs(self, leaf: Callable[..., None]) -> None:
         if not (self.pki / "apiserver-kubelet-client.crt").exists():
@@ -207,153 +200,12 @@ class Node:
             (d / sub).mkdir(parents=True, exist_ok=True)
         write_kubeconfig(d / "kubelet.kubeconfig", "kubelet", server)
         write_kubeconfig(d / "kube-proxy.kubeconfig", "kube-proxy", server)
-        info = self.info()
-        sock = RUN_DIR / "containerd.sock"
-        write_if_changed(
-            d / "containerd.toml",
-            f"""version = 3
-root = '{d / "containerd/root"}'
-state = '{RUN_DIR / "containerd"}'
-disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.zfs',
-  'io.containerd.snapshotter.v1.blockfile', 'io.containerd.snapshotter.v1.erofs',
-  'io.containerd.tracing.processor.v1.otlp', 'io.containerd.internal.v1.tracing',
-  'io.containerd.nri.v1.nri']
-
-[grpc]
-  address = '{sock}'
-
-[ttrpc]
-  address = '{sock}.ttrpc'
-
-[debug]
-  address = ''
-
-[metrics]
-  address = ''
-
-[plugins]
-  [plugins.'io.containerd.cri.v1.images']
-    snapshotter = 'overlayfs'
-    [plugins.'io.containerd.cri.v1.images'.pinned_images]
-      sandbox = '{info["sandbox_image"]}'
-  [plugins.'io.containerd.cri.v1.runtime']
-    # root here lacks CAP_SYS_RESOURCE: lowering oom_score_adj is refused, which made
-    # every runc start fail ("can't get final child's PID from pipe: EOF").
-    restrict_oom_score_adj = true
-    # netns files under RUN_DIR, so teardown finds exactly this node's.
-    netns_mounts_under_state_dir = true
-    enable_cdi = false
-    [plugins.'io.containerd.cri.v1.runtime'.containerd]
-      default_runtime_name = 'runc'
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-        runtime_type = 'io.containerd.runc.v2'
-        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
-          BinaryName = '{shutil.which("runc") or "/usr/sbin/runc"}'
-          Root = '{RUN_DIR / "runc"}'
-          SystemdCgroup = false
-    [plugins.'io.containerd.cri.v1.runtime'.cni]
-      bin_dirs = ['/usr/lib/cni']
-      conf_dir = '{d / "cni/net.d"}'
-      max_conf_num = 1
-  [plugins.'io.containerd.grpc.v1.cri']
-    stream_server_address = '127.0.0.1'
-    stream_server_port = '0'
-""",
-        )
-        # The pods' only route off the bridge is to the Service range, through the gateway
-        # (kube-proxy's DNAT to the API server); no masquerading, nothing leaves the machine.
-        write_if_changed(
-            d / "cni/net.d/10-jsrn.conflist",
-            json.dumps(
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "jsrn",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": BRIDGE,
-                            "isGateway": True,
-                            "ipMasq": False,
-                            "hairpinMode": True,
-                            "ipam": {
-                                "type": "host-local",
-                                "dataDir": str(d / "cni/ipam"),
-                                "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-                                "routes": [{"dst": self.service_cidr}],
-                            },
-                        },
-                        {"type": "loopback"},
-                    ],
-                },
-                indent=2,
-            ),
-        )
-        kubelet = {
-            "apiVersion": "kubelet.config.k8s.io/v1beta1",
-            "kind": "KubeletConfiguration",
-            "address": GATEWAY,
-            "port": KUBELET_PORT,
-            "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
-            "healthzPort": KUBELET_HEALTHZ_PORT,
-            "tlsCertFile": str(self.pki / "kubelet-serving.crt"),
-            "tlsPrivateKeyFile": str(self.pki / "kubelet-serving.key"),
-            # No anonymous kubelet API: the API server (and only a caller it vouches for)
-            # gets in, with its client certificate and a SubjectAccessReview.
-            "authentication": {
-                "anonymous": {"enabled": False},
-                "webhook": {"enabled": True},
-                "x509": {"clientCAFile": str(self.pki / "ca.crt")},
-            },
-            "authorization": {"mode": "Webhook"},
-            "containerRuntimeEndpoint": f"unix://{sock}",
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": f"/{CGROUP_ROOT}",
-            "cgroupsPerQOS": True,
-            "failCgroupV1": False,  # these machines have cgroup v1; 1.35 refuses it otherwise
-            "failSwapOn": False,
-            "podLogsDir": str(d / "pod-logs"),
-            "registerWithTaints": [NODE_TAINT],
-            "resolvConf": "",
-            "clusterDomain": "cluster.local",
-            "maxPods": 30,
-            "serializeImagePulls": False,
-            "syncFrequency": "10s",
-            "imageGCHighThresholdPercent": 100,
-            "imageGCLowThresholdPercent": 99,
-            "evictionHard": {
-                "memory.available": "100Mi",
-                "nodefs.available": "1%",
-                "imagefs.available": "1%",
-            },
-            "rotateCertificates": False,
-            "serverTLSBootstrap": False,
-            "localStorageCapacityIsolation": True,
-        }
-        write_if_changed(d / "kubelet.json", json.dumps(kubelet, indent=2) + "\n")
-        proxy = {
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-            "kind": "KubeProxyConfiguration",
-            "mode": "iptables",
-            "clientConnection": {"kubeconfig": str(d / "kube-proxy.kubeconfig")},
-            "hostnameOverride": NODE_NAME,
-            "bindAddress": "127.0.0.1",
-            "healthzBindAddress": f"127.0.0.1:{PROXY_HEALTHZ_PORT}",
-            "metricsBindAddress": f"127.0.0.1:{PROXY_METRICS_PORT}",
-            "clusterCIDR": POD_SUBNET,
-            # Leave the host's conntrack table sizes alone (and root may not change them here).
-            "conntrack": {
-                "maxPerCore": 0,
-                "min": 0,
-                "tcpEstablishedTimeout": "0s",
-                "tcpCloseWaitTimeout": "0s",
-            },
-            "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
-            "nodePortAddresses": ["primary"],
-        }
-        write_if_changed(d / "kube-proxy.json", json.dumps(proxy, indent=2) + "\n")
-
-    service_cidr = "10.96.0.0/16"
+        runc = shutil.which("runc") or "/usr/sbin/runc"
+        toml = config.containerd_toml(d, sandbox_image=self.info()["sandbox_image"], runc=runc)
+        write_if_changed(d / "containerd.toml", toml)
+        write_if_changed(d / "cni/net.d/10-jsrn.conflist", json.dumps(config.cni_conflist(d), indent=2))
+        write_if_changed(d / "kubelet.json", json.dumps(config.kubelet_config(d, self.pki), indent=2) + "\n")
+        write_if_changed(d / "kube-proxy.json", json.dumps(config.kube_proxy_config(d), indent=2) + "\n")
 
     def command(self, component: str) -> list[str]:
         d = self.dir
@@ -421,7 +273,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
         return run(
             self.binary("ctr"),
             "--address",
-            str(RUN_DIR / "containerd.sock"),
+            str(CONTAINERD_SOCKET),
             "-n",
             "k8s.io",
             *args,
@@ -493,7 +345,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.devmapper', 'io.containerd.sna
             self.claim()
             self.setup_network()
             self.start_process("containerd")
-            sock = RUN_DIR / "containerd.sock"
+            sock = CONTAINERD_SOCKET
             self.wait(
                 "containerd",
                 "its socket",
