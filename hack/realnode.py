@@ -327,7 +327,8 @@ class Node:
 
     def load_images(self, cache: Path) -> None:
         info = self.info()
-        for ref in (info["sandbox_image"], info["image"]):
+        refs = (info["sandbox_image"], info["image"])
+        for ref in refs:
             archive = cache / "images" / (ref.replace("/", "_").replace(":", "_") + ".tar")
             if not archive.exists():
                 archive.parent.mkdir(parents=True, exist_ok=True)
@@ -335,9 +336,12 @@ class Node:
             started = time.monotonic()
             self.ctr("images", "import", "--local", str(archive))
             log(f"loaded {ref} into the node's containerd ({time.monotonic() - started:.1f}s)")
-        # Only a few archives are worth keeping: the newest per image name.
-        for old in sorted((cache / "images").glob("*.tar"), key=lambda p: p.stat().st_mtime)[:-4]:
-            old.unlink(missing_ok=True)
+        # An archive is ~250 MB and every source change makes a new one: keep only the two
+        # just imported.
+        keep = {(cache / "images" / (ref.replace("/", "_").replace(":", "_") + ".tar")) for ref in refs}
+        for old in (cache / "images").glob("*.tar"):
+            if old not in keep:
+                old.unlink(missing_ok=True)
 
     def up(self, api: Any, cache: Path) -> None:
         started = time.monotonic()
