@@ -8,6 +8,11 @@
 #                         keeps running until `hack/devcluster.py down`)
 #   hack/dev.sh setup     only the tools and the venv
 #   hack/dev.sh check     lint, format, types, layers, generated code (no cluster)
+#   hack/dev.sh test-realnode   only the real-node suite (tests/realnode): image, real pods
+#
+# `test` runs the dev cluster with its real node (containerd, kubelet, kube-proxy; root and
+# Debian packages, installed by hack/packages.sh) and builds the container image first;
+# JOBSCHEDULER_REAL_NODE=0 leaves both out (the real-node tests are then skipped).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,9 +35,16 @@ setup_venv() {
 }
 
 setup() {
+  if [[ "${JOBSCHEDULER_REAL_NODE:-0}" == 1 ]]; then
+    bash "$ROOT/hack/packages.sh"
+  fi
   bash "$ROOT/hack/tools.sh" build
   setup_venv
   bash hack/buildinfo.sh >/dev/null
+  if [[ "${JOBSCHEDULER_REAL_NODE:-0}" == 1 ]]; then
+    local start=$SECONDS
+    log "container image (hack/image.sh build): $(bash "$ROOT/hack/image.sh" build) in $((SECONDS - start)) s"
+  fi
   export PATH="$(bash "$ROOT/hack/tools.sh" path):$VENV/bin:$PATH"
 }
 
@@ -49,10 +61,16 @@ check() {
 
 run_tests() {
   local was_running=0
+  # Running at all (with or without a real node): then it is not ours to stop (the real-node
+  # tests add the node to it, and remove it again, if it has none).
   "$VENV/bin/python" hack/devcluster.py running >/dev/null 2>&1 && was_running=1
   if [[ $was_running == 0 ]]; then
     trap '"$VENV/bin/python" hack/devcluster.py down' EXIT
-    "$VENV/bin/python" hack/devcluster.py up
+    if [[ "${JOBSCHEDULER_REAL_NODE:-0}" == 1 ]]; then
+      "$VENV/bin/python" hack/devcluster.py up --real-node
+    else
+      "$VENV/bin/python" hack/devcluster.py up
+    fi
   fi
   log "pytest $*"
   "$VENV/bin/python" -m pytest "$@"
@@ -83,7 +101,8 @@ case "${1:-}" in
   setup) setup ;;
   run) setup; run_local ;;
   check) setup_venv; check ;;
-  test) shift; setup; check; run_tests "$@" ;;
+  test) shift; export JOBSCHEDULER_REAL_NODE="${JOBSCHEDULER_REAL_NODE:-1}"; setup; check; run_tests "$@" ;;
+  test-realnode) shift; export JOBSCHEDULER_REAL_NODE=1; setup; run_tests -m realnode tests/realnode "$@" ;;
   bench) shift; setup; run_bench "$@" ;;
-  *) echo "usage: $0 setup|check|test [pytest args]" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|check|test|test-realnode [pytest args]" >&2; exit 2 ;;
 esac

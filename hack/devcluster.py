@@ -2,11 +2,14 @@
 """Runs a real Kubernetes control plane on loopback for tests and development.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real binaries built
-by hack/tools.sh; kwok plays the kubelets of fake nodes. Every process is started detached,
+by hack/tools.sh; kwok plays the kubelets of fake nodes. With --real-node one real
+node runs beside them: containerd, kubelet and kube-proxy
+(hack/realnode.py), with the image of hack/image.sh loaded. Every process is started detached,
 its pid recorded under the state directory, and stopped by that pid. Standard library only,
 so it runs before the project's virtualenv exists.
 
-    hack/devcluster.py up | down | status | env
+    hack/devcluster.py up [--real-node] | down | status | env
+    hack/devcluster.py node-up | node-down | node-rss   (the real node of a running cluster)
     hack/devcluster.py stop|start|restart COMPONENT [--signal KILL]
     hack/devcluster.py pause|resume COMPONENT      (SIGSTOP / SIGCONT, for fault tests)
 """
@@ -30,6 +33,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realnode  # beside this script; standard library only too
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("JOBSCHEDULER_DEVCLUSTER_DIR", ROOT / ".devcluster")).resolve()
@@ -158,6 +164,40 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+def make_leaf(name: str, subject: str, usage: str, san: str | None = None) -> None:
+    """A key and certificate signed by the cluster CA, in STATE/pki/NAME.{key,crt}."""
+    pki = STATE / "pki"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ext = [
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-addext",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        "-addext",
+        f"extendedKeyUsage={usage}",
+    ]
+    if san:
+        ext += ["-addext", f"subjectAltName={san}"]
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-CA",
+        f"{pki}/ca.crt",
+        "-CAkey",
+        f"{pki}/ca.key",
+        "-keyout",
+        f"{pki}/{name}.key",
+        "-out",
+        f"{pki}/{name}.crt",
+        "-days",
+        "3650",
+        "-subj",
+        subject,
+        *ext,
+    )
+
+
 def make_pki() -> None:
     pki = STATE / "pki"
     if (pki / "done").exists():
@@ -181,37 +221,7 @@ def make_pki() -> None:
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     )
-
-    def leaf(name: str, subject: str, usage: str, san: str | None = None) -> None:
-        ext = [
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "keyUsage=critical,digitalSignature,keyEncipherment",
-            "-addext",
-            f"extendedKeyUsage={usage}",
-        ]
-        if san:
-            ext += ["-addext", f"subjectAltName={san}"]
-        openssl(
-            "req",
-            "-x509",
-            *ec,
-            "-CA",
-            f"{pki}/ca.crt",
-            "-CAkey",
-            f"{pki}/ca.key",
-            "-keyout",
-            f"{pki}/{name}.key",
-            "-out",
-            f"{pki}/{name}.crt",
-            "-days",
-            "3650",
-            "-subj",
-            subject,
-            *ext,
-        )
-
+    leaf = make_leaf
     sans = ",".join(
         [
             "IP:127.0.0.1",
@@ -346,39 +356,41 @@ def command(component: str, ports: Ports) -> list[str]:
             "--log-level=warn",
         ]
     if component == "kube-apiserver":
-        return [
-            binary("kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports.apiserver}",
-            f"--cert-dir={data}/apiserver",
-            f"--tls-cert-file={pki}/apiserver.crt",
-            f"--tls-private-key-file={pki}/apiserver.key",
-            f"--client-ca-file={pki}/ca.crt",
-            "--authorization-mode=Node,RBAC",
-            # PodSecurity is among the default admission plugins; named here so it is never lost.
-            "--enable-admission-plugins=NodeRestriction,PodSecurity",
-            # Privileged pods are allowed by the server so that PodSecurity, not this flag,
-            # is what rejects them in restricted namespaces.
-            "--allow-privileged=true",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki}/sa.pub",
-            f"--service-account-signing-key-file={pki}/sa.key",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Endpoints may not hold loopback addresses; nothing in-cluster dials the apiserver
-            # through the kubernetes Service here.
-            "--endpoint-reconciler-type=none",
-            # pods/log (and exec, port-forward) are proxied to the node's kubelet endpoint: on
-            # kwok's fake nodes that is kwok's own server, at the node's InternalIP (127.0.0.1)
-            # and status.daemonEndpoints port. The default order tries Hostname first, which
-            # kwok's nodes do not resolve. kwok serves TLS with a self-signed certificate and
-            # asks for no client certificate; without --kubelet-certificate-authority the API
-            # server does not verify a kubelet's serving certificate (its default).
-            "--kubelet-preferred-address-types=InternalIP",
-            "--profiling=false",
-            "--v=1",
-        ]
+        return with_real_node_flags(
+            [
+                binary("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports.apiserver}",
+                f"--cert-dir={data}/apiserver",
+                f"--tls-cert-file={pki}/apiserver.crt",
+                f"--tls-private-key-file={pki}/apiserver.key",
+                f"--client-ca-file={pki}/ca.crt",
+                "--authorization-mode=Node,RBAC",
+                # PodSecurity is among the default admission plugins; named here so it is never lost.
+                "--enable-admission-plugins=NodeRestriction,PodSecurity",
+                # Privileged pods are allowed by the server so that PodSecurity, not this flag,
+                # is what rejects them in restricted namespaces.
+                "--allow-privileged=true",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki}/sa.pub",
+                f"--service-account-signing-key-file={pki}/sa.key",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # Endpoints may not hold loopback addresses; nothing in-cluster dials the apiserver
+                # through the kubernetes Service here.
+                "--endpoint-reconciler-type=none",
+                # pods/log (and exec, port-forward) are proxied to the node's kubelet endpoint: on
+                # kwok's fake nodes that is kwok's own server, at the node's InternalIP (127.0.0.1)
+                # and status.daemonEndpoints port. The default order tries Hostname first, which
+                # kwok's nodes do not resolve. kwok serves TLS with a self-signed certificate and
+                # asks for no client certificate; without --kubelet-certificate-authority the API
+                # server does not verify a kubelet's serving certificate (its default).
+                "--kubelet-preferred-address-types=InternalIP",
+                "--profiling=false",
+                "--v=1",
+            ]
+        )
     if component == "kube-controller-manager":
         kc = STATE / "controller-manager.kubeconfig"
         return [
@@ -435,6 +447,56 @@ def command(component: str, ports: Ports) -> list[str]:
             "--node-lease-duration-seconds=40",
         ]
     raise ClusterError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
+
+
+def node() -> realnode.Node:
+    return realnode.Node(STATE, ROOT, bin_dir())
+
+
+def with_real_node_flags(argv: list[str]) -> list[str]:
+    """The API server's flags, changed where a real node needs it (realnode.apiserver_flags)."""
+    if not node().enabled():
+        return argv
+    overrides = node().apiserver_flags()
+    kept = [a for a in argv if a.split("=", 1)[0] not in overrides]
+    return kept + [f"{flag}={value}" for flag, value in overrides.items()]
+
+
+def prepare_real_node() -> None:
+    """Before the API server starts: the images, the node's certificates and realnode.json."""
+    started = time.monotonic()
+    other = node().other_owner_alive()
+    if other:
+        raise ClusterError(
+            f"the cluster in {other} runs this machine's real node; only one per machine: "
+            "stop it first, or start this cluster without --real-node"
+        )
+    if subprocess.run(["bash", str(ROOT / "hack" / "packages.sh"), "--check"]).returncode != 0:
+        raise ClusterError("the real node needs Debian packages: run hack/packages.sh (as root)")
+    for name in ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr"):
+        if not (bin_dir() / name).exists():
+            raise ClusterError(f"{bin_dir() / name} is missing: run `hack/tools.sh node`")
+
+    def image(action: str) -> str:
+        proc = subprocess.run(
+            ["bash", str(ROOT / "hack" / "image.sh"), action], stdout=subprocess.PIPE, text=True
+        )
+        if proc.returncode != 0:
+            raise ClusterError(f"hack/image.sh {action} failed (see its output above)")
+        return proc.stdout.strip().splitlines()[-1]
+
+    node().prepare_state(image=image("build"), sandbox=image("sandbox"))
+    node().make_certs(make_leaf)
+    log(f"real node prepared in {time.monotonic() - started:.1f}s (image {node().info()['image']})")
+
+
+def start_real_node(ports: Ports) -> None:
+    # kubelet and kube-proxy run on this machine: loopback, which the serving cert names.
+    node().write_configs(f"https://127.0.0.1:{ports.apiserver}", write_kubeconfig)
+    try:
+        node().up(Api(ports.apiserver), bin_dir().parent)
+    except (realnode.NodeError, subprocess.TimeoutExpired) as e:
+        raise ClusterError(str(e)) from e
 
 
 def write_kwok_logs_config() -> Path:
@@ -651,11 +713,13 @@ def restart_dependents(ports: Ports) -> None:
     settle(ports)
 
 
-def up() -> None:
+def up(*, real_node: bool = False) -> None:
     started = time.monotonic()
     STATE.mkdir(parents=True, exist_ok=True)
     if all(running_pid(c) for c in COMPONENTS) and (STATE / "kubeconfig").exists():
         log(f"already running; kubeconfig: {STATE / 'kubeconfig'}")
+        if real_node:
+            node_up()
         return
     versions = read_versions()
     for name in COMPONENTS:
@@ -667,6 +731,15 @@ def up() -> None:
     write_kubeconfig(STATE / "controller-manager.kubeconfig", "controller-manager", server)
     write_kubeconfig(STATE / "scheduler.kubeconfig", "scheduler", server)
     write_kubeconfig(STATE / "kwok.kubeconfig", "kwok", server)
+    try:
+        if real_node:
+            prepare_real_node()
+        elif node().enabled():  # state of an earlier run with a real node: not this time
+            node_down()
+            (STATE / "realnode.json").unlink()
+    except ClusterError as e:
+        log(f"ERROR: {e}")
+        raise SystemExit(1) from None
     log(
         f"starting Kubernetes {versions['KUBERNETES_VERSION']} (etcd {versions['ETCD_VERSION']}, "
         f"kwok {versions['KWOK_VERSION']}) in {STATE}"
@@ -675,16 +748,45 @@ def up() -> None:
         for component in COMPONENTS:
             start(component, ports)
         bootstrap(ports)
+        if real_node:
+            start_real_node(ports)
     except (ClusterError, OSError, urllib.error.URLError) as e:
         log(f"ERROR: {e}")
         log("stopping what was started; logs are kept in " + str(STATE / "logs"))
+        node_down()
         for component in reversed(COMPONENTS):
             stop(component)
         raise SystemExit(1) from None
     log(f"cluster ready in {time.monotonic() - started:.1f}s; " f"export KUBECONFIG={STATE / 'kubeconfig'}")
 
 
+def node_up() -> None:
+    """Adds the real node to a running cluster; its API server is restarted once with the
+    real node's flags if it was started without them."""
+    if not (STATE / "ports.json").exists() or running_pid("kube-apiserver") is None:
+        raise ClusterError("no cluster running: `hack/devcluster.py up --real-node` starts both")
+    ports = Ports.load_or_pick()
+    if not node().enabled():
+        prepare_real_node()
+        log("restarting the API server with the real node's flags")
+        stop("kube-apiserver")
+        start("kube-apiserver", ports)
+        restart_dependents(ports)
+    start_real_node(ports)
+
+
+def node_down() -> None:
+    if not node().enabled() and node().owner() != STATE:
+        return  # this cluster never ran a real node (a dead one elsewhere is cleaned at its next up)
+    try:
+        node().down()
+    except (realnode.NodeError, subprocess.TimeoutExpired) as e:
+        raise ClusterError(str(e)) from e
+
+
 def down() -> None:
+    # The node first: its kubelet and kube-proxy would otherwise retry a vanished API server.
+    node_down()
     for component in reversed(COMPONENTS):
         stop(component)
     if STATE.exists():
@@ -692,10 +794,12 @@ def down() -> None:
     log(f"cluster down; removed {STATE}")
 
 
-def running() -> int:
+def running(*, real_node: bool = False) -> int:
     """0 when every component's process is alive (no readiness probes: a loaded machine can make
     a probe time out, and a caller deciding whether it owns the cluster must not guess wrong)."""
     alive = STATE.exists() and (STATE / "kubeconfig").exists() and all(running_pid(c) for c in COMPONENTS)
+    if alive and real_node:
+        alive = node().enabled() and all(node().running_pid(c) for c in realnode.NODE_COMPONENTS)
     return 0 if alive else 1
 
 
@@ -711,6 +815,11 @@ def status() -> int:
         state = "ready" if pid and check() else ("running, not ready" if pid else "stopped")
         code |= 0 if state == "ready" else 1
         print(f"{component:24} {state:20} pid={pid or '-'}")
+    if node().enabled():
+        for component in realnode.NODE_COMPONENTS:
+            pid = node().running_pid(component)
+            code |= 0 if pid else 1
+            print(f"{'node/' + component:24} {'running' if pid else 'stopped':20} pid={pid or '-'}")
     print(f"kubeconfig: {STATE / 'kubeconfig'}")
     return code
 
@@ -721,18 +830,44 @@ def main() -> int:
     )
     parser.add_argument(
         "action",
-        choices=["up", "down", "status", "running", "env", "stop", "start", "restart", "pause", "resume"],
+        choices=[
+            "up",
+            "down",
+            "status",
+            "running",
+            "env",
+            "stop",
+            "start",
+            "restart",
+            "pause",
+            "resume",
+            "node-up",
+            "node-down",
+            "node-rss",
+        ],
+    )
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: also start the real node (containerd, kubelet, kube-proxy); running: and check it. "
+        "A flag, not an environment variable, so that clusters started by tests never inherit it",
     )
     parser.add_argument("component", nargs="?", choices=COMPONENTS)
     parser.add_argument("--signal", default="TERM", help="signal for stop/restart (TERM, KILL)")
     args = parser.parse_args()
     try:
         if args.action == "up":
-            up()
+            up(real_node=args.real_node)
+        elif args.action == "node-up":
+            node_up()
+        elif args.action == "node-down":
+            node_down()
+        elif args.action == "node-rss":
+            print(json.dumps(node().rss()))
         elif args.action == "down":
             down()
         elif args.action == "running":
-            return running()
+            return running(real_node=args.real_node)
         elif args.action == "status":
             return status()
         elif args.action == "env":

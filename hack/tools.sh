@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the external tools the project needs (Kubernetes control plane, etcd, kwok, grpcurl,
-# ghz, task) from Go modules, once per pinned version, into a cache outside the work tree.
+# ghz, task, and for the dev cluster's real node kubelet, kube-proxy and containerd) from Go
+# modules, once per pinned version, into a cache outside the work tree.
 # A warm cache makes this a no-op; `hack/tools.sh path` prints the bin dir to put on PATH.
+#   hack/tools.sh build     everything (JOBSCHEDULER_REAL_NODE=0 leaves out the node's parts)
+#   hack/tools.sh node      only the real node's parts
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -73,14 +76,26 @@ build_etcd() {
 }
 
 build_kubernetes() {
+  build_kubernetes_bins kubernetes "15-40 min" kube-apiserver kube-controller-manager kube-scheduler kubectl
+}
+
+# The node's binaries get a wrapper module (and cache directory) of their own, so adding them
+# leaves the control plane's cached build untouched; the shared packages come from Go's build
+# cache, which makes this a minute or two once the control plane is built.
+build_kubernetes_node() {
+  build_kubernetes_bins kubernetes-node "1-3 min after the control plane" kubelet kube-proxy
+}
+
+build_kubernetes_bins() { # cache-name expected-time binaries...
+  local name=$1 expect=$2; shift 2
   local v=$KUBERNETES_VERSION
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-  stamp_ok kubernetes "$v" && { relink kubernetes "$v" "${bins[@]}"; return; }
+  local bins=("$@")
+  stamp_ok "$name" "$v" && { relink "$name" "$v" "${bins[@]}"; return; }
   local dir start=$SECONDS staging_v major minor gomod
-  dir="$(tool_dir kubernetes "$v")"
+  dir="$(tool_dir "$name" "$v")"
   staging_v="v0.${v#v1.}"
   major=1 minor="$(cut -d. -f2 <<<"$v")"
-  log "building Kubernetes $v: ${bins[*]} (cold build: expect 15-40 min on 2 cores)"
+  log "building Kubernetes $v: ${bins[*]} (cold build: expect $expect on 2 cores)"
   rm -rf "$dir/src" && mkdir -p "$dir/src" "$dir/bin"
   (
     cd "$dir/src"
@@ -108,8 +123,22 @@ build_kubernetes() {
       go build -o "$dir/bin/$b" -ldflags "-s -w $ver" "k8s.io/kubernetes/cmd/$b"
     done
   )
-  finish kubernetes "$v" "${bins[@]}"
-  log "built Kubernetes $v in $((SECONDS - start)) s"
+  finish "$name" "$v" "${bins[@]}"
+  log "built Kubernetes $v ${bins[*]} in $((SECONDS - start)) s"
+}
+
+# containerd v2 with its runc shim and ctr. btrfs needs cgo headers; the docs tag drops a
+# man-page generator dependency. runc itself and the CNI plugins are Debian packages
+# (hack/packages.sh).
+build_containerd() {
+  GOFLAGS="$GOFLAGS -tags=no_btrfs,urfave_cli_no_docs" \
+    go_install containerd "$CONTAINERD_VERSION" github.com/containerd/containerd/v2/cmd \
+    containerd containerd-shim-runc-v2 ctr
+}
+
+build_node() {
+  build_kubernetes_node
+  build_containerd
 }
 
 build_all() {
@@ -120,10 +149,13 @@ build_all() {
   go_install task "$TASK_VERSION" github.com/go-task/task/v3/cmd task
   build_etcd
   build_kubernetes
+  [[ "${JOBSCHEDULER_REAL_NODE:-1}" == 0 ]] || build_node
 }
 
 case "${1:-build}" in
   build) build_all; log "all tools ready in $BIN" ;;
+  node) build_node; log "real node tools ready in $BIN" ;;
+  containerd) build_containerd ;;
   path) echo "$BIN" ;;
-  *) echo "usage: $0 [build|path]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|node|path]" >&2; exit 2 ;;
 esac
