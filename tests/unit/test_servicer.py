@@ -123,14 +123,20 @@ def test_schedule_without_a_job_type_names_the_field(serve: Any) -> None:
     assert "timer_job" in err.value.details()
 
 
+class SilentWatch:
+    """Stands in for JobService.watch: WatchJobs streams stay open (silent) until the client goes."""
+
+    def jobs(self, *_: Any, alive: Any, **__: Any) -> Iterator[Any]:
+        while alive():
+            time.sleep(0.05)
+        yield from ()
+
+
 class Watching:
     """Stands in for JobService: WatchJobs streams stay open (silent) until the client goes,
     and GetJobStatus answers NOT_FOUND at once."""
 
-    def watch_jobs(self, *_: Any, alive: Any, **__: Any) -> Iterator[Any]:
-        while alive():
-            time.sleep(0.05)
-        yield from ()
+    watch = SilentWatch()
 
     def get_status(self, *_: Any, **__: Any) -> Any:
         raise errors.NotFoundError("stand-in")
