@@ -311,9 +311,12 @@ FUZZ_ENDPOINT = pick(
 VALID_TIMER_NAME = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=100
 ).filter(lambda s: bool(s.strip()))
+# The image reference grammar (jobscheduler.domain.validation): path components are lower-case
+# alphanumerics joined by ".", "_", "__" or dashes; a tag does not start with "." or "-".
 VALID_IMAGE = st.just("") | st.from_regex(
-    r"[a-z0-9]+(\.[a-z0-9]+)*(/[a-z0-9._-]+){0,2}(:[A-Za-z0-9._-]{1,20})?", fullmatch=True
-)
+    r"[a-z0-9]+(\.[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*){0,2}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,19})?",
+    fullmatch=True,
+).filter(lambda image: len(image) <= 255)  # the grammar's limit on a name
 VALID_LOG_LEVEL = st.just("") | st.builds(
     lambda level, upper, pad: f"{pad}{level.upper() if upper else level}{pad}",
     st.sampled_from(LOG_LEVELS),
