@@ -124,6 +124,15 @@ def _add_job_flags(parser: argparse.ArgumentParser, purpose: Purpose) -> None:
     _add_placement_flags(parser)
 
 
+def type_examples(before: str) -> Callable[[str, str], str]:
+    """The examples text of one job type's subcommand under `jobscheduler BEFORE`."""
+
+    def examples(job_type: str, flags: str) -> str:
+        return f"  jobscheduler {before} {job_type} {flags}\n"
+
+    return examples
+
+
 def add_job_types(
     types: argparse._SubParsersAction[argparse.ArgumentParser],
     *,

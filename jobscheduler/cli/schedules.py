@@ -8,7 +8,6 @@ with its timing in a YAML/JSON file (--file) as `schedules get -o yaml` prints i
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from jobscheduler.cli.channel import Context
 from jobscheduler.cli.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, ClientError, ExitStatus
 from jobscheduler.cli.flags import add_command, add_group, choice_of, int32, int64, positive_seconds
 from jobscheduler.cli.jobs import wait_for_job
-from jobscheduler.cli.jobspec import add_job_types, job_request
+from jobscheduler.cli.jobspec import add_job_types, job_request, type_examples
 from jobscheduler.cli.output import emit, now, render_schedule, render_statuses, schedule_rows
 from jobscheduler.cli.specfile import load_message
 
@@ -190,13 +189,6 @@ def run_trigger(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     return EXIT_OK
 
 
-def _type_examples(before: str) -> Callable[[str, str], str]:
-    def examples(job_type: str, flags: str) -> str:
-        return f"  jobscheduler {before} {job_type} {flags}\n"
-
-    return examples
-
-
 def add_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -246,7 +238,7 @@ def add_commands(
             common=common,
             within=f"schedules {name}",
             handler=handler,
-            examples=_type_examples(f"schedules {name} NAME --cron '@daily'"),
+            examples=type_examples(f"schedules {name} NAME --cron '@daily'"),
             extra=_timing_flags,
         )
         for choice in types.choices.values():

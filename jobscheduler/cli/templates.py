@@ -8,14 +8,13 @@ a YAML/JSON file (--file) as `templates get -o yaml` prints it.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.cli.channel import Context
 from jobscheduler.cli.exits import EXIT_OK, EXIT_USAGE, ClientError, ExitStatus
 from jobscheduler.cli.flags import add_command, add_group, int32
-from jobscheduler.cli.jobspec import add_job_types, job_request
+from jobscheduler.cli.jobspec import add_job_types, job_request, type_examples
 from jobscheduler.cli.output import emit, render_template, render_templates
 from jobscheduler.cli.specfile import load_message
 
@@ -84,13 +83,6 @@ def run_delete(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     return EXIT_OK
 
 
-def _type_examples(before: str) -> Callable[[str, str], str]:
-    def examples(job_type: str, flags: str) -> str:
-        return f"  jobscheduler {before} {job_type} {flags}\n"
-
-    return examples
-
-
 def add_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -141,7 +133,7 @@ def add_commands(
             common=common,
             within=f"templates {name}",
             handler=handler,
-            examples=_type_examples(f"templates {name} NAME"),
+            examples=type_examples(f"templates {name} NAME"),
         )
 
     get = verb("get", "show a template's latest version, or the one asked for, with its job", """\

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from kubernetes import client
 
-T = TypeVar("T")
+from tests.helpers import wait_until as wait_until  # the realnode tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("JOBSCHEDULER_DEVCLUSTER_DIR", ROOT / ".devcluster")).resolve()
@@ -21,18 +18,6 @@ RUN_DIR = Path("/run/jobscheduler-realnode")
 CGROUP_ROOT = "jobscheduler-realnode"
 BRIDGE = "jsrn0"
 REAL_NODE_LABEL = ("jobscheduler.io/real-node", "true")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], *, timeout: float, interval: float = 0.3) -> T:
-    """Calls probe until it returns something truthy and returns that; fails after timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
 
 
 def node_info() -> dict[str, object]:
