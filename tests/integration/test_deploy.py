@@ -106,6 +106,8 @@ def test_server_side_dry_run_accepts_every_manifest(deployed: str) -> None:
         "serviceaccount",
         "role.rbac.authorization.k8s.io",
         "rolebinding.rbac.authorization.k8s.io",
+        "clusterrole.rbac.authorization.k8s.io",
+        "clusterrolebinding.rbac.authorization.k8s.io",
         "configmap",
         "secret",
         "service",
