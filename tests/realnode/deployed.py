@@ -12,6 +12,7 @@ in-cluster config through the `kubernetes` Service, gRPC probes, restricted pods
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -19,6 +20,7 @@ import os
 import re
 import secrets
 import selectors
+import signal
 import subprocess
 import tempfile
 import threading
@@ -223,6 +225,12 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
         return continuation(self._with_token(details), request)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL, so no
+    port-forward outlives it (Linux prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class PortForward:
     """`kubectl port-forward <target> :<port>` on loopback; `local_port` once it listens."""
 
@@ -241,6 +249,7 @@ class PortForward:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_die_with_parent,
         )
         self.local_port = self._read_port(timeout)
 
