@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import selectors
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -391,6 +392,7 @@ def deployed_service(request: pytest.FixtureRequest, image: str) -> Deployed:
                 undeploy(_Session.deployed, overlay_dir)
         finally:
             _Session.deployed = None
+            shutil.rmtree(overlay_dir, ignore_errors=True)
             lock.__exit__(None, None, None)
 
     request.addfinalizer(cleanup)
