@@ -22,6 +22,7 @@ from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import free_port, start_serve
+from tests.realnode.deployed import exclusive_namespace
 
 NAMESPACE = "jobscheduler"  # as in k8s/kustomization.yaml: operators apply it unchanged
 SA = f"system:serviceaccount:{NAMESPACE}:jobscheduler"
@@ -73,6 +74,12 @@ def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 def deployed(cluster: Cluster) -> Iterator[str]:
     """k8s/ applied as an operator would: Namespace first (a server-side dry run of objects
     in a namespace that does not exist yet cannot pass), then the dry run, then for real."""
+    # Namespace `jobscheduler` is also where the real-node suite deploys the service: one at a time.
+    with exclusive_namespace():
+        yield from _deploy(cluster)
+
+
+def _deploy(cluster: Cluster) -> Iterator[str]:
     core = client.CoreV1Api(cluster.api)
     if not _namespace_gone(core):  # left over from an interrupted run
         core.delete_namespace(NAMESPACE)
