@@ -41,6 +41,9 @@ from tests.realnode.support import STATE, node_info
 MISSING_IMAGE = "localhost/jobscheduler-missing:1"  # pulled from loopback only: refused at once
 # What the scheduler says differs with the nodes each job may use; the shape does not.
 NODES_DETAIL = (r"0/\d+ nodes are available: .*", "0/<n> nodes are available: <why>")
+# With terminationMessagePolicy FallbackToLogsOnError a failed container without a termination
+# message gets its log's tail as one: each run's own log lines.
+LOG_DETAIL = (r"(exited with code \d+ \(\w+\)): .+$", r"\1: <log tail>")
 # A pull error ends with whatever the runtime met on its way to the registry.
 PULL_DETAIL = (r'(failed to pull and unpack image "[^"]+": ).*$', r"\1<why>")
 
@@ -81,9 +84,10 @@ OUTCOMES = [
     ),
     Outcome(
         "exit-code",
-        sh("exit 3"),
+        sh("echo 'step 1 of 3 done'; echo 'warning: disk almost full' >&2; exit 3"),
         {"sim.jobscheduler.io/exit-code": "3", "sim.jobscheduler.io/duration": "1s"},
-        real_does="`sh -c 'exit 3'`",
+        detail=(LOG_DETAIL,),
+        real_does="`sh -c` logging two lines, then `exit 3`",
         kwok_does="`exit-code: 3` (stage pod-fail)",
     ),
     Outcome(
@@ -91,7 +95,7 @@ OUTCOMES = [
         container(
             "python",
             "-c",
-            "x = 'x' * (200 * 1024 * 1024)",
+            "print('loading', flush=True); x = 'x' * (200 * 1024 * 1024)",
             resources=pb.Resources(memory_limit="20Mi"),
         ),
         {
@@ -99,7 +103,8 @@ OUTCOMES = [
             "sim.jobscheduler.io/reason": "OOMKilled",
             "sim.jobscheduler.io/duration": "1s",
         },
-        real_does="python allocating 200 MB under a 20Mi memory limit",
+        detail=(LOG_DETAIL,),
+        real_does="python logging a line, then allocating 200 MB under a 20Mi memory limit",
         kwok_does="`exit-code: 137`, `reason: OOMKilled`",
     ),
     Outcome(
@@ -292,3 +297,12 @@ def test_every_simulated_outcome_is_compared() -> None:
     used = {key for o in OUTCOMES for key in o.sim}
     # start-delay only delays the start: a real pod's start-up time is its own (bench/podstart.py).
     assert annotations - used == {"sim.jobscheduler.io/start-delay"}
+
+
+def test_the_simulated_log_tail_is_the_simulated_log() -> None:
+    """kwok's fallback termination message is the text of hack/kwok/pod.log, the log every kwok
+    pod serves, as the kubelet would read it (CRI prefix off, newline-terminated)."""
+    lines = [line.split(" ", 3)[3] for line in (STAGES.parent / "pod.log").read_text().splitlines()]
+    tails = re.findall(r'\$logTail := "([^"]*)"', STAGES.read_text())
+    assert len(tails) == 2
+    assert set(tails) == {"\\n".join(lines) + "\\n"}
