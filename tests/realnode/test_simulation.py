@@ -286,7 +286,7 @@ def test_kwok_reports_what_the_real_node_reports(
         real, kwok = real_f.result(), kwok_f.result()
     real_seen = seen(real, image=image, detail=outcome.detail)
     kwok_seen = seen(kwok, image=image, detail=outcome.detail)
-    print(f"\n[{outcome.id}] real: {real.message!r}\n[{outcome.id}] kwok: {kwok.message!r}")
+    print(f"\n[{outcome.id}] real: {real_seen}\n  {real.message!r}\n[{outcome.id}] kwok: {kwok.message!r}")
     assert kwok_seen == real_seen
 
 
