@@ -161,7 +161,7 @@ def test_a_pending_pod_has_no_logs_and_says_why(service: Service, namespace: str
         err = error_of(service, namespace, job_id, follow=follow)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert pod in err.details()
-        assert "is waiting to start (ImagePullBackOff: simulated:" in err.details(), err.details()
+        assert "is waiting to start (ImagePullBackOff: Back-off pulling image" in err.details(), err.details()
 
 
 def test_an_unschedulable_pod_has_no_logs_yet(cached_service: Service, namespace: str) -> None:
