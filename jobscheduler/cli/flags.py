@@ -160,6 +160,22 @@ def add_command(
     return parser
 
 
+def add_named_verb(
+    verbs: Any,
+    name: str,
+    help_text: str,
+    examples: str,
+    *,
+    common: argparse.ArgumentParser,
+    within: str,
+    what: str,
+) -> argparse.ArgumentParser:
+    """A verb of a command group that names one resource (`schedules get NAME`)."""
+    parser = add_command(verbs, name, help_text, examples, common=common, within=within)
+    parser.add_argument("resource_name", metavar="NAME", help=f"the {what}'s name")
+    return parser
+
+
 def add_group(
     sub: Any, name: str, help_text: str, examples: str
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:

@@ -14,7 +14,15 @@ from pathlib import Path
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.cli.channel import Context
 from jobscheduler.cli.exits import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, ClientError, ExitStatus
-from jobscheduler.cli.flags import add_command, add_group, choice_of, int32, int64, positive_seconds
+from jobscheduler.cli.flags import (
+    add_command,
+    add_group,
+    add_named_verb,
+    choice_of,
+    int32,
+    int64,
+    positive_seconds,
+)
 from jobscheduler.cli.jobs import wait_for_job
 from jobscheduler.cli.jobspec import add_job_types, job_request, type_examples
 from jobscheduler.cli.output import emit, now, render_schedule, render_statuses, schedule_rows
@@ -206,9 +214,9 @@ def add_commands(
     )
 
     def verb(name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
-        parser = add_command(verbs, name, help_text, examples, common=common, within="schedules")
-        parser.add_argument("resource_name", metavar="NAME", help="the schedule's name")
-        return parser
+        return add_named_verb(
+            verbs, name, help_text, examples, common=common, within="schedules", what="schedule"
+        )
 
     for name, handler, help_text in (
         ("create", run_create, "create a schedule: its timing, then its job as `schedule` takes one"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.cli.channel import Context
 from jobscheduler.cli.exits import EXIT_OK, EXIT_USAGE, ClientError, ExitStatus
-from jobscheduler.cli.flags import add_command, add_group, int32
+from jobscheduler.cli.flags import add_command, add_group, add_named_verb, int32
 from jobscheduler.cli.jobspec import add_job_types, job_request, type_examples
 from jobscheduler.cli.output import emit, render_template, render_templates
 from jobscheduler.cli.specfile import load_message
@@ -100,9 +100,9 @@ def add_commands(
     )
 
     def verb(name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
-        parser = add_command(verbs, name, help_text, examples, common=common, within="templates")
-        parser.add_argument("resource_name", metavar="NAME", help="the template's name")
-        return parser
+        return add_named_verb(
+            verbs, name, help_text, examples, common=common, within="templates", what="template"
+        )
 
     for name, handler, help_text in (
         ("create", run_create, "store a template, version 1: a description, then its job"),
