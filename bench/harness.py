@@ -97,7 +97,9 @@ class Harness:
             job["metadata"]["labels"].update(extra_labels)
         for container in job["spec"]["template"]["spec"]["containers"]:
             for env in container.get("env") or []:
-                if env["name"] == "JOB_ID":
+                # JOB_ID comes from the pod's job-name label (valueFrom) since the Job names
+                # itself; an older template carried the name as a literal value.
+                if env["name"] == "JOB_ID" and "value" in env:
                     env["value"] = name
         return json.dumps(job, separators=(",", ":")).encode()
 
