@@ -12,7 +12,7 @@ import json
 import secrets
 import string
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from jobscheduler.domain.config import Settings
@@ -37,6 +37,7 @@ from jobscheduler.domain.validation import (
     check_dns_label,
     check_env,
     check_labels,
+    has_control,
     parse_quantity,
     shown,
 )
@@ -112,10 +113,6 @@ class JobRequest:
     finds its job after the template has changed."""
 
 
-def _is_control(c: str) -> bool:
-    return ord(c) < 32 or 127 <= ord(c) <= 159  # C0, DEL and C1
-
-
 def new_job_id() -> str:
     """A fresh Job name: `job-` and ten random lower-case letters and digits."""
     return "job-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
@@ -132,7 +129,7 @@ def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
     if request.fingerprint:
         return request.fingerprint
     # Secret values stay out: this hash is stored on the Job, readable by anyone who reads Jobs.
-    body = asdict(request) | {"params": params, "secret_env": sorted(request.secret_env)}
+    body = _plain(request) | {"params": params, "secret_env": sorted(request.secret_env)}
     # The same job asked for through its own field or through generic_job is the same job.
     del body["params_field"]
     if not request.after and request.after_condition is None:
@@ -147,6 +144,19 @@ def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def _plain(value: Any) -> Any:
+    """What dataclasses.asdict makes of a request, for JSON, without its deep copies (they cost
+    most of a ScheduleJob's hashing): dataclasses as dicts, all the way down. The hash must
+    not change: it is stored on Jobs and compared when a request_id is reused."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def check_request(request: JobRequest, settings: Settings) -> JobRequest:
     """Validates the fields every job type shares; returns the request with defaults applied."""
     namespace = request.namespace or settings.namespace
@@ -155,7 +165,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
     check_dns_label("name", name, what="job name (it must become a DNS-1123 label)")
     check_labels("labels", request.labels)
     check_annotations("annotations", request.annotations)
-    if len(request.request_id) > MAX_REQUEST_ID or any(_is_control(c) for c in request.request_id):
+    if len(request.request_id) > MAX_REQUEST_ID or has_control(request.request_id, c1=True):
         raise InvalidArgumentError("request_id", f"must be at most {MAX_REQUEST_ID} printable characters")
     for field_name, value, low in (
         ("backoff_limit", request.backoff_limit, 0),

@@ -61,6 +61,20 @@ MAX_LABELS_BYTES = 64 * 1024
 MAX_SHOWN_CHARS = 64
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 and DEL
+_CONTROL_C1 = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_WHITESPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
+
+
+def has_control(value: str, *, c1: bool = False) -> bool:
+    """Whether the text holds a control character (C0 or DEL; with c1, C1 too)."""
+    return (_CONTROL_C1 if c1 else _CONTROL).search(value) is not None
+
+
+def has_whitespace(value: str) -> bool:
+    return _WHITESPACE.search(value) is not None
+
+
 def shown(value: str) -> str:
     """A caller's value quoted for an error message, cut short when long."""
     if len(value) <= MAX_SHOWN_CHARS:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobscheduler.domain.errors import InvalidArgumentError
-from jobscheduler.domain.validation import check_env, check_image, shown
+from jobscheduler.domain.validation import check_env, check_image, has_control, shown
 
 # Kubernetes caps env and arguments only through the object's size: past a few MiB the API
 # server answers 413 and etcd refuses the write. Names and values together, in UTF-8 bytes.
@@ -25,16 +25,12 @@ JOB_ID_ENV = {
 }
 
 
-def _has_control(value: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
-
-
 def text(params: Mapping[str, Any], key: str, *, max_length: int = 2048, required: bool = False) -> str:
     """A one-line string parameter, stripped; "" when absent."""
     value = params.get(key, "")
     if not isinstance(value, str):
         raise InvalidArgumentError(key, "must be a string")
-    if _has_control(value):
+    if has_control(value):
         raise InvalidArgumentError(key, "must not contain control characters")
     value = value.strip()
     if required and not value:

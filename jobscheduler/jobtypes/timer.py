@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from jobscheduler.domain.config import LOG_LEVELS, Settings
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.registry import Parameter, Workload
-from jobscheduler.domain.validation import check_env, check_image, shown
+from jobscheduler.domain.validation import check_env, check_image, has_control, has_whitespace, shown
 
 # Variables the workload reads; a caller's env may not override them.
 RESERVED_ENV = frozenset(
@@ -41,14 +41,14 @@ def _text(params: Mapping[str, Any], key: str) -> str:
     value = params.get(key, "")
     if not isinstance(value, str):
         raise InvalidArgumentError(key, "must be a string")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if has_control(value):
         raise InvalidArgumentError(key, "must not contain control characters")
     return value.strip()
 
 
 def _is_http_url(value: str) -> bool:
     """An http(s) URL with a host and, if any, a port in 1-65535, and no whitespace."""
-    if any(c.isspace() for c in value):
+    if has_whitespace(value):
         return False
     try:
         url = urlsplit(value)  # raises ValueError on a bad IPv6 literal ("http://[::1")

@@ -1,22 +1,24 @@
 """The gateway's calls: create, get, list, patch, replace, delete and watch objects, and open a
-pod's log, through the official `kubernetes` client (jobscheduler.kube is its only importer).
+pod's log (jobscheduler.kube is the only importer of the `kubernetes` client).
 
 Objects cross this boundary as plain dicts in the API's JSON shape, never as client model
-objects (they cost time and memory on hot paths). Calls retry 429, 5xx and connection errors
-with capped exponential backoff inside the caller's deadline, and every failure leaves as
-one of the domain's errors (jobscheduler.kube.translate), with the API's own body kept out of
-the message. Credentials and the backoff settings: jobscheduler.kube.connection.
+objects (they cost time and memory on hot paths). The client loads the credentials and owns
+the connection pool; requests take one lean path (jobscheduler.kube.http: prepared headers,
+orjson), not the client's generic per-call machinery. Calls retry 429, 5xx and connection
+errors with capped exponential backoff inside the caller's deadline, and every failure leaves
+as one of the domain's errors (jobscheduler.kube.translate), with the API's own body kept out
+of the message. Credentials and the backoff settings: jobscheduler.kube.connection.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -27,9 +29,10 @@ from jobscheduler.domain.errors import ConflictError as ConflictError
 from jobscheduler.domain.errors import GoneError as GoneError
 from jobscheduler.domain.errors import JobSchedulerError, NotFoundError, UnavailableError
 from jobscheduler.kube.connection import BackoffPolicy
+from jobscheduler.kube.http import KubeHttp
 from jobscheduler.kube.podlog import PodLogStream
 from jobscheduler.kube.translate import describe, pod_log_error, retry_after, retryable, translate
-from jobscheduler.obs.metrics import KUBE_DURATION, KUBE_REQUESTS
+from jobscheduler.obs.metrics import KUBE_DURATION, KUBE_REQUESTS, child
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -58,6 +61,7 @@ def collection_path(resource: str, namespace: str) -> str:
 class KubeGateway:
     def __init__(self, api: client.ApiClient, *, backoff: BackoffPolicy | None = None) -> None:
         self.api = api
+        self.http = KubeHttp(api)
         self.backoff = backoff or BackoffPolicy()
 
     # -- calls ---------------------------------------------------------------------------------
@@ -228,7 +232,7 @@ class KubeGateway:
                 for line in lines:
                     if not line.strip():
                         continue
-                    event: Obj = json.loads(line)
+                    event: Obj = orjson.loads(line)
                     if event.get("type") == "ERROR" and (event.get("object") or {}).get("code") == 410:
                         raise GoneError(f"watch of {resource}: {event['object'].get('message', 'gone')}")
                     yield event
@@ -303,16 +307,8 @@ class KubeGateway:
         timeout: float | tuple[float, float | None],
     ) -> Any:
         """One HTTP call through the client's connection pool and credentials; the response unread."""
-        return self.api.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": accept},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout,
-            _return_http_data_only=True,
+        return self.http.request(
+            method, path, body=body, query=query, content_type=content_type, accept=accept, timeout=timeout
         )
 
     def _json(self, verb: str, deadline: float | None, call: Callable[[tuple[float, float]], Any]) -> Obj:
@@ -324,8 +320,8 @@ class KubeGateway:
 
         reply = self._with_retries(verb, deadline, fetch)
         try:
-            data: Obj = json.loads(reply.data)
-        except (ValueError, TypeError):
+            data: Obj = orjson.loads(reply.data)
+        except (orjson.JSONDecodeError, TypeError):
             # Not the API server's own answer (a proxy's page, a cut reply): not a crash of ours.
             raise UnavailableError(
                 f"Kubernetes API answered {verb} with HTTP {reply.status} and a body that is not JSON"
@@ -342,7 +338,7 @@ class KubeGateway:
             # than its own DEADLINE_EXCEEDED (which says nothing about the cause).
             deadline -= REPLY_MARGIN
         backoff, attempt = self.backoff.initial_backoff, 0
-        duration = KUBE_DURATION.labels(verb)
+        duration = child(KUBE_DURATION, verb)
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
@@ -355,17 +351,17 @@ class KubeGateway:
             try:
                 result = call((min(remaining, 5.0), remaining))
                 duration.observe(time.perf_counter() - started)
-                KUBE_REQUESTS.labels(verb, str(getattr(result, "status", 200))).inc()
+                child(KUBE_REQUESTS, verb, str(getattr(result, "status", 200))).inc()
                 return result
             except ApiException as e:
                 duration.observe(time.perf_counter() - started)
-                KUBE_REQUESTS.labels(verb, str(e.status)).inc()
+                child(KUBE_REQUESTS, verb, str(e.status)).inc()
                 if not retryable(e):
                     raise translate(e, verb) from e
                 wait = retry_after(e) or backoff
                 last: Exception = e
             except (urllib3.exceptions.HTTPError, OSError) as e:
-                KUBE_REQUESTS.labels(verb, "0").inc()
+                child(KUBE_REQUESTS, verb, "0").inc()
                 wait, last = backoff, e
             if time.monotonic() + wait >= deadline:
                 raise UnavailableError(

@@ -12,7 +12,7 @@ import structlog
 
 from jobscheduler.domain.errors import GoneError, UnavailableError
 from jobscheduler.domain.models import MANAGED_SELECTOR
-from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS
+from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS, child
 
 if TYPE_CHECKING:
     from jobscheduler.kube.cache import JobCache
@@ -86,7 +86,7 @@ class Informer(threading.Thread):
             self.healthy = True
             kind = event.get("type", "")
             obj = event.get("object") or {}
-            WATCH_EVENTS.labels(self.resource, kind).inc()
+            child(WATCH_EVENTS, self.resource, kind).inc()
             version = (obj.get("metadata") or {}).get("resourceVersion")
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 self.cache.apply(self.resource, kind, obj)

@@ -6,7 +6,9 @@ histograms. Gauges that mirror the watch cache are computed at scrape time, not 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -76,6 +78,17 @@ class CacheCollector(Collector):
         yield cached
         yield jobs
         yield watchers
+
+
+M = TypeVar("M", Counter, Histogram, Gauge)
+
+
+@functools.cache
+def child(metric: M, *values: str) -> Any:
+    """metric.labels(*values), looked up once per label set: the hot paths (every RPC, every
+    Kubernetes call, every watch event) would otherwise pay prometheus_client's lock and
+    label validation on each use. Series are never removed, so a child stays valid."""
+    return metric.labels(*values)
 
 
 _collector: CacheCollector | None = None

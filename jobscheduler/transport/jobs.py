@@ -19,7 +19,7 @@ from jobscheduler.app.templates import TemplateService
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.registry import Registry
 from jobscheduler.domain.render import JobRequest
-from jobscheduler.obs.metrics import JOBS_SCHEDULED
+from jobscheduler.obs.metrics import JOBS_SCHEDULED, child
 from jobscheduler.transport.call import Call, begin
 from jobscheduler.transport.convert import (
     fit_page,
@@ -68,7 +68,7 @@ class JobsServicer:
     def _report(job: JobRequest, result: ScheduleResult, *, dry_run: bool) -> pb.ScheduleJobResponse:
         structlog.contextvars.bind_contextvars(job_id=result.status.job_id)
         if result.created:
-            JOBS_SCHEDULED.labels(job.job_type).inc()
+            child(JOBS_SCHEDULED, job.job_type).inc()
         log.info(
             "job scheduled" if result.created else "job request handled",
             created=result.created,

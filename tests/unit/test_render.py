@@ -5,6 +5,7 @@ job type's validation and container."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import dataclasses
 import json
 import re
@@ -988,3 +989,40 @@ def test_timer_command_from_settings(timer_command: tuple[str, ...], expected: l
 def test_timer_command_absent_when_settings_keep_the_image_entrypoint() -> None:
     settings = Settings.from_env({"TIMER_COMMAND": ""})
     assert "command" not in container(render(settings=settings))
+
+
+def test_request_hash_is_the_fingerprint_of_every_earlier_release() -> None:
+    """Fingerprints are stored on Jobs and compared when a request_id comes back: the hash
+    is of the request as dataclasses.asdict renders it, whatever makes it faster."""
+    from jobscheduler.domain.dependencies import DependencyCondition
+    from jobscheduler.domain.placement import Placement, Toleration
+    from jobscheduler.domain.retry import RetryPolicy, RetryRule
+
+    request = check_request(
+        make_request(
+            request_id="r-9",
+            labels={"team": "a", "tier": "b"},
+            annotations={"note": "x"},
+            secret_env={"TOKEN": "hidden", "A": "b"},
+            after=("job-a", "job-b"),
+            after_condition=DependencyCondition.FINISHED,
+            retry=RetryPolicy(
+                fail_on_exit_codes=(3, 4),
+                ignore_disruptions=True,
+                rules=(RetryRule(action="Ignore", exit_codes=(7,), container_name="timer"),),
+            ),
+            pending_timeout_seconds=120,
+            placement=Placement(
+                node_selector={"zone": "z1"},
+                tolerations=(Toleration(key="k", operator="Exists", effect="NoExecute", toleration_seconds=5),),
+                priority_class_name="high",
+            ),
+        ),
+        SETTINGS,
+    )
+    params = TIMER.validate(timer_params(), SETTINGS)
+    body = dataclasses.asdict(request) | {"params": params, "secret_env": sorted(request.secret_env)}
+    del body["params_field"]
+    body["after_condition"] = DependencyCondition.FINISHED.value
+    legacy = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    assert request_hash(request, params) == legacy
