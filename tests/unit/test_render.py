@@ -5,8 +5,8 @@ job type's validation and container."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -1014,7 +1014,9 @@ def test_request_hash_is_the_fingerprint_of_every_earlier_release() -> None:
             pending_timeout_seconds=120,
             placement=Placement(
                 node_selector={"zone": "z1"},
-                tolerations=(Toleration(key="k", operator="Exists", effect="NoExecute", toleration_seconds=5),),
+                tolerations=(
+                    Toleration(key="k", operator="Exists", effect="NoExecute", toleration_seconds=5),
+                ),
                 priority_class_name="high",
             ),
         ),
