@@ -85,7 +85,7 @@ class KubeGateway:
         query = [("dryRun", "All")] if dry_run else []
         path = collection_path(resource, namespace)
         return self._json(
-            "create", deadline, lambda t: self._raw("POST", path, body=body, query=query, timeout=t)
+            "create", deadline, lambda t: self.http.call("POST", path, body=body, query=query, timeout=t)
         )
 
     def delete(
@@ -105,14 +105,14 @@ class KubeGateway:
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
-            self._json("delete", deadline, lambda t: self._raw("DELETE", path, body=options, timeout=t))
+            self._json("delete", deadline, lambda t: self.http.call("DELETE", path, body=options, timeout=t))
         except NotFoundError:
             return
 
     def get(self, resource: str, namespace: str, name: str, *, deadline: float | None = None) -> Obj:
         """GET one object of RESOURCES (kubectl get RESOURCE NAME -o json)."""
         path = f"{collection_path(resource, namespace)}/{name}"
-        return self._json("get", deadline, lambda t: self._raw("GET", path, timeout=t))
+        return self._json("get", deadline, lambda t: self.http.call("GET", path, timeout=t))
 
     def patch(
         self, resource: str, namespace: str, name: str, patch: Obj, *, deadline: float | None = None
@@ -123,7 +123,7 @@ class KubeGateway:
         return self._json(
             "patch",
             deadline,
-            lambda t: self._raw(
+            lambda t: self.http.call(
                 "PATCH", path, body=patch, content_type="application/merge-patch+json", timeout=t
             ),
         )
@@ -133,7 +133,7 @@ class KubeGateway:
     ) -> Obj:
         """PUT the whole object (kubectl replace); its metadata.resourceVersion makes it conditional."""
         path = f"{collection_path(resource, namespace)}/{name}"
-        return self._json("update", deadline, lambda t: self._raw("PUT", path, body=body, timeout=t))
+        return self._json("update", deadline, lambda t: self.http.call("PUT", path, body=body, timeout=t))
 
     def list_of(
         self, resource: str, namespace: str, *, label_selector: str, deadline: float | None = None
@@ -176,7 +176,7 @@ class KubeGateway:
             page = self._json(
                 f"list_{resource}",
                 deadline,
-                lambda t, q=query: self._raw(  # type: ignore[misc]
+                lambda t, q=query: self.http.call(  # type: ignore[misc]
                     "GET", collection_path(resource, namespace), query=q, timeout=t
                 ),
             )
@@ -289,7 +289,7 @@ class KubeGateway:
     def ready(self, *, timeout: float = 2.0) -> bool:
         """Whether the API server answers /readyz (kubectl get --raw /readyz); never raises."""
         try:
-            return bool(self._raw("GET", "/readyz", timeout=timeout).status == 200)
+            return self.http.call("GET", "/readyz", timeout=timeout).status == 200
         except (ApiException, urllib3.exceptions.HTTPError, OSError):
             return False
 

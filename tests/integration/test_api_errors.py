@@ -15,6 +15,7 @@ import pytest
 from jobscheduler.domain.errors import ConflictError, FieldViolation, InvalidArgumentError
 from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
+from jobscheduler.obs.metrics import KUBE_REQUESTS, child
 from tests.conftest import Cluster
 from tests.integration.conftest import Service
 
@@ -121,3 +122,42 @@ def test_ghz_finds_the_methods_through_reflection(
     report = json.loads(out.stdout)
     assert report["count"] == 20
     assert report["statusCodeDistribution"] == {code: 20}, report.get("errorDistribution")
+
+
+def test_requests_use_keep_alive_and_replace_a_connection_the_server_closed(
+    gateway: KubeGateway, namespace: str
+) -> None:
+    """The gateway's lean path (jobscheduler.kube.wire) keeps one connection for calls in a row,
+    and when the server has closed an idle one, the next call gets a fresh one at once."""
+    import socket
+    import time
+
+    assert gateway.http.wire is not None, "an https API server is reached through the lean path"
+    gateway.create("configmaps", namespace, configmap("kept"))
+    gateway.get("configmaps", namespace, "kept")
+    idle = list(gateway.http.wire._idle)
+    assert len(idle) == 1, "two calls in a row share one kept-alive connection"
+    gateway.get("configmaps", namespace, "kept")
+    assert list(gateway.http.wire._idle) == idle, "and the same one again"
+
+    failed_attempts = child(KUBE_REQUESTS, "get", "0")
+    before = failed_attempts._value.get()
+    idle[0].sock.shutdown(socket.SHUT_RDWR)  # as a server ending an idle connection does
+    started = time.monotonic()
+    assert gateway.get("configmaps", namespace, "kept")["data"] == {"a": "1"}
+    assert failed_attempts._value.get() == before, "not a failed attempt retried with backoff"
+    assert time.monotonic() - started < 1
+    assert gateway.http.wire._idle
+    assert gateway.http.wire._idle[0] is not idle[0]
+
+
+def test_errors_through_the_lean_path_keep_status_body_and_headers(
+    gateway: KubeGateway, namespace: str
+) -> None:
+    from jobscheduler.domain.errors import AlreadyExistsError, NotFoundError
+
+    with pytest.raises(NotFoundError, match='configmaps "absent" not found'):
+        gateway.get("configmaps", namespace, "absent")
+    gateway.create("configmaps", namespace, configmap("twice"))
+    with pytest.raises(AlreadyExistsError):
+        gateway.create("configmaps", namespace, configmap("twice"))
