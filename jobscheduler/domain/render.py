@@ -7,6 +7,7 @@ renders satisfies PodSecurity `restricted`, whatever the job type contributes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import secrets
@@ -46,6 +47,8 @@ REQUEST_HASH_ANNOTATION = "jobscheduler.io/request-hash"
 # The UID the project's image runs as; restricted PodSecurity wants a non-root user.
 WORKLOAD_UID = 10001
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+_ID_LENGTH = 10
+_ID_SPACE = len(_ID_ALPHABET) ** _ID_LENGTH
 MAX_REQUEST_ID = 256
 MAX_SECRET_ENV_BYTES = 64 * 1024  # a Secret may hold 1 MiB; env this large is a mistake
 # What a job type may put in its container. Everything that touches the node or privileges
@@ -114,8 +117,14 @@ class JobRequest:
 
 
 def new_job_id() -> str:
-    """A fresh Job name: `job-` and ten random lower-case letters and digits."""
-    return "job-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+    """A fresh Job name: `job-` and ten random lower-case letters and digits, uniformly drawn
+    (one draw from the OS's random source, not one per character)."""
+    number = secrets.randbelow(_ID_SPACE)
+    letters = []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ID_ALPHABET))
+        letters.append(_ID_ALPHABET[digit])
+    return "job-" + "".join(letters)
 
 
 def job_id_for_request(namespace: str, request_id: str) -> str:
@@ -144,17 +153,27 @@ def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """What dataclasses.asdict makes of a request, for JSON, without its deep copies (they cost
     most of a ScheduleJob's hashing): dataclasses as dicts, all the way down. The hash must
     not change: it is stored on Jobs and compared when a request_id is reused."""
+    if type(value) in _SCALARS:
+        return value
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {name: _plain(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 def check_request(request: JobRequest, settings: Settings) -> JobRequest:
