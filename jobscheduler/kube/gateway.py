@@ -165,8 +165,11 @@ class KubeGateway:
         label_selector: str,
         page_size: int = 500,
         deadline: float | None = None,
+        each: Callable[[Obj], Obj] | None = None,
     ) -> tuple[list[Obj], str]:
-        """Every object of a collection, paged, and the list's resourceVersion (to watch from)."""
+        """Every object of a collection, paged, and the list's resourceVersion (to watch from).
+        With `each`, every object is passed through it as its page arrives (the watch cache
+        keeps slim copies: a relist of 100,000 Jobs never holds them all in full)."""
         items: list[Obj] = []
         cont = ""
         while True:
@@ -180,7 +183,8 @@ class KubeGateway:
                     "GET", collection_path(resource, namespace), query=q, timeout=t
                 ),
             )
-            items.extend(page.get("items") or [])
+            page_items = page.get("items") or []
+            items.extend(page_items if each is None else map(each, page_items))
             meta = page.get("metadata") or {}
             cont = meta.get("continue") or ""
             if not cont:

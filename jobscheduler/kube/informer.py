@@ -12,6 +12,7 @@ import structlog
 
 from jobscheduler.domain.errors import GoneError, UnavailableError
 from jobscheduler.domain.models import MANAGED_SELECTOR
+from jobscheduler.kube.slim import slim_job
 from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS, child
 
 if TYPE_CHECKING:
@@ -69,7 +70,13 @@ class Informer(threading.Thread):
 
     def _relist(self) -> None:
         items, version = self.cache.gateway.list_all(
-            self.resource, self.namespace, label_selector=MANAGED_SELECTOR, deadline=time.monotonic() + 60
+            self.resource,
+            self.namespace,
+            label_selector=MANAGED_SELECTOR,
+            deadline=time.monotonic() + 60,
+            # Jobs are slimmed page by page (replace() keeps slim copies anyway); pods are kept
+            # whole until replace() has read their owner and namespace.
+            each=slim_job if self.resource == "jobs" else None,
         )
         self.cache.replace(self.resource, self.namespace, items)
         self.version = version

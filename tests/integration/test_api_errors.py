@@ -161,3 +161,22 @@ def test_errors_through_the_lean_path_keep_status_body_and_headers(
     gateway.create("configmaps", namespace, configmap("twice"))
     with pytest.raises(AlreadyExistsError):
         gateway.create("configmaps", namespace, configmap("twice"))
+
+
+def test_list_all_passes_every_object_of_every_page_through_each(
+    gateway: KubeGateway, namespace: str
+) -> None:
+    """The cache's relist keeps only slim copies, page by page (list_all's `each`)."""
+    for i in range(5):
+        gateway.create("configmaps", namespace, configmap(f"page-{i}"))
+    seen: list[str] = []
+
+    def keep_name(obj: dict[str, object]) -> dict[str, object]:
+        seen.append(obj["metadata"]["name"])  # type: ignore[index]
+        return {"name": obj["metadata"]["name"]}  # type: ignore[index]
+
+    items, version = gateway.list_all("configmaps", namespace, label_selector="", page_size=2, each=keep_name)
+    names = sorted(i["name"] for i in items)  # type: ignore[type-var]
+    assert [n for n in names if str(n).startswith("page-")] == [f"page-{i}" for i in range(5)]
+    assert sorted(seen) == names
+    assert version.isdigit()
