@@ -176,7 +176,7 @@ def test_list_all_passes_every_object_of_every_page_through_each(
         return {"name": obj["metadata"]["name"]}  # type: ignore[index]
 
     items, version = gateway.list_all("configmaps", namespace, label_selector="", page_size=2, each=keep_name)
-    names = sorted(i["name"] for i in items)  # type: ignore[type-var]
+    names = sorted(i["name"] for i in items)
     assert [n for n in names if str(n).startswith("page-")] == [f"page-{i}" for i in range(5)]
     assert sorted(seen) == names
     assert version.isdigit()
