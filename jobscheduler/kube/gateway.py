@@ -165,11 +165,14 @@ class KubeGateway:
         label_selector: str,
         page_size: int = 500,
         deadline: float | None = None,
+        page_seconds: float | None = None,
         each: Callable[[Obj], Obj] | None = None,
     ) -> tuple[list[Obj], str]:
         """Every object of a collection, paged, and the list's resourceVersion (to watch from).
-        With `each`, every object is passed through it as its page arrives (the watch cache
-        keeps slim copies: a relist of 100,000 Jobs never holds them all in full)."""
+        `deadline` bounds the whole list; `page_seconds` instead gives each page its own budget
+        (a relist of 100,000 Jobs on a busy API server may take minutes, but no one page
+        should). With `each`, every object is passed through it as its page arrives (the
+        watch cache keeps slim copies: a relist never holds them all in full)."""
         items: list[Obj] = []
         cont = ""
         while True:
@@ -178,7 +181,7 @@ class KubeGateway:
                 query.append(("continue", cont))
             page = self._json(
                 f"list_{resource}",
-                deadline,
+                deadline if page_seconds is None else time.monotonic() + page_seconds,
                 lambda t, q=query: self.http.call(  # type: ignore[misc]
                     "GET", collection_path(resource, namespace), query=q, timeout=t
                 ),

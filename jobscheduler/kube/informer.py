@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -18,7 +18,34 @@ from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS, child
 if TYPE_CHECKING:
     from jobscheduler.kube.cache import JobCache
 
+Obj = dict[str, Any]
 log = structlog.get_logger("jobscheduler.kube.informer")
+
+
+PAGE_SECONDS = 60.0  # budget of one page of a relist (retries included)
+PROGRESS_SECONDS = 10.0
+
+
+class _ListProgress:
+    """Counts the objects of a long relist and says every PROGRESS_SECONDS how far it got."""
+
+    def __init__(self, resource: str, namespace: str) -> None:
+        self.resource, self.namespace = resource, namespace
+        self.seen = 0
+        self.started = self.said = time.monotonic()
+
+    def count(self, obj: Obj) -> Obj:
+        self.seen += 1
+        if self.seen % 500 == 0 and time.monotonic() - self.said >= PROGRESS_SECONDS:
+            self.said = time.monotonic()
+            log.info(
+                "still listing",
+                resource=self.resource,
+                namespace=self.namespace or "*",
+                objects=self.seen,
+                seconds=round(self.said - self.started),
+            )
+        return obj
 
 
 class Informer(threading.Thread):
@@ -69,14 +96,16 @@ class Informer(threading.Thread):
                 backoff = min(backoff * 2, 5.0)
 
     def _relist(self) -> None:
+        progress = _ListProgress(self.resource, self.namespace)
+        # Jobs are slimmed page by page (replace() keeps slim copies anyway); pods are kept
+        # whole until replace() has read their owner and namespace.
+        slim = slim_job if self.resource == "jobs" else None
         items, version = self.cache.gateway.list_all(
             self.resource,
             self.namespace,
             label_selector=MANAGED_SELECTOR,
-            deadline=time.monotonic() + 60,
-            # Jobs are slimmed page by page (replace() keeps slim copies anyway); pods are kept
-            # whole until replace() has read their owner and namespace.
-            each=slim_job if self.resource == "jobs" else None,
+            page_seconds=PAGE_SECONDS,
+            each=lambda obj: progress.count(slim(obj) if slim else obj),
         )
         self.cache.replace(self.resource, self.namespace, items)
         self.version = version

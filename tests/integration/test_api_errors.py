@@ -180,3 +180,21 @@ def test_list_all_passes_every_object_of_every_page_through_each(
     assert [n for n in names if str(n).startswith("page-")] == [f"page-{i}" for i in range(5)]
     assert sorted(seen) == names
     assert version.isdigit()
+
+
+def test_list_all_gives_each_page_its_own_budget_with_page_seconds(
+    gateway: KubeGateway, namespace: str
+) -> None:
+    """A relist of 100,000 Jobs may take minutes on a busy API server: the informer bounds each
+    page, not the whole list (a whole-list deadline made it start over and over)."""
+    import time
+
+    from jobscheduler.domain.errors import UnavailableError
+
+    for i in range(3):
+        gateway.create("configmaps", namespace, configmap(f"budget-{i}"))
+    spent = time.monotonic() - 1  # a whole-list budget already used up
+    with pytest.raises(UnavailableError, match="within the deadline"):
+        gateway.list_all("configmaps", namespace, label_selector="", page_size=1, deadline=spent)
+    items, _ = gateway.list_all("configmaps", namespace, label_selector="", page_size=1, page_seconds=10)
+    assert len(items) >= 3
