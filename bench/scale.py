@@ -324,7 +324,7 @@ def render_markdown(record: Mapping[str, Any]) -> str:
             "## Service start with every Job present",
             "",
             f"From spawning `jobscheduler serve` to SERVING with its cache serving the namespace: "
-            f"{restart.get('ready_seconds')} s; it then held {restart.get('jobs_cached', '?'):,} jobs. "
+            f"{restart.get('ready_seconds')} s; it then held {restart.get('jobs_cached', '?')} jobs. "
             f"RSS {_get(restart, 'memory', 'service', 'rss_mb')} MB "
             f"(peak {_get(restart, 'memory', 'service', 'peak_rss_mb')} MB).",
         ]
