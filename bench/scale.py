@@ -30,6 +30,7 @@ namespace deleted all the same.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -245,9 +246,14 @@ def build_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         value = "not measured" if not resync else f"not completed: {resync.get('error', '?')}"
     row("Watch resync after a kube-apiserver restart", value, "—", None)
     start = _get(record, "restart", "ready_seconds")
+    failed = _get(record, "restart", "error")
     row(
         f"Time to cache {n} jobs at service start",
-        f"{start:.1f} s" if isinstance(start, int | float) else "not measured",
+        f"{start:.1f} s"
+        if isinstance(start, int | float)
+        else f"failed: {failed}"
+        if failed
+        else "not measured",
         "—",
         None,
     )
@@ -335,13 +341,19 @@ def render_markdown(record: Mapping[str, Any]) -> str:
             "",
             "## Service start with every Job present",
             "",
-            f"From spawning `jobscheduler serve` to SERVING with its cache serving the namespace: "
-            f"{restart.get('ready_seconds')} s; it then held {restart.get('jobs_cached', '?')} jobs. "
-            f"RSS {_get(restart, 'memory', 'service', 'rss_mb')} MB "
+            (
+                f"The service did not get there: {restart['error']}. "
+                if restart.get("error")
+                else "From spawning `jobscheduler serve` to SERVING with its cache serving the namespace: "
+                f"{restart.get('ready_seconds')} s; it then held {restart.get('jobs_cached', '?')} jobs. "
+            )
+            + f"RSS {_get(restart, 'memory', 'service', 'rss_mb')} MB "
             f"(peak {_get(restart, 'memory', 'service', 'peak_rss_mb')} MB).",
         ]
     resync = record.get("resync")
-    if resync:
+    if resync and "timeline" not in resync:
+        lines += ["", "## kube-apiserver restart", "", str(resync.get("error", "not measured"))]
+    elif resync:
         lines += ["", "## kube-apiserver restart", ""]
         lines += ["Seconds since `hack/devcluster.py restart kube-apiserver` was started:", ""]
         lines += ["| moment | s |", "|---|---|"]
@@ -751,14 +763,55 @@ def measure_level(
     return results
 
 
-def measure_start(h: Harness, state_dir: Path, jobs: int) -> dict[str, Any]:
-    """Restarts the service with every Job present: how long until it serves them from its cache."""
+def measure_start(h: Harness, state_dir: Path, jobs: int, *, timeout: float = 600) -> dict[str, Any]:
+    """Restarts the service with every Job present: how long until it serves them from its cache.
+    A start that does not get there within `timeout` is recorded with what its log says."""
     assert h.service is not None
     say(f"restarting the service with {jobs:,} Jobs present: how long until it has cached them all")
     h.service.stop()
     wait_for_cluster_quiet(h, timeout=30)
+    method = (
+        "from spawning the process to SERVING on gRPC health and WatchJobs accepted for the "
+        "namespace (the cache lists before it serves); then the count from its metrics"
+    )
     started = time.monotonic()
-    service = start_service(h, "service-restarted", timeout=900)
+    service = ScaleService(
+        kubeconfig=h.kubeconfig, namespace=h.namespace, log_path=h.logs_dir / "service-restarted.log"
+    )
+    h.service = service
+    peak: dict[str, float] = {}
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(15):
+            if service.proc is None or service.proc.poll() is not None:
+                continue
+            with contextlib.suppress(OSError):
+                peak.update(read_rss_mb(service.pid))
+            failures = list_failures(service.log_path)
+            say(
+                f"  starting for {time.monotonic() - started:.0f}s: RSS {peak.get('rss_mb', 0):.0f} MB, "
+                f"{failures} failed list attempts so far"
+            )
+
+    threading.Thread(target=report, name="start-progress", daemon=True).start()
+    try:
+        service.start(timeout=timeout)
+    except TimeoutError as e:
+        failures = list_failures(service.log_path)
+        memory = cluster_memory(state_dir, service)
+        say(f"  the service did not serve its cache within {timeout:.0f}s ({failures} failed list attempts)")
+        return {
+            "ready_seconds": None,
+            "error": f"{e}; its informer's list of the Jobs failed {failures} times "
+            "(kube/informer.py lists every page within one 60 s deadline, then starts over)",
+            "list_failures": failures,
+            "memory": memory,
+            "method": method,
+        }
+    finally:
+        done.set()
+    h.cpu.pids["service"] = service.pid
     ready = round(time.monotonic() - started, 2)
     held = service.cached_jobs()
     memory = cluster_memory(state_dir, service)
@@ -769,10 +822,25 @@ def measure_start(h: Harness, state_dir: Path, jobs: int) -> dict[str, Any]:
     return {
         "ready_seconds": ready,
         "jobs_cached": held,
+        "list_failures": list_failures(service.log_path),
         "memory": memory,
-        "method": "from spawning the process to SERVING on gRPC health and WatchJobs accepted "
-        "for the namespace (the cache lists before it serves); then the count from its metrics",
+        "method": method,
     }
+
+
+def list_failures(log_path: Path) -> int:
+    """How often the service's informer failed to list the Jobs, by its log."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(
+        1
+        for line in text.splitlines()
+        if '"resource": "jobs"' in line
+        and ("watch broken" in line or "informer crashed" in line)
+        and "list_jobs" in line
+    )
 
 
 def measure_resync(
@@ -1036,6 +1104,9 @@ def run_phases(h: Harness, plan: ScalePlan, state_dir: Path, record: dict[str, A
         data.update(measure_level(h, plan, level, names, record["disturbances"]))
     say("== the service restarted with every Job present ==")
     record["restart"] = measure_start(h, state_dir, plan.jobs)
+    if record["restart"]["ready_seconds"] is None:
+        record["resync"] = {"error": "not measured: the service could not cache the Jobs at start"}
+        return
     say("== kube-apiserver restarted ==")
     try:
         record["resync"] = measure_resync(h, current(h), state_dir)

@@ -209,3 +209,15 @@ def test_markdown_shows_every_row_and_an_interrupted_run() -> None:
     assert "with uncommitted changes" in text
     for row in rec["rows"]:
         assert row["measurement"] in text
+
+
+def test_a_service_that_could_not_cache_the_jobs_at_start_is_reported_as_such() -> None:
+    rec = record(
+        restart={"ready_seconds": None, "error": "not ready within 600s"}, resync={"error": "skipped"}
+    )
+    rows = rows_by_name(rec)
+    assert rows["Time to cache 100,000 jobs at service start"]["value"] == "failed: not ready within 600s"
+    assert rows["Watch resync after a kube-apiserver restart"]["value"] == "not completed: skipped"
+    rec["rows"] = build_rows(rec)
+    text = render_markdown(rec)
+    assert "The service did not get there: not ready within 600s" in text
