@@ -16,8 +16,9 @@ import threading
 import time
 from collections import Counter as Tally
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from sys import intern
 from typing import Any
 
 import structlog
@@ -177,9 +178,11 @@ class JobCache:
 
     def apply(self, resource: str, kind: str, obj: Mapping[str, Any], *, only_if_newer: bool = False) -> None:
         meta = obj.get("metadata") or {}
+        # Slimmed before the lock is taken: readers wait only for the cache's own bookkeeping.
+        slim = slim_job(obj) if resource == "jobs" and kind != "DELETED" else None
         with self._lock:
             if resource == "jobs":
-                key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                key = (intern(str(meta.get("namespace", ""))), str(meta.get("name", "")))
                 current = self._jobs.get(key)
                 version = resource_version(obj)
                 if only_if_newer and current is not None and resource_version(current) >= version:
@@ -198,10 +201,10 @@ class JobCache:
                     self._tombstones.move_to_end(key)
                     while len(self._tombstones) > MAX_TOMBSTONES:
                         self._tombstones.popitem(last=False)
-                else:
-                    self._put_job(key, slim_job(obj))
+                elif slim is not None:
+                    self._put_job(key, slim)
             else:
-                pod_key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                pod_key = (intern(str(meta.get("namespace", ""))), str(meta.get("name", "")))
                 uid = owner_uid(obj) or self._pod_owner.get(pod_key, "")
                 if kind == "DELETED":
                     self._pod_owner.pop(pod_key, None)
@@ -215,19 +218,23 @@ class JobCache:
                 if uid in self._uids:
                     self._refresh(self._uids[uid])
 
-    def replace(self, resource: str, namespace: str, items: list[Obj]) -> None:
-        """A fresh list of one resource in one namespace ("" = all): the new truth."""
+    def replace(self, resource: str, namespace: str, items: Iterable[Obj]) -> None:
+        """A fresh list of one resource in one namespace ("" = all): the new truth. Jobs are
+        slimmed as `items` yields them, before the lock is taken: given pages as they arrive, a
+        relist never holds every full Job at once."""
+        if resource == "jobs":
+            fresh = {
+                (intern(str(i["metadata"].get("namespace", ""))), str(i["metadata"]["name"])): slim_job(i)
+                for i in items
+            }
         with self._lock:
             if resource == "jobs":
-                fresh = {
-                    (str(i["metadata"].get("namespace", "")), str(i["metadata"]["name"])): i for i in items
-                }
                 self._index.begin_bulk()
                 try:
                     for key in [k for k in self._jobs if namespace in ("", k[0]) and k not in fresh]:
                         self._remove_job(key)
                     for key, job in fresh.items():
-                        self._put_job(key, slim_job(job))
+                        self._put_job(key, job)
                 finally:
                     self._index.end_bulk()
             else:
@@ -252,8 +259,16 @@ class JobCache:
 
     def _put_job(self, key: Key, job: Obj) -> None:
         old = self._jobs.get(key)
-        if old is not None and old["metadata"]["uid"] != job["metadata"]["uid"]:
+        meta = job["metadata"]
+        if old is not None and old["metadata"]["uid"] != meta["uid"]:
             self._uids.pop(old["metadata"]["uid"], None)  # a new Job reusing the name
+        elif old is not None:
+            # The same Job again: keep the strings and key the cache's dicts already hold, rather
+            # than a second copy of each per job from this event's JSON.
+            key = self._uids.get(meta["uid"], key)
+            for field in ("uid", "name", "namespace", "creationTimestamp"):
+                if meta[field] == old["metadata"][field]:
+                    meta[field] = old["metadata"][field]
         self._jobs[key] = job
         self._uids[job["metadata"]["uid"]] = key
         self._refresh(key, old_labels=old["metadata"]["labels"] if old is not None else None)
