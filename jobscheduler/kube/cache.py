@@ -234,7 +234,8 @@ class JobCache:
                     for key in [k for k in self._jobs if namespace in ("", k[0]) and k not in fresh]:
                         self._remove_job(key)
                     for key, job in fresh.items():
-                        self._put_job(key, job)
+                        if not _same_version(self._jobs.get(key), job):
+                            self._put_job(key, job)
                 finally:
                     self._index.end_bulk()
             else:
@@ -312,3 +313,15 @@ class JobCache:
                 self._subscribers.discard(sub)
             elif sub.match(labels, event.status):
                 sub.offer(key, event)
+
+
+def _same_version(current: Obj | None, job: Obj) -> bool:
+    """The same Job at the same resourceVersion: nothing in it changed, so a relist (after a
+    410 Gone or an API server restart) re-derives nothing for it."""
+    if current is None:
+        return False
+    now, then = job["metadata"], current["metadata"]
+    return bool(now["resourceVersion"]) and (now["uid"], now["resourceVersion"]) == (
+        then["uid"],
+        then["resourceVersion"],
+    )

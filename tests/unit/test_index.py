@@ -387,8 +387,10 @@ def test_a_relist_leaves_the_index_as_incremental_updates_would(seed: int) -> No
     for job in fresh:
         if rng.random() < 0.3:
             job["status"] = dict(KINDS["succeeded"][0])
+            job["metadata"]["resourceVersion"] = "2"
         if rng.random() < 0.3:
             job["metadata"]["labels"] = {"team": "data", HELD_LABEL: HELD_VALUE}
+            job["metadata"]["resourceVersion"] = "3"
     fresh += [make_job(f"new-{i}", second=40 + i, labels={"team": "ml"}) for i in range(10)]
     cache.replace("jobs", "", fresh)
     rebuilt = new_cache()
@@ -491,3 +493,16 @@ def test_the_service_filter_is_indexable_requirements() -> None:
         Requirement("jobscheduler.io/job-type", "in", frozenset({"timer"})),
         Requirement("team", "in", frozenset({"ml"})),
     )
+
+
+def test_a_relist_re_derives_nothing_for_a_job_at_the_same_version() -> None:
+    cache = new_cache()
+    add(cache, make_job("same", rv=7))
+    add(cache, make_job("changed", rv=7))
+    same, changed = cache.get(NS, "same"), cache.get(NS, "changed")
+    cache.replace("jobs", NS, [make_job("same", rv=7), make_job("changed", rv=8, kind="succeeded")])
+    assert cache.get(NS, "same") is same
+    after = cache.get(NS, "changed")
+    assert after is not None
+    assert changed is not None
+    assert (changed.state, after.state) == (JobState.PENDING, JobState.SUCCEEDED)
