@@ -12,7 +12,7 @@ import base64
 import binascii
 import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,11 +41,12 @@ from jobscheduler.domain.models import (
     JobStatus,
 )
 from jobscheduler.domain.registry import Registry
-from jobscheduler.domain.selector import compile_selector
+from jobscheduler.domain.selector import Requirement, parse_selector
 from jobscheduler.domain.status import derive_status
 from jobscheduler.domain.validation import check_dns_label, shown
 from jobscheduler.kube.cache import JobCache, sort_key
 from jobscheduler.kube.gateway import KubeGateway
+from jobscheduler.kube.index import JobFilter
 
 Obj = dict[str, Any]
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
@@ -245,26 +246,21 @@ class JobService:
         label_selector: str,
         states: frozenset[JobState],
         schedule: str = "",
-    ) -> Callable[[Mapping[str, str], JobStatus], bool]:
-        """The filter ListJobs and WatchJobs apply, on a Job's labels and its status."""
+    ) -> JobFilter:
+        """The filter ListJobs and WatchJobs apply, on a Job's labels and its status; the cache
+        answers it from its indexes."""
         if job_type:
             check_dns_label("job_type", job_type, what="job type")
         if name:
             check_dns_label("name", name.lower(), what="job name")
         if schedule:
             check_dns_label("schedule", schedule, what="schedule name")
-        selects = compile_selector(label_selector)
+        selector = parse_selector(label_selector)
         wanted = {JOB_TYPE_LABEL: job_type, NAME_LABEL: name.lower(), SCHEDULE_LABEL: schedule}
-        wanted = {k: v for k, v in wanted.items() if v}
-
-        def match(labels: Mapping[str, str], status: JobStatus) -> bool:
-            return (
-                all(labels.get(k) == v for k, v in wanted.items())
-                and (not states or status.state in states)
-                and selects(labels)
-            )
-
-        return match
+        return JobFilter(
+            states=frozenset(states),
+            requirements=(*(Requirement(k, "in", frozenset({v})) for k, v in wanted.items() if v), *selector),
+        )
 
     # -- ResumeJob -----------------------------------------------------------------------------
 

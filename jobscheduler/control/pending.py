@@ -34,6 +34,7 @@ from jobscheduler.domain.models import (
     JobStatus,
 )
 from jobscheduler.domain.status import derive_status
+from jobscheduler.kube.index import JobFilter
 from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 
 __all__ = ["PENDING_TIMEOUT_REASONS", "PendingTimeouts", "Stuck", "find_stuck", "pending_timeout"]
@@ -114,6 +115,10 @@ def is_candidate(status: JobStatus) -> bool:
     return status.state is JobState.PENDING and status.reason in PENDING_TIMEOUT_REASONS
 
 
+# is_candidate as the cache's indexes answer it: each tick reads only these jobs, not them all.
+CANDIDATES = JobFilter(states=frozenset({JobState.PENDING}), reasons=PENDING_TIMEOUT_REASONS)
+
+
 def _shows(pod: Mapping[str, Any], reason: str) -> bool:
     status = pod.get("status") or {}
     if status.get("phase") != "Pending":
@@ -162,7 +167,7 @@ class PendingTimeouts:
         service = self.service
         cache = service.cache
         if cache is not None and cache.covers(namespace) and service.api_reachable():
-            return cache.jobs_with_pods(namespace, lambda _labels, status: is_candidate(status))
+            return cache.jobs_with_pods(namespace, CANDIDATES)
         started = time.monotonic()
         if started - self._last_api_scan.get(namespace, float("-inf")) < self.api_scan_seconds:
             return []

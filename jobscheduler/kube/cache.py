@@ -5,19 +5,20 @@ One informer thread per (resource, namespace) lists, then watches from the list'
 resourceVersion with bookmarks, resumes from the last version it saw when a stream ends, and
 relists on 410 Gone. Objects are kept slim (only what status derivation reads); each Job's
 derived status is kept too and recomputed when the Job or one of its pods changes, so reads
-cost a dict lookup. Subscribers get changes through a bounded, conflating mailbox: a slow
+cost a dict lookup, and indexed (jobscheduler.kube.index), so a filtered page costs what it
+returns. Subscribers get changes through a bounded, conflating mailbox: a slow
 reader only ever holds the latest status of each job, and never holds up the informers.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import Counter as Tally
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from sys import intern
 from typing import Any
 
 import structlog
@@ -26,17 +27,22 @@ from jobscheduler.domain.models import JobStatus
 from jobscheduler.domain.status import derive_status
 from jobscheduler.kube.feed import Event, Key, Subscription
 from jobscheduler.kube.gateway import KubeGateway
+from jobscheduler.kube.index import JobFilter, JobIndex, entry_of_sort_key
 from jobscheduler.kube.informer import Informer
 from jobscheduler.kube.slim import owner_uid, resource_version, slim_job, slim_pod
 
 log = structlog.get_logger("jobscheduler.kube.cache")
 Obj = dict[str, Any]
 SortKey = tuple[float, str]
+# What reads select jobs by: a JobFilter is answered from the indexes; any other predicate on
+# (labels, status) walks the namespace's jobs.
+Match = Callable[[Mapping[str, str], JobStatus], bool]
 MAX_TOMBSTONES = 10_000
 
 
 def sort_key(status: JobStatus) -> SortKey:
-    """Newest first, ties broken by name: the order ListJobs pages through."""
+    """Newest first, ties broken by name: the order ListJobs pages through, and its page
+    cursor. The cache orders its indexes the same way by a cheaper key (index.entry_of)."""
     created = status.created_at.timestamp() if status.created_at else 0.0
     return (-created, "".join(chr(0x10FFFF - ord(c)) for c in status.job_id))
 
@@ -53,7 +59,7 @@ class JobCache:
         self._pods: dict[str, dict[str, Obj]] = {}  # controller uid -> pod name -> slim pod
         self._pod_owner: dict[tuple[str, str], str] = {}  # (namespace, pod name) -> controller uid
         self._statuses: dict[Key, JobStatus] = {}
-        self._order: dict[str, list[tuple[SortKey, Key]]] = {}  # per namespace, newest first
+        self._index = JobIndex()
         self._states: Tally[str] = Tally()
         self._subscribers: set[Subscription] = set()
         # resourceVersion at deletion of recently deleted Jobs, so a late write response
@@ -92,35 +98,37 @@ class JobCache:
         job = self._jobs.get((namespace, name))
         return job["metadata"]["labels"] if job else {}
 
-    def jobs_with_pods(
-        self, namespace: str, match: Callable[[Mapping[str, str], JobStatus], bool]
-    ) -> list[tuple[Obj, list[Obj]]]:
+    def jobs_with_pods(self, namespace: str, match: Match) -> list[tuple[Obj, list[Obj]]]:
         """The slim Job and slim pods of each matching job in a namespace ("" = all), for checks
         that need more than a status (annotations, resourceVersion, pod creation times). The
         objects are shared with the cache: read them, never change them."""
         with self._lock:
-            return [
-                (job, list(self._pods.get(job["metadata"]["uid"], {}).values()))
-                for key, job in self._jobs.items()
-                if namespace in ("", key[0]) and match(job["metadata"]["labels"], self._statuses[key])
-            ]
+            if not isinstance(match, JobFilter):
+                return [
+                    (job, list(self._pods.get(job["metadata"]["uid"], {}).values()))
+                    for key, job in self._jobs.items()
+                    if namespace in ("", key[0]) and match(job["metadata"]["labels"], self._statuses[key])
+                ]
+            found = []
+            for ns in [namespace] if namespace else self._index.namespaces():
+                for name in self._index.names(ns, match):
+                    job = self._jobs[ns, name]
+                    if match(job["metadata"]["labels"], self._statuses[ns, name]):
+                        found.append((job, list(self._pods.get(job["metadata"]["uid"], {}).values())))
+            return found
 
     def query(
-        self,
-        namespace: str,
-        match: Callable[[Mapping[str, str], JobStatus], bool],
-        *,
-        after: SortKey | None,
-        limit: int,
+        self, namespace: str, match: Match, *, after: SortKey | None, limit: int
     ) -> tuple[list[JobStatus], bool]:
-        """Up to `limit` matching jobs, newest first, strictly after `after`; and whether more match."""
+        """Up to `limit` matching jobs, newest first, strictly after `after`; and whether more match.
+        A JobFilter walks only the jobs its most selective index holds."""
         with self._lock:
-            order = self._order.get(namespace, [])
-            start = bisect.bisect_right(order, (after, ("\U0010ffff", ""))) if after else 0
+            start = entry_of_sort_key(after) if after else None
+            flt = match if isinstance(match, JobFilter) else None
             found: list[JobStatus] = []
-            for _, key in order[start:]:
-                status = self._statuses[key]
-                if match(self._jobs[key]["metadata"]["labels"], status):
+            for name in self._index.names(namespace, flt, after=start):
+                status = self._statuses[namespace, name]
+                if match(self._jobs[namespace, name]["metadata"]["labels"], status):
                     if len(found) == limit:
                         return found, True
                     found.append(status)
@@ -135,7 +143,7 @@ class JobCache:
 
     def subscribe(
         self,
-        match: Callable[[Mapping[str, str], JobStatus], bool],
+        match: Match,
         *,
         initial: bool,
         namespace: str | None = None,
@@ -170,9 +178,11 @@ class JobCache:
 
     def apply(self, resource: str, kind: str, obj: Mapping[str, Any], *, only_if_newer: bool = False) -> None:
         meta = obj.get("metadata") or {}
+        # Slimmed before the lock is taken: readers wait only for the cache's own bookkeeping.
+        slim = slim_job(obj) if resource == "jobs" and kind != "DELETED" else None
         with self._lock:
             if resource == "jobs":
-                key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                key = (intern(str(meta.get("namespace", ""))), str(meta.get("name", "")))
                 current = self._jobs.get(key)
                 version = resource_version(obj)
                 if only_if_newer and current is not None and resource_version(current) >= version:
@@ -191,11 +201,10 @@ class JobCache:
                     self._tombstones.move_to_end(key)
                     while len(self._tombstones) > MAX_TOMBSTONES:
                         self._tombstones.popitem(last=False)
-                else:
-                    self._put_job(key, slim_job(obj))
-                    self._refresh(key)
+                elif slim is not None:
+                    self._put_job(key, slim)
             else:
-                pod_key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+                pod_key = (intern(str(meta.get("namespace", ""))), str(meta.get("name", "")))
                 uid = owner_uid(obj) or self._pod_owner.get(pod_key, "")
                 if kind == "DELETED":
                     self._pod_owner.pop(pod_key, None)
@@ -209,18 +218,26 @@ class JobCache:
                 if uid in self._uids:
                     self._refresh(self._uids[uid])
 
-    def replace(self, resource: str, namespace: str, items: list[Obj]) -> None:
-        """A fresh list of one resource in one namespace ("" = all): the new truth."""
+    def replace(self, resource: str, namespace: str, items: Iterable[Obj]) -> None:
+        """A fresh list of one resource in one namespace ("" = all): the new truth. Jobs are
+        slimmed as `items` yields them, before the lock is taken: given pages as they arrive, a
+        relist never holds every full Job at once."""
+        if resource == "jobs":
+            fresh = {
+                (intern(str(i["metadata"].get("namespace", ""))), str(i["metadata"]["name"])): slim_job(i)
+                for i in items
+            }
         with self._lock:
             if resource == "jobs":
-                fresh = {
-                    (str(i["metadata"].get("namespace", "")), str(i["metadata"]["name"])): i for i in items
-                }
-                for key in [k for k in self._jobs if namespace in ("", k[0]) and k not in fresh]:
-                    self._remove_job(key)
-                for key, job in fresh.items():
-                    self._put_job(key, slim_job(job))
-                    self._refresh(key)
+                self._index.begin_bulk()
+                try:
+                    for key in [k for k in self._jobs if namespace in ("", k[0]) and k not in fresh]:
+                        self._remove_job(key)
+                    for key, job in fresh.items():
+                        if not _same_version(self._jobs.get(key), job):
+                            self._put_job(key, job)
+                finally:
+                    self._index.end_bulk()
             else:
                 stale = [k for k in self._pod_owner if namespace in ("", k[0])]
                 touched = {self._pod_owner[k] for k in stale}
@@ -243,10 +260,19 @@ class JobCache:
 
     def _put_job(self, key: Key, job: Obj) -> None:
         old = self._jobs.get(key)
-        if old is not None and old["metadata"]["uid"] != job["metadata"]["uid"]:
+        meta = job["metadata"]
+        if old is not None and old["metadata"]["uid"] != meta["uid"]:
             self._uids.pop(old["metadata"]["uid"], None)  # a new Job reusing the name
+        elif old is not None:
+            # The same Job again: keep the strings and key the cache's dicts already hold, rather
+            # than a second copy of each per job from this event's JSON.
+            key = self._uids.get(meta["uid"], key)
+            for field in ("uid", "name", "namespace", "creationTimestamp"):
+                if meta[field] == old["metadata"][field]:
+                    meta[field] = old["metadata"][field]
         self._jobs[key] = job
         self._uids[job["metadata"]["uid"]] = key
+        self._refresh(key, old_labels=old["metadata"]["labels"] if old is not None else None)
 
     def _remove_job(self, key: Key) -> None:
         job = self._jobs.pop(key, None)
@@ -255,30 +281,30 @@ class JobCache:
         self._uids.pop(job["metadata"]["uid"], None)
         status = self._statuses.pop(key, None)
         if status is not None:
-            self._unindex(key, status)
+            self._index.update(key[0], (job["metadata"]["labels"], status), None)
+            self._states[status.state.value] -= 1
             self._publish(key, job, Event("DELETED", status, datetime.now(UTC)))
 
-    def _refresh(self, key: Key) -> None:
+    def _refresh(self, key: Key, *, old_labels: Mapping[str, str] | None = None) -> None:
+        """Derives the job's status again; old_labels: its labels before this change, when the
+        Job itself changed (they are indexed)."""
         job = self._jobs[key]
+        labels = job["metadata"]["labels"]
         pods = list(self._pods.get(job["metadata"]["uid"], {}).values())
         status = derive_status(job, pods)
         old = self._statuses.get(key)
+        if old_labels is None:
+            old_labels = labels
         if status == old:
+            if old_labels != labels:  # relabelled: indexed anew, reported as before (same status)
+                self._index.update(key[0], (old_labels, status), (labels, status))
             return
+        self._index.update(key[0], (old_labels, old) if old is not None else None, (labels, status))
         if old is not None:
-            self._unindex(key, old)
+            self._states[old.state.value] -= 1
         self._statuses[key] = status
-        bisect.insort(self._order.setdefault(key[0], []), (sort_key(status), key))
         self._states[status.state.value] += 1
         self._publish(key, job, Event("UPDATED", status, datetime.now(UTC)))
-
-    def _unindex(self, key: Key, status: JobStatus) -> None:
-        order = self._order.get(key[0], [])
-        entry = (sort_key(status), key)
-        i = bisect.bisect_left(order, entry)
-        if i < len(order) and order[i] == entry:
-            del order[i]
-        self._states[status.state.value] -= 1
 
     def _publish(self, key: Key, job: Obj, event: Event) -> None:
         labels = job["metadata"]["labels"]
@@ -287,3 +313,15 @@ class JobCache:
                 self._subscribers.discard(sub)
             elif sub.match(labels, event.status):
                 sub.offer(key, event)
+
+
+def _same_version(current: Obj | None, job: Obj) -> bool:
+    """The same Job at the same resourceVersion: nothing in it changed, so a relist (after a
+    410 Gone or an API server restart) re-derives nothing for it."""
+    if current is None:
+        return False
+    now, then = job["metadata"], current["metadata"]
+    return bool(now["resourceVersion"]) and (now["uid"], now["resourceVersion"]) == (
+        then["uid"],
+        then["resourceVersion"],
+    )
