@@ -41,6 +41,7 @@ from jobscheduler.domain.models import (
     REQUEST_ID_ANNOTATION,
     SECRET_ENV_PENDING_ANNOTATION,
     DependencyCondition,
+    JobState,
     JobStatus,
 )
 from jobscheduler.domain.registry import GENERIC_FIELD, JobType, check_generic_params
@@ -53,7 +54,9 @@ from jobscheduler.domain.render import (
     render_job,
     render_secret_env,
 )
+from jobscheduler.domain.selector import Requirement
 from jobscheduler.domain.status import derive_status
+from jobscheduler.kube.index import JobFilter
 
 if TYPE_CHECKING:
     from jobscheduler.app.service import JobService
@@ -62,6 +65,7 @@ Obj = dict[str, Any]
 log = structlog.get_logger("jobscheduler.app.submit")
 # When a caller is at MAX_ACTIVE_JOBS_PER_CALLER: how long to suggest waiting before trying again.
 ACTIVE_JOBS_RETRY_SECONDS = 5.0
+UNFINISHED_STATES = frozenset(state for state in JobState if not state.terminal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +287,10 @@ class Submission:
         if cache is not None:
             active, _ = cache.query(
                 request.namespace,
-                lambda labels, status: labels.get(CALLER_LABEL) == label and not status.state.terminal,
+                JobFilter(
+                    states=UNFINISHED_STATES,
+                    requirements=(Requirement(CALLER_LABEL, "in", frozenset({label})),),
+                ),
                 after=None,
                 limit=limit,
             )
