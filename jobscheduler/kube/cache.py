@@ -178,6 +178,8 @@ class JobCache:
 
     def apply(self, resource: str, kind: str, obj: Mapping[str, Any], *, only_if_newer: bool = False) -> None:
         meta = obj.get("metadata") or {}
+        if resource == "jobs" and kind != "DELETED" and self._holds(meta):
+            return  # e.g. the watch's ADDED for the Job this replica just created and observed
         # Slimmed before the lock is taken: readers wait only for the cache's own bookkeeping.
         slim = slim_job(obj) if resource == "jobs" and kind != "DELETED" else None
         with self._lock:
@@ -217,6 +219,17 @@ class JobCache:
                     self._pods.setdefault(uid, {})[pod_key[1]] = slim_pod(obj)
                 if uid in self._uids:
                     self._refresh(self._uids[uid])
+
+    def _holds(self, meta: Mapping[str, Any]) -> bool:
+        """Whether the cache already holds this very version of the Job (same uid, same
+        resourceVersion): then the object is the same, and there is nothing to do. A read
+        without the lock: a version is immutable, whatever happens to the entry meanwhile."""
+        current = self._jobs.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+        if current is None:
+            return False
+        held = current["metadata"]
+        version = meta.get("resourceVersion")
+        return bool(version) and held["resourceVersion"] == version and held["uid"] == meta.get("uid")
 
     def replace(self, resource: str, namespace: str, items: Iterable[Obj]) -> None:
         """A fresh list of one resource in one namespace ("" = all): the new truth. Jobs are

@@ -1346,3 +1346,28 @@ def test_a_namespace_scoped_subscription_gets_no_events_from_other_namespaces() 
     assert first is not None
     assert (first.status.namespace, first.status.job_id) == (NS, "y")
     assert events.next(0.01) is None
+
+
+def test_a_version_already_held_is_not_worked_on_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch's ADDED for a Job this replica created (and observed from the create reply) is
+    the same version: nothing is slimmed or derived again. A newer version still is."""
+    import jobscheduler.kube.cache as cache_module
+
+    cache = new_cache()
+    cache.observe_job(make_job("j1", rv=5))
+    derived: list[str] = []
+    real = cache_module.derive_status
+
+    def counting(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobStatus:
+        derived.append(job["metadata"]["resourceVersion"])
+        return real(job, pods)
+
+    monkeypatch.setattr(cache_module, "derive_status", counting)
+    cache.apply("jobs", "ADDED", make_job("j1", rv=5))
+    assert derived == []
+    cache.apply("jobs", "MODIFIED", make_job("j1", rv=6, status=complete()))
+    assert derived == ["6"]
+    assert state_of(cache, "j1") is JobState.SUCCEEDED
+    # A new Job under the same name (another uid) at a version string seen before is news.
+    cache.apply("jobs", "ADDED", make_job("j1", uid="other", rv=6))
+    assert derived == ["6", "6"]
