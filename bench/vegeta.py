@@ -44,7 +44,8 @@ VEGETA_DESCRIPTION = {
     "tool": "vegeta attack (Go), built from Go modules by hack/tools.sh",
     "transport": "HTTP/2 over TLS to kube-apiserver (ALPN h2), one connection; see `connections` of each run",
     "auth": "the kubeconfig's client certificate and CA as -cert/-key/-root-certs files, private temp dir",
-    "load": "closed loop: -rate=0 -workers=N -max-workers=N, N requests in flight like ghz -c N",
+    "load": "closed loop: -rate=0 -workers=N -max-workers=N, N requests in flight like ghz -c N; "
+    "-max-connections=1 (one HTTP/2 connection, like ghz --connections=1)",
     "targets": "JSON targets, one per request, read lazily (-lazy): exactly one request per target; "
     "every POST has its own body (a Job of its own name)",
     "headers": "Accept: application/json, Accept-Encoding: identity (no gzip on loopback)",
@@ -86,8 +87,9 @@ class VegetaRun:
 
     hits: list[Hit]
     concurrency: int
-    connections: int  # most TCP connections vegeta held open at once (1 means HTTP/2 multiplexing)
+    connections: int  # most TCP connections vegeta held open at once
     command: list[str] = field(default_factory=list)
+    http2_requests: int | None = None  # requests Go's HTTP/2 transport sent (with http2_debug)
 
 
 def target_line(server: str, request: Request) -> str:
@@ -215,9 +217,16 @@ class VegetaDriver:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def attack(
-        self, requests: Sequence[Request], *, concurrency: int, timeout_seconds: float = 60
+        self,
+        requests: Sequence[Request],
+        *,
+        concurrency: int,
+        timeout_seconds: float = 60,
+        http2_debug: bool = False,
     ) -> VegetaRun:
-        """Sends every request once, `concurrency` in flight; returns every outcome."""
+        """Sends every request once, `concurrency` in flight; returns every outcome. With
+        http2_debug, Go's HTTP/2 transport logs every request it sends (GODEBUG=http2debug=1),
+        and they are counted: proof of the protocol, too costly for a measured run."""
         with tempfile.TemporaryDirectory(prefix="run-", dir=self.dir) as tmp:
             targets, binary = Path(tmp, "targets.json"), Path(tmp, "results.bin")
             targets.write_text("".join(target_line(self.server, r) + "\n" for r in requests))
@@ -235,14 +244,20 @@ class VegetaDriver:
                 f"-key={self.key}",
                 f"-root-certs={self.ca}",
                 "-max-body=0",
+                # One connection, like ghz --connections=1: without this the workers' first
+                # requests race to dial (one TLS connection each) before HTTP/2 is negotiated.
+                "-max-connections=1",
                 f"-output={binary}",
             ]
-            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            connections = 0
-            while proc.poll() is None:
-                connections = max(connections, count_sockets(proc.pid))
-                time.sleep(0.05)
-            stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            env = {**os.environ, "GODEBUG": "http2debug=1"} if http2_debug else None
+            log = Path(tmp, "stderr.log")
+            with log.open("wb") as err:
+                proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
+                connections = 0
+                while proc.poll() is None:
+                    connections = max(connections, count_sockets(proc.pid))
+                    time.sleep(0.05)
+            stderr = log.read_text(errors="replace")
             if proc.returncode != 0:
                 raise RuntimeError(f"vegeta attack failed ({proc.returncode}): {stderr.strip()}")
             encoded = subprocess.run(
@@ -257,7 +272,30 @@ class VegetaDriver:
         hits = parse_results(encoded.stdout.splitlines())
         if len(hits) != len(requests):
             raise RuntimeError(f"vegeta sent {len(hits)} requests, {len(requests)} were asked for")
-        return VegetaRun(hits=hits, concurrency=concurrency, connections=connections, command=command)
+        return VegetaRun(
+            hits=hits,
+            concurrency=concurrency,
+            connections=connections,
+            command=command,
+            http2_requests=count_http2_requests(stderr) if http2_debug else None,
+        )
+
+    def check_http2(self, path: str, *, count: int = 50, concurrency: int = 8) -> dict[str, Any]:
+        """A short attack with Go's HTTP/2 debug log on: how many of its requests went out over
+        HTTP/2, and over how many connections."""
+        run = self.attack([Request("GET", path)] * count, concurrency=concurrency, http2_debug=True)
+        return {
+            "requests": count,
+            "concurrency": concurrency,
+            "sent_over_http2": run.http2_requests,
+            "connections": run.connections,
+            "errors": sum(not h.ok for h in run.hits),
+        }
+
+
+def count_http2_requests(log: str) -> int:
+    """Requests in a GODEBUG=http2debug=1 log: one `:method` pseudo-header encoded per request."""
+    return sum('encoding header ":method"' in line for line in log.splitlines())
 
 
 def count_sockets(pid: int) -> int:

@@ -11,6 +11,7 @@ from bench.load import LoadResult
 from bench.vegeta import (
     Hit,
     Request,
+    count_http2_requests,
     interleave,
     pair_reads,
     parse_results,
@@ -146,3 +147,15 @@ def test_load_result_summary_of_vegeta_hits_uses_the_shared_percentiles() -> Non
     assert summary["p50_ms"] == 50.0
     assert summary["p99_ms"] == 99.0
     assert isinstance(to_load_result(hits, concurrency=1), LoadResult)
+
+
+def test_http2_requests_are_counted_from_gos_debug_log() -> None:
+    log = "\n".join(
+        [
+            '2026/12/07 09:17:28 http2: Transport encoding header ":authority" = "127.0.0.1:46279"',
+            '2026/12/07 09:17:28 http2: Transport encoding header ":method" = "GET"',
+            '2026/12/07 09:17:28 http2: Transport encoding header ":method" = "POST"',
+            "2026/12/07 09:17:28 http2: Transport received SETTINGS len=30",
+        ]
+    )
+    assert count_http2_requests(log) == 2
