@@ -382,7 +382,8 @@ def render_scale(found: tuple[Path, dict[str, Any]] | None, *, root: Path) -> st
         )
     path, record = found
     git = record.get("git") or {}
-    commit = str(git.get("commit") or record.get("commit") or "?")[:12]
+    named = SCALE_NAME.match(path.name)
+    commit = str(git.get("commit") or record.get("commit") or (named.group(2) if named else "?"))[:12]
     met = {True: "met", False: "**missed**", None: "—"}
     lines = [
         f"From `{path.relative_to(root)}` (commit {commit}"
@@ -405,9 +406,8 @@ def render_docs(root: Path, results_dir: Path) -> str:
     scale = render_scale(latest_scale(results_dir), root=root)
     if found is None:
         return template.substitute(
-            source="no full results file is committed yet: run `task bench` and commit "
-            "`bench/results/<date>-<commit>.json`",
-            run="",
+            source="No full results file is committed yet: run `task bench`, commit the "
+            "`bench/results/<date>-<commit>.json` and `.md` it writes, then `task bench:docs`.",
             warnings="",
             targets="(none yet)",
             measurements="(none yet)",
@@ -420,8 +420,8 @@ def render_docs(root: Path, results_dir: Path) -> str:
         for note in record.get("disturbances") or []
     ]
     return template.substitute(
-        source=f"`{path.relative_to(root)}`",
-        run=describe_run(record) + ".",
+        source=f"Every figure below comes from one full run's results file, `{path.relative_to(root)}`, "
+        f"committed with the code it measured: {describe_run(record)}.",
         warnings="\n".join(warnings),
         targets=render_targets([Target(**t) for t in record.get("targets") or []]),
         measurements=render_measurements(record),

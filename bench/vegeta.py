@@ -256,7 +256,7 @@ class VegetaDriver:
                 connections = 0
                 while proc.poll() is None:
                     connections = max(connections, count_sockets(proc.pid))
-                    time.sleep(0.05)
+                    time.sleep(0.02)
             stderr = log.read_text(errors="replace")
             if proc.returncode != 0:
                 raise RuntimeError(f"vegeta attack failed ({proc.returncode}): {stderr.strip()}")
@@ -280,7 +280,7 @@ class VegetaDriver:
             http2_requests=count_http2_requests(stderr) if http2_debug else None,
         )
 
-    def check_http2(self, path: str, *, count: int = 50, concurrency: int = 8) -> dict[str, Any]:
+    def check_http2(self, path: str, *, count: int = 200, concurrency: int = 8) -> dict[str, Any]:
         """A short attack with Go's HTTP/2 debug log on: how many of its requests went out over
         HTTP/2, and over how many connections."""
         run = self.attack([Request("GET", path)] * count, concurrency=concurrency, http2_debug=True)
