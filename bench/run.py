@@ -98,7 +98,7 @@ QUICK = Plan(
     # Only the concurrency the targets are judged at: CI's run stays near two minutes.
     status_concurrencies=(8,),
     list_concurrencies=(8,),
-    settle_timeout=2.0,
+    settle_timeout=1.0,
     bulk_settle_timeout=10.0,
     cleanup_wait=10.0,
 )
