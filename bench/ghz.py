@@ -19,15 +19,19 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
+from grpc_health.v1 import health_pb2
 
 from bench.load import LoadResult
 from jobscheduler.api import scheduler_pb2
 
 SERVICE = "jobscheduler.JobScheduler"
+# The transport floor every run measures beside the service's own RPCs: the same server's health check.
+HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 def write_protoset(path: Path) -> None:
-    """A FileDescriptorSet of scheduler.proto and its imports, dependencies first."""
+    """A FileDescriptorSet of scheduler.proto, grpc.health.v1's health.proto and their imports,
+    dependencies first."""
     files = descriptor_pb2.FileDescriptorSet()
     seen: set[str] = set()
 
@@ -40,6 +44,7 @@ def write_protoset(path: Path) -> None:
         fd.CopyToProto(files.file.add())
 
     add(scheduler_pb2.DESCRIPTOR)
+    add(health_pb2.DESCRIPTOR)
     path.write_bytes(files.SerializeToString())
 
 
@@ -52,8 +57,9 @@ def run_ghz(
     count: int,
     concurrency: int,
     timeout_seconds: float = 30,
+    service: str = SERVICE,
 ) -> tuple[LoadResult, dict[str, Any]]:
-    """ghz --call SERVICE.method with `requests` cycled through (one request: sent every time).
+    """ghz --call <service>.<method> with `requests` cycled through (one request: sent every time).
 
     Returns the per-request latencies as a LoadResult and ghz's own summary (rps, its
     latencyDistribution, status codes) for the record.
@@ -69,7 +75,7 @@ def run_ghz(
             str(ghz),
             "--insecure",
             f"--protoset={protoset}",
-            f"--call={SERVICE}.{method}",
+            f"--call={service}.{method}",
             f"--data-file={data_file}",
             f"--concurrency={concurrency}",
             f"--total={count}",

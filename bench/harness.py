@@ -1,9 +1,11 @@
-"""What every phase shares: the namespace, the raw client, the running service, ghz and the Job template.
+"""What every phase shares: the namespace, the set-up client, the running service, both load
+drivers (ghz for the service, vegeta for the API server) and the Job template.
 
 The raw side's Jobs are the service's own manifest (from a ScheduleJob dry run) with a unique
 name, so both sides create the same object but for its name, one the service recognises as
-its own. Each measured run is one call to `measure_raw` or `measure_service`, which also
-record the CPU every process spent on it.
+its own. Each measured run is one call to `measure_vegeta` or `measure_service`, which also
+record the CPU every process spent on it (`measure_raw` drives Python threads; it is kept for
+set-up-like loads and is not used for a measured side).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from typing import Any
 import yaml
 from google.protobuf.json_format import ParseDict
 
-from bench.ghz import run_ghz
+from bench.ghz import SERVICE, run_ghz
 from bench.kube import RawKube
 from bench.load import LoadResult, drive, say
 from bench.machine import CpuMeter, wait_until_quiet
 from bench.service import ServiceProcess
+from bench.vegeta import Request, VegetaDriver, VegetaRun
 from jobscheduler.api import scheduler_pb2 as pb
 
 Obj = dict[str, Any]
@@ -50,6 +53,8 @@ class Harness:
     logs_dir: Path  # service logs and profiles of this run
     service: ServiceProcess | None = None
     template: Obj = field(default_factory=dict)
+    vegeta: VegetaDriver | None = None  # the raw side's driver
+    settle_timeout: float = 20.0  # the longest wait for a quiet machine before a measured run
 
     # -- the service -----------------------------------------------------------------------------
 
@@ -111,10 +116,11 @@ class Harness:
     # update) lags behind the request itself, and must neither be missed nor spill into the
     # next run. Reads cause nothing later, and do not wait.
 
-    def settle(self, *, timeout: float = 20.0) -> None:
-        """Waits until the machine is quiet (at most `timeout`): the Job controller writes a
-        status (the Suspended condition) to every new Job, and lags behind fast creation."""
-        waited = wait_until_quiet(timeout=timeout)
+    def settle(self, *, timeout: float | None = None) -> None:
+        """Waits until the machine is quiet (at most `timeout`, by default settle_timeout): the
+        Job controller writes a status (the Suspended condition) to every new Job, and lags
+        behind fast creation."""
+        waited = wait_until_quiet(timeout=self.settle_timeout if timeout is None else timeout)
         if waited > 3:
             say(f"  (waited {waited:.0f}s for the cluster to settle)")
 
@@ -128,20 +134,51 @@ class Harness:
             self.settle()
         return result, self.cpu.stop()
 
+    def measure_vegeta(
+        self, requests: list[Request], *, concurrency: int, deferred_work: bool = False
+    ) -> tuple[VegetaRun, dict[str, float]]:
+        """The raw side: vegeta sends every request once, `concurrency` in flight."""
+        self.settle()
+        self.cpu.start()
+        run = self.call_vegeta(requests, concurrency=concurrency)
+        if deferred_work:
+            self.settle()
+        return run, self.cpu.stop()
+
+    def call_vegeta(self, requests: list[Request], *, concurrency: int) -> VegetaRun:
+        """vegeta against the API server, without waiting for anything (warm-ups)."""
+        assert self.vegeta is not None
+        return self.vegeta.attack(requests, concurrency=concurrency)
+
     def measure_service(
-        self, method: str, requests: list[Obj], *, count: int, concurrency: int, deferred_work: bool = False
+        self,
+        method: str,
+        requests: list[Obj],
+        *,
+        count: int,
+        concurrency: int,
+        deferred_work: bool = False,
+        service: str = SERVICE,
     ) -> tuple[LoadResult, dict[str, float]]:
         self.settle()
         self.cpu.start()
-        result = self.call_service(method, requests, count=count, concurrency=concurrency)
+        result = self.call_service(method, requests, count=count, concurrency=concurrency, service=service)
         if deferred_work:
             self.settle()
         return result, self.cpu.stop()
 
-    def call_service(self, method: str, requests: list[Obj], *, count: int, concurrency: int) -> LoadResult:
+    def call_service(
+        self, method: str, requests: list[Obj], *, count: int, concurrency: int, service: str = SERVICE
+    ) -> LoadResult:
         """ghz against the service, without waiting for anything (warm-ups, profiling)."""
         assert self.service is not None
         result, _ = run_ghz(
-            self.ghz, self.service.address, method, requests=requests, count=count, concurrency=concurrency
+            self.ghz,
+            self.service.address,
+            method,
+            requests=requests,
+            count=count,
+            concurrency=concurrency,
+            service=service,
         )
         return result

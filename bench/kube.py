@@ -1,10 +1,10 @@
-"""The raw side of every comparison: Python talking straight to kube-apiserver over HTTPS.
+"""Python talking straight to kube-apiserver over HTTPS: the bench's set-up and checks.
 
-Deliberately lean, so the service is compared with the cheapest reasonable Python client, not
-with a heavy one: one urllib3 connection pool (HTTP/1.1 keep-alive, one connection per
-thread) authenticated with the admin client certificate from the kubeconfig, request bodies
-serialized before the clock starts, responses read but only parsed when the caller needs a
-field from them. No retries, no model objects, no kubernetes client.
+Used to create the namespace, fill it with jobs, patch pods and clean up; the measured raw
+side is vegeta (bench/vegeta.py). Deliberately lean: one urllib3 connection pool (HTTP/1.1
+keep-alive, one connection per thread) authenticated with the admin client certificate from
+the kubeconfig, request bodies serialized up front, responses read but only parsed when the
+caller needs a field from them. No retries, no model objects, no kubernetes client.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ Obj = dict[str, Any]
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 MERGE_PATCH_HEADERS = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
 
-# How the raw side talks to the API server, recorded in the results so the comparison can be judged.
+# How the set-up talks to the API server (the fill of the read phases), recorded in the results.
 RAW_CLIENT_DESCRIPTION = {
     "library": f"urllib3 {urllib3.__version__} HTTPSConnectionPool (no kubernetes client)",
     "transport": "HTTP/1.1 keep-alive over TLS to 127.0.0.1, one pooled connection per thread",
@@ -96,6 +96,7 @@ class RawKube:
 
     def __init__(self, kubeconfig: Path, *, pool_size: int = 64) -> None:
         creds = read_credentials(kubeconfig)
+        self.credentials = creds  # for the raw side's driver (bench/vegeta.py)
         self.server = f"https://{creds.host}:{creds.port}"
         self.pool = urllib3.HTTPSConnectionPool(
             creds.host,

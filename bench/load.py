@@ -1,4 +1,5 @@
-"""Closed-loop load from Python threads, and the latency statistics both sides are judged by.
+"""The latency statistics both sides are judged by, CPU per call, and closed-loop load from
+Python threads (for set-up only: both measured sides are driven by Go tools, ghz and vegeta).
 
 `drive` runs one operation `count` times from `concurrency` threads, each starting its next
 call as soon as the previous one returned (what `ghz -c N -n COUNT` does), and records every
@@ -126,3 +127,19 @@ def drive(
         errors=len(errors),
         error_samples=errors[:3],
     )
+
+
+# The processes whose CPU per call is the headline of every measurement.
+HEADLINE_PROCESSES = ("service", "kube-apiserver", "etcd")
+
+
+def cpu_per_call(cpu: dict[str, float], calls: int) -> dict[str, float]:
+    """CPU milliseconds per call, by process, largest first ("other" is not the benchmark's)."""
+    per = {name: round(seconds * 1000 / max(calls, 1), 3) for name, seconds in cpu.items()}
+    return dict(sorted(per.items(), key=lambda item: -item[1]))
+
+
+def measured_side(result: LoadResult, cpu: dict[str, float], *, driver: str) -> dict[str, Any]:
+    """One side of a comparison as the record keeps it: the latency summary, how it was
+    driven, and the CPU every process spent per call."""
+    return {**result.summary(), "driver": driver, "cpu_ms_per_call": cpu_per_call(cpu, result.count)}

@@ -3,7 +3,7 @@
 Everything shares two cores here, so a throughput figure only means something next to the
 CPU each process spent on it. `CpuMeter` reads utime+stime from /proc/<pid>/stat for the
 service, the bench process itself and every control-plane component (pids from
-.devcluster/pids/), getrusage(RUSAGE_CHILDREN) for the ghz runs that finished meanwhile, and
+.devcluster/pids/), getrusage(RUSAGE_CHILDREN) for the ghz and vegeta runs that finished meanwhile, and
 /proc/stat for the whole machine: "other" is CPU nobody in the benchmark used (another
 workload on the machine would show there, and make the figures suspect).
 """
@@ -120,14 +120,15 @@ class CpuMeter:
     _last: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, tuple[int, float]]:
-        """name -> (pid, CPU seconds); pid 0 for the ghz runs and the machine as a whole."""
+        """name -> (pid, CPU seconds); pid 0 for the load drivers and the machine as a whole."""
         values = {}
         for name, pid in {**find_cluster_pids(self.cluster_state), **self.pids}.items():
             try:
                 values[name] = (pid, read_cpu_seconds(pid))
             except OSError:
                 continue
-        values["ghz"] = (0, _children_cpu_seconds())
+        # "driver": ghz and vegeta, the runs that finished (were reaped) meanwhile.
+        values["driver"] = (0, _children_cpu_seconds())
         values["machine"] = (0, read_machine_busy_seconds())
         return values
 
@@ -149,6 +150,6 @@ class CpuMeter:
 
 
 def _children_cpu_seconds() -> float:
-    # Only children that exited and were waited for: the ghz runs (the service is still running).
+    # Only children that exited and were waited for: ghz and vegeta (the service is still running).
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime

@@ -12,8 +12,9 @@ at the end whatever happens, with `jobscheduler serve` as a subprocess:
 5. WatchJob event delay (bench/watch.py).
 
 Progress goes to stderr; the markdown table to stdout and, with the full JSON record, to
-bench/results/. Targets that are missed are marked FAIL, the exit code stays 0; with
---profile auto the phases behind a missed target are run once more under pyinstrument.
+bench/results/ (see bench/report.py). Missed targets are reported, the exit code stays 0; it
+is 1 when the run broke or any request of either side failed. With --profile auto the
+phases behind a missed target are run once more under pyinstrument.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from bench.harness import MANAGED_SELECTOR, TIMER_REQUEST, Harness
 from bench.kube import RAW_CLIENT_DESCRIPTION, ApiError, RawKube, jobs_path, with_query
 from bench.load import say
 from bench.machine import CpuMeter, describe_git, describe_machine, describe_versions, find_cluster_pids
-from bench.reads import fill_jobs, measure_list, measure_status, wait_for_cache
-from bench.report import Target, evaluate_targets, render_markdown, write_results
+from bench.reads import fill_jobs, measure_list, measure_status, read_uids, wait_for_cache
+from bench.report import Target, evaluate_targets, render_markdown, request_errors, write_results
 from bench.schedule import measure_schedule
 from bench.service import read_rss_mb
+from bench.vegeta import VEGETA_DESCRIPTION, VegetaDriver, negotiated_protocol
 from bench.watch import measure_watch_delay
 from jobscheduler.domain.config import Settings
 
@@ -64,6 +66,11 @@ class Plan:
     read_warmup: int
     watch_changes: int
     fill_concurrency: int = 16
+    settle_timeout: float = 20.0  # the longest wait for a quiet machine before each measured run
+    # The longest wait for the Job controller after creating or deleting thousands of jobs.
+    bulk_settle_timeout: float = 180.0
+    # How long to wait for the namespace to be gone at the end (the cluster finishes it anyway).
+    cleanup_wait: float = 300.0
     # The first concurrency is the one the targets are judged at; c=1 shows the floor without queueing.
     status_concurrencies: tuple[int, ...] = (8, 1)
     list_concurrencies: tuple[int, ...] = (1, 8)
@@ -83,11 +90,17 @@ QUICK = Plan(
     mode="quick",
     schedule_counts={1: 40, 8: 160, 32: 160},
     schedule_warmup=16,
-    levels=(200, 1000),
+    levels=(1000,),
     status_count=600,
     list_count=100,
     read_warmup=50,
     watch_changes=30,
+    # Only the concurrency the targets are judged at: CI's run stays near two minutes.
+    status_concurrencies=(8,),
+    list_concurrencies=(8,),
+    settle_timeout=1.0,
+    bulk_settle_timeout=10.0,
+    cleanup_wait=10.0,
 )
 
 
@@ -107,29 +120,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (about two minutes)")
     parser.add_argument(
         "--profile",
         choices=("auto", "always", "never"),
         help="rerun phases under pyinstrument: those with a missed target (auto; the default, but "
         "never with --quick), all, none",
     )
-    parser.add_argument("--kubeconfig", type=Path, default=ROOT / ".devcluster" / "kubeconfig")
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="output directory")
+    cluster = Path(os.environ.get("JOBSCHEDULER_DEVCLUSTER_DIR") or ROOT / ".devcluster")
+    parser.add_argument("--kubeconfig", type=Path, default=cluster / "kubeconfig")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "bench" / "results",
+        help="output directory (full runs: <date>-<commit>.json/.md; everything else under local/)",
+    )
     return parser.parse_args(argv)
 
 
-def find_ghz() -> Path:
-    found = shutil.which("ghz")
+def find_tool(name: str) -> Path:
+    """A tool built by hack/tools.sh: from PATH, else from the tool cache."""
+    found = shutil.which(name)
     if found:
         return Path(found)
     cache = os.environ.get("JOBSCHEDULER_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jobscheduler"
     )
-    path = Path(cache) / "bin" / "ghz"
+    path = Path(cache) / "bin" / name
     if not path.exists():
-        raise SystemExit("bench: ghz not found; build the tools with `bash hack/tools.sh build`")
+        raise SystemExit(f"bench: {name} not found; build the tools with `bash hack/tools.sh build`")
     return path
+
+
+def find_ghz() -> Path:
+    return find_tool("ghz")
 
 
 def create_namespace(kube: RawKube, name: str) -> None:
@@ -155,7 +179,7 @@ def count_jobs_left(kube: RawKube, namespace: str) -> int:
     return items + int((page.get("metadata") or {}).get("remainingItemCount") or 0)
 
 
-def clear_jobs(h: Harness) -> None:
+def clear_jobs(h: Harness, *, settle_timeout: float) -> None:
     """Deletes every job of the ScheduleJob phase, so the read phases count exactly."""
     say(f"deleting the {count_jobs_left(h.kube, h.namespace)} jobs of the ScheduleJob phase")
     h.kube.send(
@@ -165,7 +189,7 @@ def clear_jobs(h: Harness) -> None:
         timeout=300,
     )
     h.kube.wait_for("the jobs to be deleted", lambda: count_jobs_left(h.kube, h.namespace) == 0, timeout=300)
-    h.settle(timeout=180)
+    h.settle(timeout=settle_timeout)
 
 
 def delete_namespace(kube: RawKube, name: str, *, timeout: float = 300) -> None:
@@ -232,7 +256,7 @@ def measure_everything(h: Harness, plan: Plan, run: Run) -> None:
     created = record["schedule_job"]["jobs_created"]
     run.note_memory("after_schedule_job", f"after the ScheduleJob phase ({created:,} jobs seen)", service.pid)
     h.stop_service()
-    clear_jobs(h)
+    clear_jobs(h, settle_timeout=plan.bulk_settle_timeout)
     service = h.start_service(label="service-2")
     run.note_memory("restart", "restarted for the reads (empty namespace)", service.pid)
 
@@ -243,7 +267,7 @@ def measure_everything(h: Harness, plan: Plan, run: Run) -> None:
         names += fill_jobs(h, first=len(names), last=level, concurrency=plan.fill_concurrency)
         record.setdefault("cache_fill_seconds", {})[str(level)] = wait_for_cache(h, level)
         say("  waiting for the Job controller to mark every new Job suspended")
-        h.settle(timeout=180)
+        h.settle(timeout=plan.bulk_settle_timeout)
         run.note_memory(f"jobs_{level}", f"{level:,} jobs cached", service.pid)
         record["get_job_status"][str(level)] = measure_status(
             h,
@@ -251,6 +275,7 @@ def measure_everything(h: Harness, plan: Plan, run: Run) -> None:
             count=plan.status_count,
             concurrencies=plan.status_concurrencies,
             warmup=plan.read_warmup,
+            uids=read_uids(h),
         )
         record["list_jobs"][str(level)] = measure_list(
             h,
@@ -267,8 +292,9 @@ def measure_everything(h: Harness, plan: Plan, run: Run) -> None:
 def profile_phases(h: Harness, plan: Plan, targets: list[Target], mode: str) -> dict[str, Any]:
     """Reruns the service side of the phases behind missed targets under pyinstrument, one call
     at a time (see bench/profiled_serve.py for why), with the jobs of the last read level present."""
-    missed = {t.name.split(",")[0].split(" ")[0] for t in targets if not t.passed}
-    wanted = {"ScheduleJob", "GetJobStatus", "ListJobs"} if mode == "always" else missed
+    phases_measured = ("ScheduleJob", "GetJobStatus", "ListJobs")
+    missed = {p for p in phases_measured if any(p in t.name and not t.passed for t in targets)}
+    wanted = set(phases_measured) if mode == "always" else missed
     level = plan.levels[-1]
     phases: dict[str, tuple[list[dict[str, Any]], int]] = {
         "ScheduleJob": ([TIMER_REQUEST], plan.schedule_counts[1]),
@@ -334,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     kube = RawKube(args.kubeconfig)
     cpu = CpuMeter(args.kubeconfig.parent, {"bench": os.getpid()})
-    h = Harness(ROOT, args.kubeconfig, namespace, find_ghz(), kube, cpu, results_dir / f"{stamp}-logs")
+    h = Harness(
+        ROOT, args.kubeconfig, namespace, find_ghz(), kube, cpu, results_dir / "local" / f"{stamp}-logs"
+    )
+    h.vegeta = VegetaDriver(find_tool("vegeta"), kube.credentials)
+    h.settle_timeout = plan.settle_timeout
     h.logs_dir.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
         "benchmark": "jobscheduler",
@@ -347,8 +377,16 @@ def main(argv: list[str] | None = None) -> int:
         "git": describe_git(ROOT),
         "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "schedule_counts"}
         | {"schedule_counts": {str(c): n for c, n in plan.schedule_counts.items()}},
-        "raw_client": RAW_CLIENT_DESCRIPTION,
-        "ghz": {"path": str(h.ghz), "connections": 1, "api": "protoset from jobscheduler.api.scheduler_pb2"},
+        "drivers": {
+            "service": {
+                "tool": "ghz (Go), built from Go modules by hack/tools.sh",
+                "transport": "gRPC over HTTP/2, plaintext on loopback, --connections=1",
+                "load": "closed loop: -c N workers, -n COUNT requests",
+                "api": "protoset from jobscheduler.api.scheduler_pb2 and grpc.health.v1's health_pb2",
+            },
+            "raw": VEGETA_DESCRIPTION,
+            "setup": RAW_CLIENT_DESCRIPTION,
+        },
         "percentiles": "nearest rank over every successful request's latency, both sides alike",
     }
     run = Run(record)
@@ -361,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         record["versions"]["kube_apiserver"] = kube.get_json("/version").get("gitVersion", "")
+        record["drivers"]["raw"] = VEGETA_DESCRIPTION | {
+            "alpn_negotiated": negotiated_protocol(kube.credentials),
+            "http2_check": h.vegeta.check_http2("/version"),
+        }
+        say(f"vegeta's protocol: {record['drivers']['raw']['http2_check']}")
         create_namespace(kube, namespace)
         measure_everything(h, plan, run)
         targets = evaluate_targets(record)
@@ -373,10 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         record["error"] = f"{type(e).__name__}: {e}"
     finally:
         h.stop_service()
-        delete_namespace(kube, namespace)
+        delete_namespace(kube, namespace, timeout=plan.cleanup_wait)
         kube.close()
+        h.vegeta.close()
     used = whole_run.stop()
-    used["bench children (ghz, service)"] = used.pop("ghz")  # reaped children: the services too
+    used["bench children (ghz, vegeta, service)"] = used.pop("driver")  # reaped children: the services too
     record["cpu_seconds_whole_run"] = used | {"wall_seconds": round(time.monotonic() - wall_started, 1)}
     record["disturbances"] = describe_disturbances(
         cluster_pids, find_cluster_pids(args.kubeconfig.parent), record["cpu_seconds_whole_run"]
@@ -391,12 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render_markdown(record, targets)
     path = write_results(args.results, stamp, record, markdown)
     print(markdown)
-    say(f"results: {shown(path)}, {shown(args.results / 'latest.json')}, {shown(args.results / 'latest.md')}")
+    say(f"results: {shown(path)} and .md; {shown(args.results / 'local' / 'latest.json')}")
+    if record["mode"] == "full" and failure is None:
+        say("regenerate docs/performance.md from it: python -m bench.report --write-docs")
+    errors = request_errors(record)
+    for error in errors:
+        say(f"ERROR: requests failed: {error}")
+    say(f"the run took {record['duration_seconds']:.0f} s")
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt):
             return 130
         return 1
-    return 0
+    return 1 if errors else 0
 
 
 def shown(path: Path) -> str:

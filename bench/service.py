@@ -79,6 +79,12 @@ class ServiceProcess:
         if profile_path is not None:
             self.env["BENCH_PROFILE_OUT"] = str(profile_path)
         self.command = [sys.executable, "-m", module, "serve"]
+        # The installed console script (the operators' entry point, same code) when there is
+        # one: on a shared machine ad-hoc clean-ups run `pkill -f "cli.main serve"`, which
+        # must not end a measured service in the middle of a run.
+        script = Path(sys.executable).parent / "jobscheduler"
+        if profile_path is None and script.exists():
+            self.command = [sys.executable, str(script), "serve"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
         self.stub: pb_grpc.JobSchedulerStub | None = None

@@ -7,7 +7,9 @@
 #                         gRPC API on :50054 against it (Ctrl-C stops the service; the cluster
 #                         keeps running until `hack/devcluster.py down`)
 #   hack/dev.sh setup     only the tools and the venv
-#   hack/dev.sh check     lint, format, types, layers, generated code (no cluster)
+#   hack/dev.sh check     lint, format, types, layers, generated code and docs (no cluster)
+#   hack/dev.sh bench [--quick]   the benchmark (bench/README.md); starts the dev cluster if
+#                         it is not running, and stops it afterwards only in that case
 #   hack/dev.sh test-realnode   only the real-node suite (tests/realnode): image, real pods
 #
 # `test` runs the dev cluster with its real node (containerd, kubelet, kube-proxy; root and
@@ -57,6 +59,7 @@ check() {
   log "generated protobuf code is fresh"; PY="$VENV/bin/python" bash hack/protogen.sh --check
   log "docs/api.md is fresh"; "$VENV/bin/python" hack/apidoc.py --check
   log "docs/configuration.md is fresh"; "$VENV/bin/python" hack/configdoc.py --check
+  log "docs/performance.md is fresh"; "$VENV/bin/python" -m bench.report --check
 }
 
 run_tests() {
@@ -104,5 +107,5 @@ case "${1:-}" in
   test) shift; export JOBSCHEDULER_REAL_NODE="${JOBSCHEDULER_REAL_NODE:-1}"; setup; check; run_tests "$@" ;;
   test-realnode) shift; export JOBSCHEDULER_REAL_NODE=1; setup; run_tests -m realnode tests/realnode "$@" ;;
   bench) shift; setup; run_bench "$@" ;;
-  *) echo "usage: $0 setup|check|test|test-realnode [pytest args]" >&2; exit 2 ;;
+  *) echo "usage: $0 setup|run|check|test|test-realnode [pytest args]|bench [--quick]" >&2; exit 2 ;;
 esac

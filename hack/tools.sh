@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the external tools the project needs (Kubernetes control plane, etcd, kwok, grpcurl,
-# ghz, task, and for the dev cluster's real node kubelet, kube-proxy and containerd) from Go
+# ghz, vegeta, task, and for the dev cluster's real node kubelet, kube-proxy and containerd) from Go
 # modules, once per pinned version, into a cache outside the work tree.
 # A warm cache makes this a no-op; `hack/tools.sh path` prints the bin dir to put on PATH.
 #   hack/tools.sh build     everything (JOBSCHEDULER_REAL_NODE=0 leaves out the node's parts)
@@ -44,6 +44,20 @@ go_install() { # name version module-path binaries...
     GOBIN="$dir/bin" go install "$pkg/$b@$version"
   done
   finish "$name" "$version" "$@"
+  log "built $name $version in $((SECONDS - start)) s"
+}
+
+# For a module whose main package is its root (no cmd/ directory): the binary is named by Go
+# after the module path without its major-version suffix.
+go_install_module() { # name version module-path binary
+  local name=$1 version=$2 module=$3 binary=$4
+  stamp_ok "$name" "$version" && { relink "$name" "$version" "$binary"; return; }
+  local dir start=$SECONDS
+  dir="$(tool_dir "$name" "$version")"
+  log "building $name $version ($module)"
+  mkdir -p "$dir/bin"
+  GOBIN="$dir/bin" go install "$module@$version"
+  finish "$name" "$version" "$binary"
   log "built $name $version in $((SECONDS - start)) s"
 }
 
@@ -146,6 +160,7 @@ build_all() {
   go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd kwok kwokctl
   go_install grpcurl "$GRPCURL_VERSION" github.com/fullstorydev/grpcurl/cmd grpcurl
   go_install ghz "$GHZ_VERSION" github.com/bojand/ghz/cmd ghz
+  go_install_module vegeta "$VEGETA_VERSION" github.com/tsenart/vegeta/v12 vegeta
   go_install task "$TASK_VERSION" github.com/go-task/task/v3/cmd task
   build_etcd
   build_kubernetes
