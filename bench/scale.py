@@ -411,7 +411,7 @@ def wait_for_cluster_quiet(h: Harness, *, timeout: float, cores: float = 0.2) ->
         meter.start()
         time.sleep(1.0)
         used = meter.stop()
-        if sum(v for k, v in used.items() if k not in ("other", "ghz", "bench")) < cores:
+        if sum(v for k, v in used.items() if k not in ("other", "driver", "bench")) < cores:
             break
     return round(time.monotonic() - started, 1)
 
