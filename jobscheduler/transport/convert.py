@@ -7,6 +7,7 @@ missing job type is an InvalidArgumentError naming the field.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -279,8 +280,8 @@ def fit_page(jobs: Sequence[JobStatus], next_page_token: str) -> pb.ListJobsResp
     response = pb.ListJobsResponse()
     size = 0
     for i, status in enumerate(jobs):
-        message = to_proto_status(status)
-        size += message.ByteSize() + 8
+        message, message_size = _MEMO.get(status)
+        size += message_size + 8
         if i and size > MAX_PAGE_BYTES:
             return pb.ListJobsResponse(jobs=response.jobs, next_page_token=encode_page_token(jobs[i - 1]))
         response.jobs.append(message)
@@ -303,7 +304,37 @@ def to_proto_event(event: Event) -> pb.JobEvent:
     )
 
 
+class _StatusMemo:
+    """The message (and its size) of the statuses converted lately. A JobStatus is immutable and
+    the watch cache hands out the same object until the job changes, so pages read again and
+    again (a dashboard's first page, a poller's job) are converted once: conversion was most
+    of a ListJobs page's CPU. Bounded; a status is known by identity, never by value. The
+    messages are shared: callers copy them into their responses and never change them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: dict[int, tuple[JobStatus, pb.JobStatus, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, status: JobStatus) -> tuple[pb.JobStatus, int]:
+        entry = self._entries.get(id(status))
+        if entry is not None and entry[0] is status:
+            return entry[1], entry[2]
+        message = _convert_status(status)
+        size = message.ByteSize()
+        with self._lock:
+            while len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]  # the oldest: dicts keep insertion order
+            self._entries[id(status)] = (status, message, size)
+        return message, size
+
+
 def to_proto_status(status: JobStatus) -> pb.JobStatus:
+    """The JobStatus message of a status (shared: copy it into a response, never change it)."""
+    return _MEMO.get(status)[0]
+
+
+def _convert_status(status: JobStatus) -> pb.JobStatus:
     return pb.JobStatus(
         job_id=status.job_id,
         namespace=status.namespace,
@@ -335,3 +366,6 @@ def to_proto_status(status: JobStatus) -> pb.JobStatus:
         tolerations=[toleration_to_proto(t) for t in status.placement.tolerations],
         priority_class_name=status.placement.priority_class_name,
     )
+
+
+_MEMO = _StatusMemo(4096)  # a few pages of 100 for many callers; ~1.5 KB each
