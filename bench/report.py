@@ -17,6 +17,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -49,11 +50,11 @@ def _n(count: int) -> str:
     return f"{count:,}"
 
 
-def _at(record: dict[str, Any], *keys: str) -> Any:
-    """record[k1][k2]... or None when any level is missing."""
+def dig(record: Mapping[str, Any], *keys: str) -> Any:
+    """record[k1][k2]... or None when any level is missing (results files of every vintage)."""
     value: Any = record
     for key in keys:
-        if not isinstance(value, dict) or key not in value:
+        if not isinstance(value, Mapping) or key not in value:
             return None
         value = value[key]
     return value
@@ -67,7 +68,7 @@ def largest_level(section: dict[str, Any] | None) -> str | None:
 def evaluate_targets(results: dict[str, Any]) -> list[Target]:
     """The issue's targets, judged on this run (rows without a measurement are left out)."""
     targets: list[Target] = []
-    service_cpu = _at(results, "schedule_job", "c8", "service", "cpu_ms_per_call", "service")
+    service_cpu = dig(results, "schedule_job", "c8", "service", "cpu_ms_per_call", "service")
     if service_cpu is not None:
         targets.append(
             Target(
@@ -75,7 +76,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[Target]:
             )
         )
     for c in ("8", "32"):
-        entry = _at(results, "schedule_job", f"c{c}")
+        entry = dig(results, "schedule_job", f"c{c}")
         if entry:
             targets.append(
                 Target(
@@ -86,7 +87,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[Target]:
                     entry["throughput_ratio"] >= 0.9,
                 )
             )
-    entry = _at(results, "schedule_job", "c1")
+    entry = dig(results, "schedule_job", "c1")
     if entry:
         added = entry["added_latency_p50_ms"]
         targets.append(
@@ -98,7 +99,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[Target]:
             )
         )
     level = largest_level(results.get("get_job_status"))
-    status = _at(results, "get_job_status", level or "", STATUS_TARGET_KEY)
+    status = dig(results, "get_job_status", level or "", STATUS_TARGET_KEY)
     if level and status:
         jobs = _n(int(level))
         p99 = status["service"]["p99_ms"]
@@ -126,7 +127,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[Target]:
                 )
             )
     level = largest_level(results.get("list_jobs"))
-    listing = _at(results, "list_jobs", level or "", "filtered c8")
+    listing = dig(results, "list_jobs", level or "", "filtered c8")
     if level and listing:
         p99 = listing["service"]["p99_ms"]
         targets.append(

@@ -65,6 +65,7 @@ from bench.machine import (
     describe_versions,
     find_cluster_pids,
 )
+from bench.report import dig
 from bench.service import ServiceProcess, pick_free_port, read_rss_mb
 from jobscheduler.api import scheduler_pb2 as pb
 
@@ -181,15 +182,6 @@ def results_stem(when: datetime, commit: str) -> str:
     return f"scale-{when.strftime('%Y-%m-%d')}-{commit[:12]}"
 
 
-def _get(record: Mapping[str, Any], *path: str) -> Any:
-    value: Any = record
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
 def _pair(entry: Mapping[str, Any] | None) -> str:
     if not entry:
         return "not measured"
@@ -199,14 +191,14 @@ def _pair(entry: Mapping[str, Any] | None) -> str:
 def build_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The headline rows: measurement, value, target and whether it was met (None: no target
     or not measured). docs/performance.md renders these."""
-    large, small = str(_get(record, "plan", "jobs")), str(_get(record, "plan", "small"))
+    large, small = str(dig(record, "plan", "jobs")), str(dig(record, "plan", "small"))
     n = f"{int(large):,}" if large.isdigit() else large
     rows: list[dict[str, Any]] = []
 
     def row(measurement: str, value: str, target: str, met: bool | None) -> None:
         rows.append({"measurement": measurement, "value": value, "target": target, "met": met})
 
-    memory = _get(record, "levels", large, "memory", "service")
+    memory = dig(record, "levels", large, "memory", "service")
     row(
         f"Service RSS with {n} jobs cached",
         f"{memory['rss_mb']:.0f} MB (peak {memory['peak_rss_mb']:.0f} MB)" if memory else "not measured",
@@ -214,8 +206,8 @@ def build_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         memory["rss_mb"] <= 600 if memory else None,
     )
     for c in (8, 1):
-        big = _get(record, "levels", large, "get_job_status", f"c{c}", "service")
-        little = _get(record, "levels", small, "get_job_status", f"c{c}", "service")
+        big = dig(record, "levels", large, "get_job_status", f"c{c}", "service")
+        little = dig(record, "levels", small, "get_job_status", f"c{c}", "service")
         if big and little:
             ratio = big["p50_ms"] / little["p50_ms"]
             value = f"{big['p50_ms']:.2f} vs {little['p50_ms']:.2f} ms ({ratio:.2f}x)"
@@ -227,13 +219,13 @@ def build_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             "≤ 1.2x" if c == 8 else "— (context for c=8)",
             (ratio <= 1.2 if not math.isnan(ratio) else None) if c == 8 else None,
         )
-    status = _get(record, "levels", large, "get_job_status", "c8", "service")
+    status = dig(record, "levels", large, "get_job_status", "c8", "service")
     row(f"GetJobStatus p50 / p99, c=8, {n} jobs", _pair(status), "— (p99 ≤ 2 ms is set at 10,000)", None)
     for variant, target in (("all", "— (p99 ≤ 20 ms at 10,000)"), ("filtered", "— (p99 ≤ 10 ms at 10,000)")):
-        entry = _get(record, "levels", large, "list_jobs", f"{variant} c8", "service")
+        entry = dig(record, "levels", large, "list_jobs", f"{variant} c8", "service")
         what = "unfiltered" if variant == "all" else "10% label filter"
         row(f"ListJobs page of 100, {what}, p50 / p99, c=8, {n} jobs", _pair(entry), target, None)
-    resync = _get(record, "resync")
+    resync = dig(record, "resync")
     if resync and resync.get("cache_serves_again_s") is not None:
         how = {True: "relisted (410 Gone)", False: "resumed its watch"}.get(resync.get("relisted"), "?")
         visible = resync.get("probe_in_cache_after_created_s")
@@ -245,8 +237,8 @@ def build_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     else:
         value = "not measured" if not resync else f"not completed: {resync.get('error', '?')}"
     row("Watch resync after a kube-apiserver restart", value, "—", None)
-    start = _get(record, "restart", "ready_seconds")
-    failed = _get(record, "restart", "error")
+    start = dig(record, "restart", "ready_seconds")
+    failed = dig(record, "restart", "error")
     row(
         f"Time to cache {n} jobs at service start",
         f"{start:.1f} s"
@@ -264,13 +256,13 @@ def render_markdown(record: Mapping[str, Any]) -> str:
     """The results for people: the rows, then every figure behind them."""
     git = record.get("git") or {}
     lines = [
-        f"# Scale point: {_get(record, 'plan', 'jobs'):,} suspended Jobs cached",
+        f"# Scale point: {dig(record, 'plan', 'jobs'):,} suspended Jobs cached",
         "",
-        f"`python -m bench.scale --jobs {_get(record, 'plan', 'jobs')}`, "
+        f"`python -m bench.scale --jobs {dig(record, 'plan', 'jobs')}`, "
         f"commit `{git.get('commit', '?')[:12]}`"
         + (" (with uncommitted changes)" if git.get("dirty") else "")
         + f", {record.get('started_at', '?')}, {record.get('duration_seconds', '?')} s. "
-        f"Machine: {_get(record, 'machine', 'cores')} cores, {_get(record, 'machine', 'cpu_model')}.",
+        f"Machine: {dig(record, 'machine', 'cores')} cores, {dig(record, 'machine', 'cpu_model')}.",
         "",
     ]
     if record.get("error"):
@@ -347,8 +339,8 @@ def render_markdown(record: Mapping[str, Any]) -> str:
                 else "From spawning `jobscheduler serve` to SERVING with its cache serving the namespace: "
                 f"{restart.get('ready_seconds')} s; it then held {restart.get('jobs_cached', '?')} jobs. "
             )
-            + f"RSS {_get(restart, 'memory', 'service', 'rss_mb')} MB "
-            f"(peak {_get(restart, 'memory', 'service', 'peak_rss_mb')} MB).",
+            + f"RSS {dig(restart, 'memory', 'service', 'rss_mb')} MB "
+            f"(peak {dig(restart, 'memory', 'service', 'peak_rss_mb')} MB).",
         ]
     resync = record.get("resync")
     if resync and "timeline" not in resync:

@@ -314,7 +314,7 @@ class KubeGateway:
         timeout: float | tuple[float, float | None],
     ) -> Any:
         """One HTTP call through the client's connection pool and credentials; the response unread."""
-        return self.http.request(
+        return self.http.stream(
             method, path, body=body, query=query, content_type=content_type, accept=accept, timeout=timeout
         )
 

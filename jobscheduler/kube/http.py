@@ -81,7 +81,7 @@ class KubeHttp:
         """One request-reply call, its body read (`.status`, `.data`). Raises ApiException for a
         status outside 2xx and for TLS failures; OSErrors and urllib3's errors otherwise."""
         if self.wire is None:
-            resp = self.request(
+            resp = self.stream(
                 method,
                 path,
                 body=body,
@@ -113,18 +113,16 @@ class KubeHttp:
 
     def _block(self, content_type: str, accept: str) -> bytes:
         """The header lines of a request (prepared once per content type), with the current
-        bearer token (see _prepared)."""
+        bearer token."""
         block = self._blocks.get((content_type, accept))
         if block is None:
             fixed = {**self._defaults, "Content-Type": content_type, "Accept": accept}
             block = b"".join(_header_line(k, v) for k, v in fixed.items())
             self._blocks[(content_type, accept)] = block
-        configuration = self.configuration
-        if "authorization" not in configuration.api_key:
-            return block
-        return block + _header_line("Authorization", configuration.get_api_key_with_prefix("authorization"))
+        token = self._authorization()
+        return block if token is None else block + _header_line("Authorization", token)
 
-    def request(
+    def stream(
         self,
         method: str,
         path: str,
@@ -177,10 +175,16 @@ class KubeHttp:
         if headers is None:
             headers = {**self._defaults, "Content-Type": content_type, "Accept": accept}
             self._headers[(content_type, accept)] = headers
+        token = self._authorization()
+        return headers if token is None else {**headers, "authorization": token}
+
+    def _authorization(self) -> str | None:
+        """The bearer token's header value, read on every call (the client refreshes it)."""
         configuration = self.configuration
         if "authorization" not in configuration.api_key:
-            return headers
-        return {**headers, "authorization": configuration.get_api_key_with_prefix("authorization")}
+            return None
+        value: str = configuration.get_api_key_with_prefix("authorization")
+        return value
 
 
 def wire_pool(configuration: client.Configuration) -> WirePool | None:
