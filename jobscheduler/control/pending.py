@@ -59,6 +59,7 @@ PENDING_TIMEOUT_REASONS = frozenset(
 # Without a watch cache each check lists the namespace's Jobs (and, when one may be overdue, its
 # pods) from the API server; at most this often, so a timeout may be overrun by this much.
 API_SCAN_SECONDS = 10.0
+SCAN_PAGE_SECONDS = 10.0  # budget of each page of such a scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,15 +169,21 @@ class PendingTimeouts:
         cache = service.cache
         if cache is not None and cache.covers(namespace) and service.api_reachable():
             return cache.jobs_with_pods(namespace, CANDIDATES)
+        if cache is not None and cache.first_list_pending(namespace):
+            return []  # the cache serves it in a moment; until then nothing can be overdue long
         started = time.monotonic()
         if started - self._last_api_scan.get(namespace, float("-inf")) < self.api_scan_seconds:
             return []
         self._last_api_scan[namespace] = started
-        jobs = [
-            job
-            for job in service.gateway.list_jobs(namespace, label_selector=MANAGED_SELECTOR)
-            if _may_be_overdue(job, now)
-        ]
+        # Only the candidates are kept, page by page: at 100,000 Jobs a full list held whole
+        # took gigabytes.
+        jobs, _ = service.gateway.list_all(
+            "jobs",
+            namespace,
+            label_selector=MANAGED_SELECTOR,
+            page_seconds=SCAN_PAGE_SECONDS,
+            each=lambda job: job if _may_be_overdue(job, now) else None,
+        )
         if not jobs:
             return []  # the pods are read only when some job may be overdue
         by_uid: dict[str, list[Obj]] = {}

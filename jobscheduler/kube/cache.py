@@ -89,6 +89,13 @@ class JobCache:
         relevant = [i for i in self._informers if i.namespace in ("", namespace)]
         return bool(relevant) and all(i.synced.is_set() and i.healthy for i in relevant)
 
+    def first_list_pending(self, namespace: str) -> bool:
+        """Whether the namespace is watched but its first list has not finished yet: its reads
+        will be served from the cache in a moment, so a scan of the API now (which, at 100,000
+        Jobs, reads them all in full beside the informer's own list) would be wasted."""
+        relevant = [i for i in self._informers if i.namespace in ("", namespace)]
+        return bool(relevant) and not all(i.synced.is_set() for i in relevant)
+
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, namespace: str, name: str) -> JobStatus | None:

@@ -166,13 +166,14 @@ class KubeGateway:
         page_size: int = 500,
         deadline: float | None = None,
         page_seconds: float | None = None,
-        each: Callable[[Obj], Obj] | None = None,
+        each: Callable[[Obj], Obj | None] | None = None,
     ) -> tuple[list[Obj], str]:
         """Every object of a collection, paged, and the list's resourceVersion (to watch from).
         `deadline` bounds the whole list; `page_seconds` instead gives each page its own budget
         (a relist of 100,000 Jobs on a busy API server may take minutes, but no one page
-        should). With `each`, every object is passed through it as its page arrives (the
-        watch cache keeps slim copies: a relist never holds them all in full)."""
+        should). With `each`, every object is passed through it as its page arrives, and
+        what it returns is kept, None dropping the object (the watch cache keeps slim copies,
+        a scan only its candidates: neither holds every full object at once)."""
         items: list[Obj] = []
         cont = ""
         while True:
@@ -187,7 +188,10 @@ class KubeGateway:
                 ),
             )
             page_items = page.get("items") or []
-            items.extend(page_items if each is None else map(each, page_items))
+            if each is None:
+                items.extend(page_items)
+            else:
+                items.extend(kept for kept in map(each, page_items) if kept is not None)
             meta = page.get("metadata") or {}
             cont = meta.get("continue") or ""
             if not cont:
