@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from jobscheduler.domain.errors import ConfigError
-from jobscheduler.domain.validation import is_dns1123_label, parse_quantity
+from jobscheduler.domain.validation import has_whitespace, is_dns1123_label, parse_quantity
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -187,7 +187,7 @@ class Settings:
         def patterns(name: str) -> tuple[str, ...]:
             raw = get(name, "")
             items = tuple(p.strip() for p in raw.split(",") if p.strip())
-            if any(any(c.isspace() for c in p) for p in items):
+            if any(has_whitespace(p) for p in items):
                 raise ConfigError(f"{name}={raw!r}: patterns are separated by commas and contain no spaces")
             return items
 
@@ -235,7 +235,7 @@ class Settings:
 
         def image(name: str, default: str) -> str:
             raw = get(name, default)
-            if not raw or any(c.isspace() for c in raw):
+            if not raw or has_whitespace(raw):
                 raise ConfigError(f"{name}={raw!r}: not an image reference")
             return raw
 

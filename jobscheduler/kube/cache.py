@@ -185,13 +185,15 @@ class JobCache:
 
     def apply(self, resource: str, kind: str, obj: Mapping[str, Any], *, only_if_newer: bool = False) -> None:
         meta = obj.get("metadata") or {}
-        if resource == "jobs" and kind != "DELETED" and self._holds(meta):
-            return  # e.g. the watch's ADDED for the Job this replica just created and observed
+        key = (intern(str(meta.get("namespace", ""))), str(meta.get("name", "")))
+        # E.g. the watch's ADDED for the Job this replica just created and observed. Read
+        # without the lock: a version is immutable, whatever happens to the entry meanwhile.
+        if resource == "jobs" and kind != "DELETED" and _same_version(self._jobs.get(key), obj):
+            return
         # Slimmed before the lock is taken: readers wait only for the cache's own bookkeeping.
         slim = slim_job(obj) if resource == "jobs" and kind != "DELETED" else None
         with self._lock:
             if resource == "jobs":
-                key = (intern(str(meta.get("namespace", ""))), str(meta.get("name", "")))
                 current = self._jobs.get(key)
                 version = resource_version(obj)
                 if only_if_newer and current is not None and resource_version(current) >= version:
@@ -213,7 +215,7 @@ class JobCache:
                 elif slim is not None:
                     self._put_job(key, slim)
             else:
-                pod_key = (intern(str(meta.get("namespace", ""))), str(meta.get("name", "")))
+                pod_key = key
                 uid = owner_uid(obj) or self._pod_owner.get(pod_key, "")
                 if kind == "DELETED":
                     self._pod_owner.pop(pod_key, None)
@@ -226,17 +228,6 @@ class JobCache:
                     self._pods.setdefault(uid, {})[pod_key[1]] = slim_pod(obj)
                 if uid in self._uids:
                     self._refresh(self._uids[uid])
-
-    def _holds(self, meta: Mapping[str, Any]) -> bool:
-        """Whether the cache already holds this very version of the Job (same uid, same
-        resourceVersion): then the object is the same, and there is nothing to do. A read
-        without the lock: a version is immutable, whatever happens to the entry meanwhile."""
-        current = self._jobs.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
-        if current is None:
-            return False
-        held = current["metadata"]
-        version = meta.get("resourceVersion")
-        return bool(version) and held["resourceVersion"] == version and held["uid"] == meta.get("uid")
 
     def replace(self, resource: str, namespace: str, items: Iterable[Obj]) -> None:
         """A fresh list of one resource in one namespace ("" = all): the new truth. Jobs are
@@ -335,13 +326,12 @@ class JobCache:
                 sub.offer(key, event)
 
 
-def _same_version(current: Obj | None, job: Obj) -> bool:
-    """The same Job at the same resourceVersion: nothing in it changed, so a relist (after a
-    410 Gone or an API server restart) re-derives nothing for it."""
+def _same_version(current: Mapping[str, Any] | None, job: Mapping[str, Any]) -> bool:
+    """The same Job at the same resourceVersion: nothing in it changed, so neither a watch
+    event repeating what the cache holds nor a relist (after a 410 Gone or an API server
+    restart) slims or derives anything for it."""
     if current is None:
         return False
-    now, then = job["metadata"], current["metadata"]
-    return bool(now["resourceVersion"]) and (now["uid"], now["resourceVersion"]) == (
-        then["uid"],
-        then["resourceVersion"],
-    )
+    now, then = job.get("metadata") or {}, current["metadata"]
+    version = now.get("resourceVersion")
+    return bool(version) and version == then["resourceVersion"] and now.get("uid") == then["uid"]
