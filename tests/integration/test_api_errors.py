@@ -196,5 +196,7 @@ def test_list_all_gives_each_page_its_own_budget_with_page_seconds(
     spent = time.monotonic() - 1  # a whole-list budget already used up
     with pytest.raises(UnavailableError, match="within the deadline"):
         gateway.list_all("configmaps", namespace, label_selector="", page_size=1, deadline=spent)
-    items, _ = gateway.list_all("configmaps", namespace, label_selector="", page_size=1, page_seconds=10)
+    items, _ = gateway.list_all(
+        "configmaps", namespace, label_selector="", page_size=1, deadline=spent, page_seconds=10
+    )
     assert len(items) >= 3
