@@ -16,10 +16,13 @@ COPY pyproject.toml README.md ./
 COPY hack/buildinfo.sh hack/buildinfo.sh
 COPY jobscheduler ./jobscheduler
 # Build info is embedded into the package: the image has no .git to ask at run time.
+# kubernetes/aio is the client's asyncio twin (68 MB of source); the service is synchronous and
+# never imports it (tests/realnode/test_image.py checks both).
 RUN VERSION="${VERSION}" COMMIT="${COMMIT}" DIRTY="${DIRTY}" BUILD_DATE="${BUILD_DATE}" \
       bash hack/buildinfo.sh \
  && python -m venv /opt/jobscheduler \
  && /opt/jobscheduler/bin/pip install --no-compile . \
+ && rm -r /opt/jobscheduler/lib/python3*/site-packages/kubernetes/aio \
  && /opt/jobscheduler/bin/python -m compileall -q /opt/jobscheduler/lib
 
 FROM ${PYTHON_IMAGE}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.service import CLOCK_TICKS, read_cpu_seconds
+from hack import toolversions
 
 CLUSTER_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -40,21 +41,12 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-def read_pinned_versions(root: Path) -> dict[str, str]:
-    """hack/versions.env: KEY=value lines."""
-    versions = {}
-    for line in (root / "hack" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            versions[key.strip()] = value.strip()
-    return versions
-
-
-def describe_versions(root: Path) -> dict[str, Any]:
+def describe_versions() -> dict[str, Any]:
+    """hack/versions.env as this run resolved it (KUBERNETES_VERSION from the environment)
+    and the Python packages the service runs on."""
     packages = ("jobscheduler", "grpcio", "protobuf", "kubernetes", "urllib3")
     return {
-        "pinned": read_pinned_versions(root),
+        "pinned": toolversions.selected(),
         "python_packages": {name: _package_version(name) for name in packages},
     }
 

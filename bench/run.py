@@ -44,6 +44,7 @@ from bench.schedule import measure_schedule
 from bench.service import read_rss_mb
 from bench.vegeta import VEGETA_DESCRIPTION, VegetaDriver, negotiated_protocol
 from bench.watch import measure_watch_delay
+from hack import toolversions
 from jobscheduler.domain.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,17 +140,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def find_tool(name: str) -> Path:
-    """A tool built by hack/tools.sh: from PATH, else from the tool cache."""
+    """A tool built by hack/tools.sh: from the selected version's bin dir, else from PATH."""
+    path = toolversions.bin_dir() / name
+    if path.exists():
+        return path
     found = shutil.which(name)
-    if found:
-        return Path(found)
-    cache = os.environ.get("JOBSCHEDULER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jobscheduler"
-    )
-    path = Path(cache) / "bin" / name
-    if not path.exists():
+    if not found:
         raise SystemExit(f"bench: {name} not found; build the tools with `bash hack/tools.sh build`")
-    return path
+    return Path(found)
 
 
 def find_ghz() -> Path:
@@ -373,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "namespace": namespace,
         "cluster_note": CLUSTER_NOTE,
         "machine": describe_machine(),
-        "versions": describe_versions(ROOT),
+        "versions": describe_versions(),
         "git": describe_git(ROOT),
         "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "schedule_counts"}
         | {"schedule_counts": {str(c): n for c, n in plan.schedule_counts.items()}},

@@ -1178,8 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
         "cluster": str(state_dir),
         "git": git,
         "machine": describe_machine(),
-        "versions": describe_versions(ROOT)
-        | {"kube_apiserver": kube.get_json("/version").get("gitVersion", "")},
+        "versions": describe_versions() | {"kube_apiserver": kube.get_json("/version").get("gitVersion", "")},
         "plan": asdict(plan),
         "cluster_note": "every Job is created suspended (spec.suspend=true): no pods run",
         "percentiles": "nearest rank over every successful call's latency (bench/load.py), "

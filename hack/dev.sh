@@ -11,6 +11,11 @@
 #   hack/dev.sh bench [--quick]   the benchmark (bench/README.md); starts the dev cluster if
 #                         it is not running, and stops it afterwards only in that case
 #   hack/dev.sh test-realnode   only the real-node suite (tests/realnode): image, real pods
+#   hack/dev.sh matrix [--write]  the integration suite on every Kubernetes minor of the matrix
+#                         (hack/matrix.py; --write rewrites docs/compatibility.md)
+#
+# KUBERNETES_VERSION=1.37.2 (one of KUBERNETES_MATRIX in hack/versions.env) makes test, run,
+# bench and setup build and start that version instead of the default.
 #
 # `test` runs the dev cluster with its real node (containerd, kubelet, kube-proxy; root and
 # Debian packages, installed by hack/packages.sh) and builds the container image first;
@@ -60,6 +65,7 @@ check() {
   log "docs/api.md is fresh"; "$VENV/bin/python" hack/apidoc.py --check
   log "docs/configuration.md is fresh"; "$VENV/bin/python" hack/configdoc.py --check
   log "docs/performance.md is fresh"; "$VENV/bin/python" -m bench.report --check
+  log "docs/compatibility.md is fresh"; "$VENV/bin/python" hack/matrix.py --check
 }
 
 run_tests() {
@@ -107,5 +113,6 @@ case "${1:-}" in
   test) shift; export JOBSCHEDULER_REAL_NODE="${JOBSCHEDULER_REAL_NODE:-1}"; setup; check; run_tests "$@" ;;
   test-realnode) shift; export JOBSCHEDULER_REAL_NODE=1; setup; run_tests -m realnode tests/realnode "$@" ;;
   bench) shift; setup; run_bench "$@" ;;
-  *) echo "usage: $0 setup|run|check|test|test-realnode [pytest args]|bench [--quick]" >&2; exit 2 ;;
+  matrix) shift; setup_venv; "$VENV/bin/python" hack/matrix.py "$@" ;;
+  *) echo "usage: $0 setup|run|check|test|test-realnode [pytest args]|bench [--quick]|matrix [--write]" >&2; exit 2 ;;
 esac

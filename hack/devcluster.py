@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realnode  # beside this script; standard library only too
+import toolversions  # beside this script: KUBERNETES_VERSION and the matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("JOBSCHEDULER_DEVCLUSTER_DIR", ROOT / ".devcluster")).resolve()
@@ -46,6 +47,7 @@ NODE_PODS = os.environ.get("JOBSCHEDULER_DEVCLUSTER_NODE_PODS", "1000")
 SERVICE_CIDR = "10.96.0.0/16"
 # Components in start order; stop runs in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+APISERVER_EXTRA_ARGS = os.environ.get("JOBSCHEDULER_DEVCLUSTER_APISERVER_ARGS", "").split()
 READY_TIMEOUT = float(os.environ.get("JOBSCHEDULER_DEVCLUSTER_TIMEOUT", "120"))
 
 
@@ -61,21 +63,18 @@ def log(msg: str) -> None:
 # Binaries and versions
 
 
-def read_versions() -> dict[str, str]:
-    versions = {}
-    for line in (ROOT / "hack" / "versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            versions[key.strip()] = value.strip()
-    return versions
+def versions() -> dict[str, str]:
+    """The tool versions of this run (KUBERNETES_VERSION from the environment selects one of the
+    matrix); a version outside the matrix is a ClusterError naming the choices."""
+    try:
+        return toolversions.selected()
+    except toolversions.VersionError as e:
+        raise ClusterError(str(e)) from None
 
 
 def bin_dir() -> Path:
-    cache = os.environ.get("JOBSCHEDULER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "jobscheduler"
-    )
-    return Path(cache) / "bin"
+    versions()  # a bad KUBERNETES_VERSION fails here with the matrix in the message
+    return toolversions.bin_dir()
 
 
 def binary(name: str) -> str:
@@ -389,6 +388,9 @@ def command(component: str, ports: Ports) -> list[str]:
                 "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--v=1",
+                # A test's own cluster may switch APIs off (--runtime-config=batch/v1/cronjobs=false)
+                # to see the service refuse an API server that lacks them.
+                *APISERVER_EXTRA_ARGS,
             ]
         )
     if component == "kube-controller-manager":
@@ -716,12 +718,24 @@ def restart_dependents(ports: Ports) -> None:
 def up(*, real_node: bool = False) -> None:
     started = time.monotonic()
     STATE.mkdir(parents=True, exist_ok=True)
+    try:
+        pinned = versions()
+    except ClusterError as e:
+        log(f"ERROR: {e}")
+        raise SystemExit(1) from None
     if all(running_pid(c) for c in COMPONENTS) and (STATE / "kubeconfig").exists():
-        log(f"already running; kubeconfig: {STATE / 'kubeconfig'}")
+        running_version = (STATE / "version").read_text().strip() if (STATE / "version").exists() else "?"
+        if running_version != pinned["KUBERNETES_VERSION"]:
+            log(
+                f"ERROR: the cluster in {STATE} runs Kubernetes {running_version}, not "
+                f"{pinned['KUBERNETES_VERSION']}: stop it first (`hack/devcluster.py down`) or give the "
+                "other version a state dir of its own (JOBSCHEDULER_DEVCLUSTER_DIR)"
+            )
+            raise SystemExit(1)
+        log(f"already running Kubernetes {running_version}; kubeconfig: {STATE / 'kubeconfig'}")
         if real_node:
             node_up()
         return
-    versions = read_versions()
     for name in COMPONENTS:
         binary(name)  # fail early, before starting anything, if a binary is missing
     ports = Ports.load_or_pick()
@@ -741,9 +755,10 @@ def up(*, real_node: bool = False) -> None:
         log(f"ERROR: {e}")
         raise SystemExit(1) from None
     log(
-        f"starting Kubernetes {versions['KUBERNETES_VERSION']} (etcd {versions['ETCD_VERSION']}, "
-        f"kwok {versions['KWOK_VERSION']}) in {STATE}"
+        f"starting Kubernetes {pinned['KUBERNETES_VERSION']} (etcd {pinned['ETCD_VERSION']}, "
+        f"kwok {pinned['KWOK_VERSION']}) from {bin_dir()} in {STATE}"
     )
+    (STATE / "version").write_text(pinned["KUBERNETES_VERSION"] + "\n")
     try:
         for component in COMPONENTS:
             start(component, ports)

@@ -5,14 +5,17 @@
 # A warm cache makes this a no-op; `hack/tools.sh path` prints the bin dir to put on PATH.
 #   hack/tools.sh build     everything (JOBSCHEDULER_REAL_NODE=0 leaves out the node's parts)
 #   hack/tools.sh node      only the real node's parts
+#   hack/tools.sh matrix    the control plane of every Kubernetes version of the matrix
+# KUBERNETES_VERSION=1.37.2 selects another version of the matrix (hack/versions.env): its
+# Kubernetes binaries and etcd, with the version-independent tools, in a bin dir of its own.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=versions.env
-source "$ROOT/hack/versions.env"
+# KUBERNETES_VERSION, ETCD_VERSION (for that minor), the other pins, BIN: resolved in one place.
+resolved="$(python3 "$ROOT/hack/toolversions.py" shell)" || exit 1
+eval "$resolved"
 
 CACHE="${JOBSCHEDULER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jobscheduler}"
-BIN="$CACHE/bin"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath" GOTOOLCHAIN=local
 
 log() { printf '[tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -167,10 +170,22 @@ build_all() {
   [[ "${JOBSCHEDULER_REAL_NODE:-1}" == 0 ]] || build_node
 }
 
+# Every version of the matrix, one after the other, each by this script with its
+# KUBERNETES_VERSION (the node's parts only where asked for, as in build).
+build_matrix() {
+  local v start
+  for v in $KUBERNETES_MATRIX; do
+    start=$SECONDS
+    KUBERNETES_VERSION=$v bash "$ROOT/hack/tools.sh" build
+    log "Kubernetes $v: tools ready in $((SECONDS - start)) s"
+  done
+}
+
 case "${1:-build}" in
-  build) build_all; log "all tools ready in $BIN" ;;
+  build) build_all; log "all tools ready in $BIN (Kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION)" ;;
+  matrix) build_matrix ;;
   node) build_node; log "real node tools ready in $BIN" ;;
   containerd) build_containerd ;;
   path) echo "$BIN" ;;
-  *) echo "usage: $0 [build|node|path]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|node|matrix|path]" >&2; exit 2 ;;
 esac

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from kubernetes import client
 
+from hack import toolversions
+
 T = TypeVar("T")
+
+
+def tool(name: str) -> str:
+    """A binary hack/tools.sh built: from the bin dir of the Kubernetes version this run selected
+    (KUBERNETES_VERSION), else from PATH; fails the test, saying how to build it, when absent."""
+    path = toolversions.bin_dir() / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise AssertionError(f"{name} is missing: build the tools with `bash hack/tools.sh build`")
+    return found
 
 
 def wait_until(what: str, probe: Callable[[], T | None], *, timeout: float = 60, interval: float = 0.2) -> T:

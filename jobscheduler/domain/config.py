@@ -127,6 +127,11 @@ class Settings:
     kube_timeout_seconds: float = 10.0
     """KUBE_TIMEOUT_SECONDS: budget in seconds of one Kubernetes call, retries included, when the
     caller sets no deadline. Default: `10`."""
+    kube_startup_wait_seconds: float = 60.0
+    """KUBE_STARTUP_WAIT_SECONDS: seconds start-up waits for the Kubernetes API to answer, then
+    checks that it serves every resource and Job field the service uses; when it does not answer
+    in time, or lacks one, the process exits 1 naming what is missing (a Deployment restarts it,
+    as it restarts Kubernetes' own controllers). Default: `60`."""
     allowed_images: tuple[str, ...] = ()
     """ALLOWED_IMAGES: comma-separated image patterns callers' jobs may run: globs
     (`docker.io/library/busybox:*`) or prefixes ending in `/` (`ghcr.io/acme/`), matched against
@@ -263,6 +268,7 @@ class Settings:
             shutdown_grace_seconds=real("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds),
             health_interval_seconds=real("HEALTH_INTERVAL_SECONDS", d.health_interval_seconds),
             kube_timeout_seconds=real("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),
+            kube_startup_wait_seconds=real("KUBE_STARTUP_WAIT_SECONDS", d.kube_startup_wait_seconds),
             allowed_images=patterns("ALLOWED_IMAGES"),
             allowed_namespaces=patterns("ALLOWED_NAMESPACES"),
             schedule_rate_per_caller=real(

@@ -30,9 +30,11 @@ def load_api_client(*, in_cluster: bool, kubeconfig: str | None, pool_size: int 
     configuration = client.Configuration()
     try:
         if in_cluster:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
     except (ConfigException, OSError) as e:
         where = "the in-cluster ServiceAccount" if in_cluster else (kubeconfig or "~/.kube/config")
         hint = "" if in_cluster else "; set KUBECONFIG, or IN_CLUSTER=true inside a pod"

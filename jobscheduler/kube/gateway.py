@@ -297,6 +297,11 @@ class KubeGateway:
             raise pod_log_error(cause, pod=pod, container=container, fallback=e) from cause
         return PodLogStream(resp, pod=pod)
 
+    def read_path(self, path: str, *, deadline: float | None = None) -> Obj:
+        """GET a read-only API path that is not an object of RESOURCES: /version, discovery
+        (/apis/batch/v1), OpenAPI (/openapi/v3/apis/batch/v1); kubectl get --raw PATH."""
+        return self._json("get", deadline, lambda t: self.http.call("GET", path, timeout=t))
+
     def ready(self, *, timeout: float = 2.0) -> bool:
         """Whether the API server answers /readyz (kubectl get --raw /readyz); never raises."""
         try:

@@ -106,7 +106,7 @@ class KubeHttp:
             raise ApiException(status=0, reason=f"{type(e).__name__}\n{e}") from e
         if not 200 <= reply.status <= 299:
             error = ApiException(status=reply.status, reason=reply.reason)
-            error.body = reply.data
+            error.body = reply.data.decode("utf-8", "replace")
             error.headers = urllib3.HTTPHeaderDict(reply.headers)
             raise error
         return reply

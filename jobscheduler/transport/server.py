@@ -32,9 +32,10 @@ from jobscheduler.control.leader import LeaseElector, Reconciler, ScheduleLoop
 from jobscheduler.control.pending import PendingTimeouts
 from jobscheduler.control.release import DependencyReleaser
 from jobscheduler.domain.config import SecuritySettings, Settings
-from jobscheduler.domain.errors import ConfigError, GatewayConfigError, RegistryError
+from jobscheduler.domain.errors import ConfigError, GatewayConfigError, JobSchedulerError, RegistryError
 from jobscheduler.domain.registry import Registry
 from jobscheduler.kube.cache import JobCache
+from jobscheduler.kube.compat import OLDEST_TESTED, check_server
 from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.logs import configure_logging
@@ -241,10 +242,16 @@ def load_security() -> Security:
 
 
 def serve(
-    settings: Settings, gateway: KubeGateway, registry: Registry, *, security: Security | None = None
+    settings: Settings,
+    gateway: KubeGateway,
+    registry: Registry,
+    *,
+    security: Security | None = None,
+    kubernetes: str | None = None,
 ) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully. Without `security`, it comes
-    from the environment (TLS_*, AUTH_TOKENS_FILE, REFLECTION)."""
+    from the environment (TLS_*, AUTH_TOKENS_FILE, REFLECTION); `kubernetes` is the API
+    server's version, for the start-up log line."""
     security = security or load_security()
     app = build_server(settings, gateway, registry, security=security)
     # Handlers go in before the port opens: a SIGTERM that arrives as soon as the port accepts
@@ -277,6 +284,7 @@ def serve(
     log.info(
         "serving",
         port=app.port,
+        kubernetes=kubernetes,
         namespace=settings.namespace,
         job_types=registry.names(),
         metrics_port=settings.metrics_port or None,
@@ -311,5 +319,16 @@ def serve_from_env() -> int:
         print(f"jobscheduler: {e}", file=sys.stderr)
         return 2
     gateway = KubeGateway(api, backoff=BackoffPolicy(default_timeout=settings.kube_timeout_seconds))
-    serve(settings, gateway, registry)
+    try:
+        server = check_server(gateway, wait_seconds=settings.kube_startup_wait_seconds, progress=log.warning)
+    except JobSchedulerError as e:  # an old server, no answer, discovery refused
+        print(f"jobscheduler: {e}", file=sys.stderr)
+        return 1
+    if server.untested:
+        log.warning(
+            "the Kubernetes API server is older than any version the project tests",
+            kubernetes=server.version,
+            oldest_tested=OLDEST_TESTED,
+        )
+    serve(settings, gateway, registry, kubernetes=server.version)
     return 0

@@ -5,10 +5,8 @@ usual load tool, ghz, without a protoset."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +15,7 @@ from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.metrics import KUBE_REQUESTS, child
 from tests.conftest import Cluster
+from tests.helpers import tool
 from tests.integration.conftest import Service
 
 
@@ -75,10 +74,7 @@ def test_a_write_on_a_stale_resource_version_is_a_conflict(gateway: KubeGateway,
 
 
 def ghz() -> str:
-    found = shutil.which("ghz") or str(Path.home() / ".cache/jobscheduler/bin/ghz")
-    if not Path(found).exists():
-        pytest.fail("ghz is not installed: run hack/tools.sh")
-    return found
+    return tool("ghz")
 
 
 @pytest.mark.parametrize(

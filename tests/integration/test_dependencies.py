@@ -27,7 +27,7 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.domain.render import job_id_for_request
 from tests.conftest import Cluster
-from tests.helpers import wait_until
+from tests.helpers import tool, wait_until
 from tests.integration.conftest import ServeProcess, free_port, start_serve
 from tests.integration.test_readme import doc_section
 
@@ -397,7 +397,7 @@ def test_the_readme_dependencies_example_works_as_written(
     assert block, "the Dependencies section (docs/job-control.md) has a ```sh block"
     with replica(cluster, tmp_path, namespace) as (server, stub):
         script = block.group(1).replace("localhost:50054", f"localhost:{server.port}")
-        grpcurl_dir = shutil.which("grpcurl") or str(Path.home() / ".cache/jobscheduler/bin/grpcurl")
+        grpcurl_dir = tool("grpcurl")
         env = {**os.environ, "PATH": f"{Path(grpcurl_dir).parent}:{os.environ['PATH']}"}
         out = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60, env=env

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from kubernetes import client
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
-from tests.helpers import wait_until
+from tests.helpers import tool, wait_until
 from tests.integration.conftest import free_port, start_serve
 from tests.realnode.deployed import exclusive_namespace
 
@@ -64,7 +63,7 @@ EXPECTED_NON_RESOURCE_URLS = {
 
 
 def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("kubectl") or str(Path.home() / ".cache/jobscheduler/bin/kubectl")
+    binary = tool("kubectl")
     return subprocess.run(
         [binary, "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True, text=True, timeout=120
     )

@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from hack import toolversions
 from tests.conftest import ROOT, Cluster
 from tests.helpers import job_condition, job_manifest, restricted_pod_spec, wait_until
 
-VERSIONS = dict(
-    line.split("=", 1)
-    for line in (ROOT / "hack" / "versions.env").read_text().splitlines()
-    if line and not line.startswith("#")
-)
+VERSIONS = toolversions.selected()  # KUBERNETES_VERSION from the environment picks one of the matrix
 
 
 def pods_of(core: client.CoreV1Api, namespace: str, job: str) -> list[client.V1Pod]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.domain.models import FAILED_REASON_ANNOTATION, PENDING_TIMEOUT_ANNOTATION
 from tests.conftest import Cluster
-from tests.helpers import wait_until
+from tests.helpers import tool, wait_until
 from tests.integration.conftest import ServeProcess, Service, free_port, start_serve
 from tests.integration.test_readme import readme_grpcurl_lines
 
@@ -308,7 +307,7 @@ def test_the_readme_job_control_examples_work_as_written(
 ) -> None:
     lines = readme_grpcurl_lines("### Job control")
     assert len(lines) == 2
-    grpcurl = shutil.which("grpcurl") or str(Path.home() / ".cache/jobscheduler/bin/grpcurl")
+    grpcurl = tool("grpcurl")
     port = free_port()  # not the README's 50054, which other test sessions may be using
     server = start_serve(cluster, tmp_path, port=port, env={"K8S_NAMESPACE": namespace})
     try:

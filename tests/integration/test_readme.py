@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from kubernetes import client
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
-from tests.helpers import wait_until
+from tests.helpers import tool, wait_until
 from tests.integration.conftest import ServeProcess, free_port, start_serve
 
 EXAMPLE_ID = "job-7f3k2m9x1q"  # the placeholder the examples use for a job id
@@ -86,7 +85,7 @@ def readme_grpcurl_lines(heading: str = "## Using it", doc: str | None = None) -
 
 
 def grpcurl_binary() -> str:
-    return shutil.which("grpcurl") or str(Path.home() / ".cache/jobscheduler/bin/grpcurl")
+    return tool("grpcurl")
 
 
 def run_grpcurl(line: str) -> tuple[str, dict[str, object]]:

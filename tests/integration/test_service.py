@@ -7,7 +7,6 @@ the service passes through to the pod template like any caller's annotations.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
 from tests.conftest import Cluster
-from tests.helpers import wait_until
+from tests.helpers import tool, wait_until
 from tests.integration.conftest import Service, start_serve
 
 TIMER = {
@@ -75,9 +74,7 @@ def grpc_error(call: Callable[[], object]) -> grpc.RpcError:
 
 @pytest.fixture
 def grpcurl() -> str:
-    path = shutil.which("grpcurl") or str(Path.home() / ".cache/jobscheduler/bin/grpcurl")
-    assert Path(path).exists(), "grpcurl is built by hack/tools.sh"
-    return path
+    return tool("grpcurl")
 
 
 def run_grpcurl(grpcurl: str, *args: str) -> dict[str, Any]:

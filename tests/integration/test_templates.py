@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from kubernetes import client
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import Cluster
+from tests.helpers import tool
 from tests.integration.conftest import Service, free_port, start_serve
 from tests.integration.test_readme import readme_grpcurl_lines
 
@@ -544,7 +544,7 @@ def test_the_readme_template_examples_work_as_written(
     # On a port of its own, not the README's 50054: other test sessions may hold that one.
     port = free_port()
     server = start_serve(cluster, tmp_path, port=port, env={"K8S_NAMESPACE": namespace})
-    grpcurl = shutil.which("grpcurl") or str(Path.home() / ".cache/jobscheduler/bin/grpcurl")
+    grpcurl = tool("grpcurl")
     replies: list[tuple[str, dict[str, Any]]] = []
     try:
         for line in lines:

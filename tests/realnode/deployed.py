@@ -35,12 +35,13 @@ from typing import Any
 import grpc
 import pytest
 
+from hack import toolversions
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.realnode.support import REAL_NODE_LABEL, ROOT, STATE, node_info, wait_until
 
 NAMESPACE = "jobscheduler"  # k8s/kustomization.yaml's: the overlay keeps it
-BIN = Path.home() / ".cache" / "jobscheduler" / "bin"
+BIN = toolversions.bin_dir()  # KUBERNETES_VERSION's tools
 CONTAINERD_SOCKET = "/run/jobscheduler-realnode/containerd.sock"  # hack/realnode_config.py
 # Held for as long as this suite's deployment exists; a second run of the suite against the
 # same cluster waits for it instead of applying over (or deleting) the first one's.

@@ -64,6 +64,20 @@ def test_root_filesystem_is_read_only_and_user_is_10001(image: str) -> None:
     assert "uid 10001" in out, out
 
 
+def test_the_kubernetes_client_loads_without_its_asyncio_twin(image: str) -> None:
+    """The Dockerfile drops kubernetes/aio (68 MB); what the service imports still loads."""
+    snippet = (
+        "import importlib.util, kubernetes\n"
+        "from jobscheduler.kube.connection import load_api_client\n"
+        "from jobscheduler.kube.gateway import KubeGateway\n"
+        "print('client', kubernetes.__version__)\n"
+        "print('aio', importlib.util.find_spec('kubernetes.aio'))\n"
+    )
+    out = podman_run(image, "-c", snippet, entrypoint="python")
+    assert "client 37." in out, out
+    assert "aio None" in out, out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from hack import toolversions
 from tests.realnode.support import REAL_NODE_LABEL, ROOT, STATE, node_info, real_node_pod, wait_until
 
 POD_TIMEOUT = 90  # a pod on an idle real node ends in a few seconds; image pulls never happen
@@ -30,7 +31,7 @@ def finished_pod(api: client.CoreV1Api, namespace: str, name: str) -> client.V1P
 
 
 def kubectl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    kubectl_bin = Path.home() / ".cache" / "jobscheduler" / "bin" / "kubectl"
+    kubectl_bin = toolversions.bin_dir() / "kubectl"
     return subprocess.run(
         [str(kubectl_bin), f"--kubeconfig={STATE / 'kubeconfig'}", *args],
         capture_output=True,

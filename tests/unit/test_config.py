@@ -65,6 +65,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "shutdown_grace_seconds": 20.0,
     "health_interval_seconds": 2.0,
     "kube_timeout_seconds": 10.0,
+    "kube_startup_wait_seconds": 60.0,
     "watch_namespaces": ("default",),  # follows K8S_NAMESPACE
     "max_watch_streams": 128,
     "allowed_images": (),
@@ -192,6 +193,7 @@ def test_empty_environment_equals_class_defaults() -> None:
             {"HEALTH_INTERVAL_SECONDS": "0.5"}, "health_interval_seconds", 0.5, id="health-interval"
         ),
         pytest.param({"KUBE_TIMEOUT_SECONDS": "30"}, "kube_timeout_seconds", 30.0, id="kube-timeout"),
+        pytest.param({"KUBE_STARTUP_WAIT_SECONDS": "5"}, "kube_startup_wait_seconds", 5.0, id="startup-wait"),
     ],
 )
 def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import tool
 
 ORIGINAL = {
     "run",  # `LOG_LEVEL=debug task run`, as the original documents
@@ -28,14 +28,12 @@ ORIGINAL = {
     "k8s:logs",
     "k8s:port-forward",
 }
-OURS = {"cluster:up", "cluster:down", "run:local"}
+OURS = {"cluster:up", "cluster:down", "run:local", "matrix", "bench"}
 
 
 @pytest.fixture(scope="module")
 def task() -> str:
-    path = shutil.which("task") or str(Path.home() / ".cache/jobscheduler/bin/task")
-    assert Path(path).exists(), "task is built by hack/tools.sh"
-    return path
+    return tool("task")
 
 
 def test_every_expected_task_exists_with_a_description(task: str) -> None:
