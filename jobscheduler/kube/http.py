@@ -179,12 +179,14 @@ class KubeHttp:
         return headers if token is None else {**headers, "authorization": token}
 
     def _authorization(self) -> str | None:
-        """The bearer token's header value, read on every call (the client refreshes it)."""
-        configuration = self.configuration
-        if "authorization" not in configuration.api_key:
-            return None
-        value: str = configuration.get_api_key_with_prefix("authorization")
-        return value
+        """The bearer token's header value, read on every call (the client refreshes it, through
+        its refresh hook, inside auth_settings). The client's own auth settings, not its api_key
+        dict: kubernetes 37 keeps the token under "BearerToken", 35 kept it under "authorization"."""
+        for setting in self.configuration.auth_settings().values():
+            if setting.get("in") == "header" and str(setting.get("key", "")).lower() == "authorization":
+                value = setting.get("value")
+                return str(value) if value else None
+        return None
 
 
 def wire_pool(configuration: client.Configuration) -> WirePool | None:

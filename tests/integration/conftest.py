@@ -3,6 +3,8 @@ to the real cluster, and a way to run `jobscheduler serve` as its own process.""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.domain.config import Settings
@@ -147,3 +150,42 @@ def start_serve(
             time.sleep(0.1)
     proc.kill()
     raise AssertionError(f"serve did not listen on {port} within 20s:\n{log.read_text()}")
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount with a bearer token (an hour's)."""
+    token = (
+        client.CoreV1Api(cluster.api)
+        .create_namespaced_service_account_token(
+            account,
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+            ),
+        )
+        .status.token
+    )
+    ca = Path(cluster.api.configuration.ssl_ca_cert).read_bytes()
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cluster.api.configuration.host,
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": namespace}}
+                ],
+            }
+        )
+    )
+    return path

@@ -12,10 +12,13 @@ import sys
 from pathlib import Path
 
 import yaml
+from kubernetes import client
 
 from hack import toolversions
+from jobscheduler.kube.connection import load_api_client
+from jobscheduler.kube.gateway import KubeGateway
 from tests.conftest import Cluster
-from tests.integration.conftest import free_port, start_serve
+from tests.integration.conftest import free_port, service_account_kubeconfig, start_serve
 
 
 def serve_until_exit(kubeconfig: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -89,3 +92,26 @@ def test_an_api_server_that_never_answers_ends_start_up_saying_what_to_check(
     waits = [line for line in out.stdout.splitlines() if "waiting for the Kubernetes API" in line]
     assert waits, out.stdout  # progress while it waited
     assert '"event": "serving"' not in out.stdout
+
+
+def test_a_bearer_token_from_the_kubeconfig_authenticates_every_call(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The client keeps the token where its major version likes (35: api_key["authorization"],
+    37: api_key["BearerToken"]); the service's own HTTP path must send it either way, or every
+    call in a pod (a ServiceAccount token) would be anonymous."""
+    client.CoreV1Api(cluster.api).create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="caller"))
+    )
+    kubeconfig = service_account_kubeconfig(cluster, namespace, "caller", tmp_path / "kubeconfig")
+    gateway = KubeGateway(load_api_client(in_cluster=False, kubeconfig=str(kubeconfig)))
+
+    review = gateway.http.call(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        timeout=10,
+    )
+
+    user = json.loads(review.data)["status"]["userInfo"]
+    assert user["username"] == f"system:serviceaccount:{namespace}:caller"

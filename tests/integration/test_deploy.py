@@ -4,8 +4,6 @@ does everything it does; `kubectl auth can-i --list` shows that it may do nothin
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
 from tests.helpers import tool, wait_until
-from tests.integration.conftest import free_port, start_serve
+from tests.integration.conftest import free_port, service_account_kubeconfig, start_serve
 from tests.realnode.deployed import exclusive_namespace
 
 NAMESPACE = "jobscheduler"  # as in k8s/kustomization.yaml: operators apply it unchanged
@@ -181,47 +179,9 @@ def test_deployment_runs_two_restricted_replicas_with_grpc_probes(cluster: Clust
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def _service_account_kubeconfig(cluster: Cluster, path: Path) -> Path:
-    token = (
-        client.CoreV1Api(cluster.api)
-        .create_namespaced_service_account_token(
-            "jobscheduler",
-            NAMESPACE,
-            client.AuthenticationV1TokenRequest(
-                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-            ),
-        )
-        .status.token
-    )
-    ca = Path(cluster.api.configuration.ssl_ca_cert).read_bytes()
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "sa",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": cluster.api.configuration.host,
-                            "certificate-authority-data": base64.b64encode(ca).decode(),
-                        },
-                    }
-                ],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": NAMESPACE}}
-                ],
-            }
-        )
-    )
-    return path
-
-
 @pytest.mark.usefixtures("deployed")
 def test_the_role_is_sufficient_for_the_full_grpc_flow(cluster: Cluster, tmp_path: Path) -> None:
-    kubeconfig = _service_account_kubeconfig(cluster, tmp_path / "sa.kubeconfig")
+    kubeconfig = service_account_kubeconfig(cluster, NAMESPACE, "jobscheduler", tmp_path / "sa.kubeconfig")
     server = start_serve(
         cluster, tmp_path, port=free_port(), env={"KUBECONFIG": str(kubeconfig), "K8S_NAMESPACE": NAMESPACE}
     )
