@@ -7,11 +7,18 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
 from kubernetes import client
 
 from hack import toolversions
 
 T = TypeVar("T")
+
+
+def record_difference(request: pytest.FixtureRequest, text: str) -> None:
+    """Names behaviour the test found to differ between Kubernetes minors ("v1.37: ..."); the
+    JUnit report carries it and hack/matrix.py lists it for the version in docs/compatibility.md."""
+    request.node.user_properties.append(("difference", text))
 
 
 def tool(name: str) -> str:
