@@ -8,7 +8,8 @@ cluster (also when the suite fails). The tests record behaviour that differs bet
 `difference` properties (tests/helpers.py: record_difference); the table collects them.
 
     python3 hack/matrix.py                      the whole matrix, the whole integration suite
-    python3 hack/matrix.py --edges --suite core     the oldest and newest minor, core tests (CI)
+    python3 hack/matrix.py --edges --suite core --parallel    the oldest and newest minor, core
+                                                tests, side by side (CI)
     python3 hack/matrix.py --write              also write docs/compatibility.json and .md
     python3 hack/matrix.py --render             docs/compatibility.md from the committed json
     python3 hack/matrix.py --check              fails when docs/compatibility.md is stale
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
@@ -101,10 +103,10 @@ def read_junit(path: Path) -> tuple[int, int, int, list[str], list[str]]:
     return passed, failed, skipped, failures, sorted(set(differences))
 
 
-def run_version(version: str, suite: str, pytest_args: list[str]) -> VersionResult:
-    env = {**os.environ, "KUBERNETES_VERSION": version, "JOBSCHEDULER_REAL_NODE": "0"}
-    pinned = toolversions.selected(env)
-    result = VersionResult(version=version, etcd=pinned["ETCD_VERSION"], suite=suite)
+def build_version(version: str, suite: str) -> VersionResult:
+    """hack/tools.sh build for the version (its Kubernetes binaries and etcd once, cached)."""
+    env = version_env(version)
+    result = VersionResult(version=version, etcd=toolversions.selected(env)["ETCD_VERSION"], suite=suite)
     cache = toolversions.cache_dir(env)
     result.build_cold = not (cache / "tools" / f"kubernetes-{version}" / ".done").exists()
     log(f"{version}: tools ({'cold build' if result.build_cold else 'cached'})")
@@ -113,41 +115,69 @@ def run_version(version: str, suite: str, pytest_args: list[str]) -> VersionResu
     result.build_seconds = round(time.monotonic() - started, 1)
     if build.returncode != 0:
         result.error = f"hack/tools.sh build exited {build.returncode}"
-        return result
-    state = ROOT / f".devcluster-{version}"
+    return result
+
+
+def version_env(version: str) -> dict[str, str]:
+    env = {**os.environ, "KUBERNETES_VERSION": version, "JOBSCHEDULER_REAL_NODE": "0"}
     env.update(
-        JOBSCHEDULER_DEVCLUSTER_DIR=str(state),
+        JOBSCHEDULER_DEVCLUSTER_DIR=str(ROOT / f".devcluster-{version}"),
         PATH=f"{toolversions.bin_dir(env)}{os.pathsep}{ROOT / '.venv' / 'bin'}{os.pathsep}{env['PATH']}",
     )
+    return env
+
+
+def run_suite(result: VersionResult, pytest_args: list[str], *, quiet: bool) -> VersionResult:
+    """The version's own dev cluster, the suite on it, the cluster stopped again. With `quiet`
+    (versions run side by side) the output goes to .matrix/<version>-<suite>.log."""
+    version, suite, env = result.version, result.suite, version_env(result.version)
     devcluster = [str(VENV_PYTHON), str(ROOT / "hack" / "devcluster.py")]
-    started = time.monotonic()
-    up = subprocess.run([*devcluster, "up"], env=env)
-    result.cluster_seconds = round(time.monotonic() - started, 1)
-    try:
-        if up.returncode != 0:
-            result.error = f"the {version} dev cluster did not start (logs in {state / 'logs'})"
-            return result
-        REPORTS.mkdir(exist_ok=True)
-        report = REPORTS / f"{version}-{suite}.xml"
-        report.unlink(missing_ok=True)
-        log(f"{version}: pytest {' '.join(SUITES[suite] + pytest_args)}")
+    REPORTS.mkdir(exist_ok=True)
+    report, output = REPORTS / f"{version}-{suite}.xml", REPORTS / f"{version}-{suite}.log"
+    report.unlink(missing_ok=True)
+    with open(output, "w") as out:
+        sink = out if quiet else None
         started = time.monotonic()
-        subprocess.run(
-            [str(VENV_PYTHON), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
-            + SUITES[suite]
-            + pytest_args,
-            env=env,
-            cwd=ROOT,
-        )
-        result.suite_seconds = round(time.monotonic() - started, 1)
-        if not report.exists():
-            result.error = "pytest wrote no report (it did not start or was killed)"
+        up = subprocess.run([*devcluster, "up"], env=env, stdout=sink, stderr=sink)
+        result.cluster_seconds = round(time.monotonic() - started, 1)
+        try:
+            if up.returncode != 0:
+                result.error = (
+                    f"the {version} dev cluster did not start (logs in {env['JOBSCHEDULER_DEVCLUSTER_DIR']})"
+                )
+                return result
+            log(
+                f"{version}: pytest {' '.join(SUITES[suite] + pytest_args)}"
+                + (f" > {output}" if quiet else "")
+            )
+            started = time.monotonic()
+            pytest = subprocess.run(
+                [str(VENV_PYTHON), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
+                + SUITES[suite]
+                + pytest_args,
+                env=env,
+                cwd=ROOT,
+                stdout=sink,
+                stderr=sink,
+            )
+            result.suite_seconds = round(time.monotonic() - started, 1)
+            if pytest.returncode == 2:  # interrupted (Ctrl-C): the whole matrix stops
+                raise KeyboardInterrupt
+            if not report.exists() or pytest.returncode > 2:
+                result.error = f"pytest exited {pytest.returncode} without a complete report"
+                return result
+            result.passed, result.failed, result.skipped, result.failures, result.differences = read_junit(
+                report
+            )
+            result.tests = result.passed + result.failed + result.skipped
             return result
-        result.passed, result.failed, result.skipped, result.failures, result.differences = read_junit(report)
-        result.tests = result.passed + result.failed + result.skipped
-        return result
-    finally:
-        subprocess.run([*devcluster, "down"], env=env, check=False)
+        finally:
+            subprocess.run([*devcluster, "down"], env=env, check=False, stdout=sink, stderr=sink)
+            if quiet and not result.ok:
+                log(
+                    f"{version}: the last lines of {output}:\n"
+                    + "\n".join(output.read_text().splitlines()[-40:])
+                )
 
 
 def git(*args: str) -> str:
@@ -214,6 +244,7 @@ def main() -> int:
     parser.add_argument("--versions", help="comma-separated, from the matrix (default: all of it)")
     parser.add_argument("--edges", action="store_true", help="only the oldest and the newest version")
     parser.add_argument("--suite", choices=sorted(SUITES), default="full")
+    parser.add_argument("--parallel", action="store_true", help="run the versions' suites side by side")
     parser.add_argument("--write", action="store_true", help="write docs/compatibility.json and .md")
     parser.add_argument("--render", action="store_true", help="only render the .md from the json")
     parser.add_argument("--check", action="store_true", help="fail when docs/compatibility.md is stale")
@@ -240,14 +271,27 @@ def main() -> int:
     if not VENV_PYTHON.exists():
         print("no virtualenv: run `bash hack/dev.sh setup` first", file=sys.stderr)
         return 2
-    results = []
-    for i, version in enumerate(versions, 1):
-        log(f"version {i}/{len(versions)}: Kubernetes {version}, suite {args.suite}")
-        result = run_version(version, args.suite, args.pytest_args)
-        results.append(result)
+    # Builds one after the other (each takes both cores); then the suites, one after the other
+    # or, with --parallel, side by side (each on its own cluster; mostly waiting on the clusters,
+    # so two overlap well on 2 cores).
+    built = [build_version(version, args.suite) for version in versions]
+    ready = [r for r in built if not r.error]
+    try:
+        if args.parallel and len(ready) > 1:
+            with ThreadPoolExecutor(len(ready)) as pool:
+                list(pool.map(lambda r: run_suite(r, args.pytest_args, quiet=True), ready))
+        else:
+            for i, result in enumerate(ready, 1):
+                log(f"version {i}/{len(ready)}: Kubernetes {result.version}, suite {args.suite}")
+                run_suite(result, args.pytest_args, quiet=False)
+    except KeyboardInterrupt:
+        log("interrupted: the clusters are stopped, nothing written")
+        return 130
+    results = built
+    for result in results:
         verdict = "ok" if result.ok else f"FAILED {result.error or ', '.join(result.failures[:5])}"
         log(
-            f"{version}: {result.passed} passed, {result.failed} failed, {result.skipped} skipped in "
+            f"{result.version}: {result.passed} passed, {result.failed} failed, {result.skipped} skipped in "
             f"{_minutes(result.suite_seconds)} (tools {result.build_seconds:.0f} s); {verdict}"
         )
     for r in results:
