@@ -198,7 +198,7 @@ def render(record: dict[str, object]) -> str:
     results = record["results"]
     assert isinstance(results, list)
     for r in results:
-        build = f"{_minutes(r['build_seconds'])} ({'cold' if r['build_cold'] else 'cached'})"
+        build = f"{_minutes(r['build_seconds'])} (cold)" if r["build_cold"] else "cached"
         differences = "<br>".join(r["differences"]) or "none"
         if r["error"]:
             differences = f"did not run: {r['error']}"

@@ -93,7 +93,7 @@ build_etcd() {
 }
 
 build_kubernetes() {
-  build_kubernetes_bins kubernetes "15-40 min" kube-apiserver kube-controller-manager kube-scheduler kubectl
+  build_kubernetes_bins kubernetes "6-12 min" kube-apiserver kube-controller-manager kube-scheduler kubectl
 }
 
 # The node's binaries get a wrapper module (and cache directory) of their own, so adding them

@@ -71,7 +71,7 @@ def test_the_page_shows_a_row_per_version_with_its_differences_and_failures() ->
     }
     page = matrix.render(record)
     assert "| v1.37.2 | v3.7.4 | full (10) | 10 | 0 | 0 | 10.0 min | 7.0 min (cold) | a<br>b |" in page
-    assert "| v1.34.4 | v3.6.16 | full (10) | 9 | 1 | 0 |" in page
+    assert "| v1.34.4 | v3.6.16 | full (10) | 9 | 1 | 0 | 0.0 min | cached |" in page
     assert "did not run: no cluster" in page
     assert "- v1.34.4: `t::x`" in page
     assert "commit `abc`" in page
