@@ -5,6 +5,7 @@ does everything it does; `kubectl auth can-i --list` shows that it may do nothin
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from kubernetes import client
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
-from tests.helpers import tool, wait_until
+from tests.helpers import record_difference, tool, wait_until
 from tests.integration.conftest import free_port, service_account_kubeconfig, start_serve
 from tests.realnode.deployed import exclusive_namespace
 
@@ -25,9 +26,8 @@ NAMESPACE = "jobscheduler"  # as in k8s/kustomization.yaml: operators apply it u
 SA = f"system:serviceaccount:{NAMESPACE}:jobscheduler"
 TIMER = pb.TimerJob(duration_seconds=60, timer_name="t", control_plane_endpoint="http://cp:50053")
 
-# `kubectl auth can-i --list` for the ServiceAccount: our Role's rules and the ClusterRole's one,
-# plus what every authenticated identity gets from the default ClusterRoles (system:basic-user,
-# system:discovery, system:public-info-viewer, system:service-account-issuer-discovery).
+# `kubectl auth can-i --list` for the ServiceAccount, less what every ServiceAccount may do (a
+# fresh one's list): our Role's rules and the ClusterRole's one.
 EXPECTED_RESOURCE_RULES = {
     ("jobs.batch", "create get list watch patch delete"),
     ("pods", "list watch"),
@@ -37,6 +37,9 @@ EXPECTED_RESOURCE_RULES = {
     ("cronjobs.batch", "create get list update patch delete"),
     ("leases.coordination.k8s.io", "create get patch"),
     ("priorityclasses.scheduling.k8s.io", "get"),  # the ClusterRole: priority_class_name exists
+}
+# What every ServiceAccount may do on the default version (the cluster's default bindings).
+EVERY_SERVICE_ACCOUNT_RULES = {
     ("selfsubjectreviews.authentication.k8s.io", "create"),
     ("selfsubjectaccessreviews.authorization.k8s.io", "create"),
     ("selfsubjectrulesreviews.authorization.k8s.io", "create"),
@@ -262,9 +265,9 @@ def test_the_role_is_sufficient_for_the_full_grpc_flow(cluster: Cluster, tmp_pat
     assert "rpc crashed" not in server.output()
 
 
-@pytest.mark.usefixtures("deployed")
-def test_the_role_grants_nothing_more(cluster: Cluster) -> None:
-    out = kubectl(cluster, "auth", "can-i", "--list", f"--as={SA}", "-n", NAMESPACE)
+def can_i_list(cluster: Cluster, user: str) -> tuple[set[tuple[str, str]], set[str]]:
+    """`kubectl auth can-i --list --as USER` in the namespace: (resource, verbs) rules and URLs."""
+    out = kubectl(cluster, "auth", "can-i", "--list", f"--as={user}", "-n", NAMESPACE)
     assert out.returncode == 0, out.stderr
     resource_rules, urls = set(), set()
     for line in out.stdout.splitlines()[1:]:
@@ -275,5 +278,33 @@ def test_the_role_grants_nothing_more(cluster: Cluster) -> None:
             urls.add(fields[0].strip("[]"))
         else:
             resource_rules.add((fields[0], verbs))
-    assert resource_rules == EXPECTED_RESOURCE_RULES
-    assert urls == EXPECTED_NON_RESOURCE_URLS
+    return resource_rules, urls
+
+
+@pytest.mark.usefixtures("deployed")
+def test_the_role_grants_nothing_more(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+    rules, urls = can_i_list(cluster, SA)
+    core = client.CoreV1Api(cluster.api)
+    fresh = f"baseline-{secrets.token_hex(3)}"
+    core.create_namespaced_service_account(
+        NAMESPACE, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=fresh))
+    )
+    try:
+        every_rules, every_urls = can_i_list(cluster, f"system:serviceaccount:{NAMESPACE}:{fresh}")
+    finally:
+        core.delete_namespaced_service_account(fresh, NAMESPACE)
+
+    assert rules - every_rules == EXPECTED_RESOURCE_RULES
+    assert urls == every_urls  # the Role adds no URL
+    # Minors differ in what they grant every ServiceAccount: named, not failed (v1.37 lets each
+    # read ClusterTrustBundles, ClusterRoleBinding system:cluster-trust-bundle-discovery).
+    version = client.VersionApi(cluster.api).get_code().git_version
+    assert every_rules >= EVERY_SERVICE_ACCOUNT_RULES
+    for resource, verbs in sorted(every_rules - EVERY_SERVICE_ACCOUNT_RULES):
+        record_difference(
+            request, f"{version}: every ServiceAccount may also {verbs} {resource} (default RBAC)"
+        )
+    if every_urls != EXPECTED_NON_RESOURCE_URLS:
+        record_difference(
+            request, f"{version}: the URLs every ServiceAccount may get are {sorted(every_urls)}"
+        )
