@@ -75,6 +75,8 @@ class VersionResult:
     failures: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     error: str = ""  # the version could not be built or its cluster did not start
+    commit: str = ""  # the commit and day it ran at (set when written)
+    date: str = ""
 
     @property
     def ok(self) -> bool:
@@ -191,9 +193,9 @@ def _minutes(seconds: float) -> str:
 def render(record: dict[str, object]) -> str:
     """docs/compatibility.md: the template's prose with the results table and differences."""
     rows = [
-        "| Kubernetes | etcd | tests | passed | failed | skipped | suite | tools build "
+        "| Kubernetes | etcd | tests | passed | failed | skipped | suite | tools build | run at "
         "| notable differences |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     results = record["results"]
     assert isinstance(results, list)
@@ -204,7 +206,8 @@ def render(record: dict[str, object]) -> str:
             differences = f"did not run: {r['error']}"
         rows.append(
             f"| {r['version']} | {r['etcd']} | {r['suite']} ({r['tests']}) | {r['passed']} | {r['failed']} "
-            f"| {r['skipped']} | {_minutes(r['suite_seconds'])} | {build} | {differences} |"
+            f"| {r['skipped']} | {_minutes(r['suite_seconds'])} | {build} | {r['date']} `{r['commit']}` "
+            f"| {differences} |"
         )
     failures = [f"- {r['version']}: `{test}`" for r in results for test in r["failures"]]
     return Template(TEMPLATE.read_text()).substitute(
@@ -217,15 +220,25 @@ def render(record: dict[str, object]) -> str:
 
 
 def write(results: list[VersionResult]) -> None:
+    """The results into docs/compatibility.json, replacing the entries of the versions that ran
+    and keeping the others (one version can be run again alone), then the page from it."""
+    commit = git("rev-parse", "--short=12", "HEAD") + ("-dirty" if git("status", "--porcelain") else "")
+    today = time.strftime("%Y-%m-%d")
+    by_version = {}
+    if RESULTS_JSON.exists():
+        by_version = {r["version"]: r for r in json.loads(RESULTS_JSON.read_text())["results"]}
+    for r in results:
+        r.commit, r.date = commit, today
+        by_version[r.version] = asdict(r)
     record = {
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": git("rev-parse", "--short=12", "HEAD") + ("-dirty" if git("status", "--porcelain") else ""),
+        "date": today,
+        "commit": commit,
         "client": _client_version(),
-        "results": [asdict(r) for r in results],
+        "results": [by_version[v] for v in toolversions.matrix() if v in by_version],
     }
     RESULTS_JSON.write_text(json.dumps(record, indent=2) + "\n")
     DOC.write_text(render(record))
-    log(f"wrote {RESULTS_JSON.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
+    log(f"wrote {RESULTS_JSON} and {DOC}")
 
 
 def _client_version() -> str:

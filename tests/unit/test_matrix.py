@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from hack import matrix
 
@@ -52,6 +55,8 @@ def test_the_page_shows_a_row_per_version_with_its_differences_and_failures() ->
         build_seconds=420,
         build_cold=True,
         differences=["a", "b"],
+        commit="abc",
+        date="2026-12-07",
     )
     bad = matrix.VersionResult(
         version="v1.34.4",
@@ -70,8 +75,34 @@ def test_the_page_shows_a_row_per_version_with_its_differences_and_failures() ->
         "results": [matrix.asdict(r) for r in (bad, broken, ok)],
     }
     page = matrix.render(record)
-    assert "| v1.37.2 | v3.7.4 | full (10) | 10 | 0 | 0 | 10.0 min | 7.0 min (cold) | a<br>b |" in page
+    assert (
+        "| v1.37.2 | v3.7.4 | full (10) | 10 | 0 | 0 | 10.0 min | 7.0 min (cold) | 2026-12-07 `abc` "
+        "| a<br>b |" in page
+    )
     assert "| v1.34.4 | v3.6.16 | full (10) | 9 | 1 | 0 | 0.0 min | cached |" in page
     assert "did not run: no cluster" in page
     assert "- v1.34.4: `t::x`" in page
     assert "commit `abc`" in page
+
+
+def test_writing_one_version_again_keeps_the_others_in_matrix_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(matrix, "RESULTS_JSON", tmp_path / "compatibility.json")
+    monkeypatch.setattr(matrix, "DOC", tmp_path / "compatibility.md")
+    monkeypatch.setattr(matrix, "_client_version", lambda: "37.0.3")
+    oldest, newest = matrix.toolversions.matrix()[0], matrix.toolversions.matrix()[-1]
+
+    def result(version: str, **counts: int) -> matrix.VersionResult:
+        return matrix.VersionResult(version=version, etcd="v3", suite="full", **counts)
+
+    matrix.write([result(newest, passed=8, failed=1), result(oldest, passed=9)])
+    matrix.write([result(newest, passed=9)])
+
+    record = json.loads((tmp_path / "compatibility.json").read_text())
+    assert [(r["version"], r["passed"], r["failed"]) for r in record["results"]] == [
+        (oldest, 9, 0),
+        (newest, 9, 0),
+    ]
+    assert all(r["commit"] and r["date"] for r in record["results"])
+    assert (tmp_path / "compatibility.md").read_text() == matrix.render(record)
