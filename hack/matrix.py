@@ -8,8 +8,7 @@ cluster (also when the suite fails). The tests record behaviour that differs bet
 `difference` properties (tests/helpers.py: record_difference); the table collects them.
 
     python3 hack/matrix.py                      the whole matrix, the whole integration suite
-    python3 hack/matrix.py --edges --suite core --parallel    the oldest and newest minor, core
-                                                tests, side by side (CI)
+    python3 hack/matrix.py --edges --suite core     the oldest and newest minor, core tests (CI)
     python3 hack/matrix.py --write              also write docs/compatibility.json and .md
     python3 hack/matrix.py --render             docs/compatibility.md from the committed json
     python3 hack/matrix.py --check              fails when docs/compatibility.md is stale
@@ -27,7 +26,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
@@ -129,57 +127,42 @@ def version_env(version: str) -> dict[str, str]:
     return env
 
 
-def run_suite(result: VersionResult, pytest_args: list[str], *, quiet: bool) -> VersionResult:
-    """The version's own dev cluster, the suite on it, the cluster stopped again. With `quiet`
-    (versions run side by side) the output goes to .matrix/<version>-<suite>.log."""
+def run_suite(result: VersionResult, pytest_args: list[str]) -> VersionResult:
+    """The version's own dev cluster, the suite on it, the cluster stopped again."""
     version, suite, env = result.version, result.suite, version_env(result.version)
     devcluster = [str(VENV_PYTHON), str(ROOT / "hack" / "devcluster.py")]
     REPORTS.mkdir(exist_ok=True)
-    report, output = REPORTS / f"{version}-{suite}.xml", REPORTS / f"{version}-{suite}.log"
+    report = REPORTS / f"{version}-{suite}.xml"
     report.unlink(missing_ok=True)
-    with open(output, "w") as out:
-        sink = out if quiet else None
-        started = time.monotonic()
-        up = subprocess.run([*devcluster, "up"], env=env, stdout=sink, stderr=sink)
-        result.cluster_seconds = round(time.monotonic() - started, 1)
-        try:
-            if up.returncode != 0:
-                result.error = (
-                    f"the {version} dev cluster did not start (logs in {env['JOBSCHEDULER_DEVCLUSTER_DIR']})"
-                )
-                return result
-            log(
-                f"{version}: pytest {' '.join(SUITES[suite] + pytest_args)}"
-                + (f" > {output}" if quiet else "")
+    started = time.monotonic()
+    up = subprocess.run([*devcluster, "up"], env=env)
+    result.cluster_seconds = round(time.monotonic() - started, 1)
+    try:
+        if up.returncode != 0:
+            result.error = (
+                f"the {version} dev cluster did not start (logs in {env['JOBSCHEDULER_DEVCLUSTER_DIR']})"
             )
-            started = time.monotonic()
-            pytest = subprocess.run(
-                [str(VENV_PYTHON), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
-                + SUITES[suite]
-                + pytest_args,
-                env=env,
-                cwd=ROOT,
-                stdout=sink,
-                stderr=sink,
-            )
-            result.suite_seconds = round(time.monotonic() - started, 1)
-            if pytest.returncode == 2:  # interrupted (Ctrl-C): the whole matrix stops
-                raise KeyboardInterrupt
-            if not report.exists() or pytest.returncode > 2:
-                result.error = f"pytest exited {pytest.returncode} without a complete report"
-                return result
-            result.passed, result.failed, result.skipped, result.failures, result.differences = read_junit(
-                report
-            )
-            result.tests = result.passed + result.failed + result.skipped
             return result
-        finally:
-            subprocess.run([*devcluster, "down"], env=env, check=False, stdout=sink, stderr=sink)
-            if quiet and not result.ok:
-                log(
-                    f"{version}: the last lines of {output}:\n"
-                    + "\n".join(output.read_text().splitlines()[-40:])
-                )
+        log(f"{version}: pytest {' '.join(SUITES[suite] + pytest_args)}")
+        started = time.monotonic()
+        pytest = subprocess.run(
+            [str(VENV_PYTHON), "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}"]
+            + SUITES[suite]
+            + pytest_args,
+            env=env,
+            cwd=ROOT,
+        )
+        result.suite_seconds = round(time.monotonic() - started, 1)
+        if pytest.returncode == 2:  # interrupted (Ctrl-C): the whole matrix stops
+            raise KeyboardInterrupt
+        if not report.exists() or pytest.returncode > 2:
+            result.error = f"pytest exited {pytest.returncode} without a complete report"
+            return result
+        result.passed, result.failed, result.skipped, result.failures, result.differences = read_junit(report)
+        result.tests = result.passed + result.failed + result.skipped
+        return result
+    finally:
+        subprocess.run([*devcluster, "down"], env=env, check=False)
 
 
 def git(*args: str) -> str:
@@ -257,7 +240,6 @@ def main() -> int:
     parser.add_argument("--versions", help="comma-separated, from the matrix (default: all of it)")
     parser.add_argument("--edges", action="store_true", help="only the oldest and the newest version")
     parser.add_argument("--suite", choices=sorted(SUITES), default="full")
-    parser.add_argument("--parallel", action="store_true", help="run the versions' suites side by side")
     parser.add_argument("--write", action="store_true", help="write docs/compatibility.json and .md")
     parser.add_argument("--render", action="store_true", help="only render the .md from the json")
     parser.add_argument("--check", action="store_true", help="fail when docs/compatibility.md is stale")
@@ -284,19 +266,13 @@ def main() -> int:
     if not VENV_PYTHON.exists():
         print("no virtualenv: run `bash hack/dev.sh setup` first", file=sys.stderr)
         return 2
-    # Builds one after the other (each takes both cores); then the suites, one after the other
-    # or, with --parallel, side by side (each on its own cluster; mostly waiting on the clusters,
-    # so two overlap well on 2 cores).
+    # Builds one after the other (each takes both cores), then the suites one after the other:
+    # side by side they would collide on the fixed ports some tests use (the README's 50054).
     built = [build_version(version, args.suite) for version in versions]
-    ready = [r for r in built if not r.error]
     try:
-        if args.parallel and len(ready) > 1:
-            with ThreadPoolExecutor(len(ready)) as pool:
-                list(pool.map(lambda r: run_suite(r, args.pytest_args, quiet=True), ready))
-        else:
-            for i, result in enumerate(ready, 1):
-                log(f"version {i}/{len(ready)}: Kubernetes {result.version}, suite {args.suite}")
-                run_suite(result, args.pytest_args, quiet=False)
+        for i, result in enumerate([r for r in built if not r.error], 1):
+            log(f"version {i}: Kubernetes {result.version}, suite {args.suite}")
+            run_suite(result, args.pytest_args)
     except KeyboardInterrupt:
         log("interrupted: the clusters are stopped, nothing written")
         return 130
