@@ -20,7 +20,7 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.kube.connection import load_api_client
 from jobscheduler.kube.gateway import KubeGateway
 from tests.conftest import Cluster
-from tests.helpers import record_difference
+from tests.helpers import record_difference, wait_until
 from tests.integration.conftest import Service, free_port, service_account_kubeconfig, start_serve
 from tests.integration.test_service import wait_for_state
 
@@ -44,12 +44,17 @@ def serve_until_exit(kubeconfig: Path, env: dict[str, str] | None = None) -> sub
 
 def test_the_start_up_line_names_the_api_servers_version(cluster: Cluster, tmp_path: Path) -> None:
     server = start_serve(cluster, tmp_path, port=free_port())
+
+    def serving_line() -> dict[str, str] | None:
+        # The port accepts connections a moment before the line is written (or half written).
+        for line in server.output().splitlines():
+            if '"event": "serving"' in line and line.endswith("}"):
+                parsed: dict[str, str] = json.loads(line)
+                return parsed
+        return None
+
     try:
-        serving = next(
-            json.loads(line)
-            for line in server.output().splitlines()
-            if line.startswith("{") and json.loads(line).get("event") == "serving"
-        )
+        serving = wait_until("the serving line", serving_line, timeout=20)
     finally:
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=20)
