@@ -6,6 +6,7 @@
 #   hack/tools.sh build     everything (JOBSCHEDULER_REAL_NODE=0 leaves out the node's parts)
 #   hack/tools.sh node      only the real node's parts
 #   hack/tools.sh matrix    the control plane of every Kubernetes version of the matrix
+#   hack/tools.sh kueue     only Kueue (JOBSCHEDULER_KUEUE=0 leaves it out of build)
 # KUBERNETES_VERSION=1.37.2 selects another version of the matrix (hack/versions.env): its
 # Kubernetes binaries and etcd, with the version-independent tools, in a bin dir of its own.
 set -euo pipefail
@@ -153,6 +154,24 @@ build_containerd() {
     containerd containerd-shim-runc-v2 ctr
 }
 
+# Kueue (queues, quotas, priorities, admission): its manager, and its CRDs from the module zip
+# (config/components/crd/bases) beside the binary for hack/devcluster.py to install.
+build_kueue() {
+  local v=$KUEUE_VERSION
+  stamp_ok kueue "$v" && { relink kueue "$v" kueue; return; }
+  local dir start=$SECONDS moddir
+  dir="$(tool_dir kueue "$v")"
+  log "building Kueue $v (sigs.k8s.io/kueue/cmd/kueue; cold build: expect ~3 min on 2 cores)"
+  rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/crd"
+  GOBIN="$dir/bin" go install -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$v" \
+    "sigs.k8s.io/kueue/cmd/kueue@$v"
+  moddir="$(go mod download -json "sigs.k8s.io/kueue@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  cp "$moddir"/config/components/crd/bases/*.yaml "$dir/crd/"
+  chmod -R u+w "$dir/crd"
+  finish kueue "$v" kueue
+  log "built Kueue $v in $((SECONDS - start)) s"
+}
+
 build_node() {
   build_kubernetes_node
   build_containerd
@@ -167,6 +186,7 @@ build_all() {
   go_install task "$TASK_VERSION" github.com/go-task/task/v3/cmd task
   build_etcd
   build_kubernetes
+  [[ "${JOBSCHEDULER_KUEUE:-1}" == 0 ]] || build_kueue
   [[ "${JOBSCHEDULER_REAL_NODE:-1}" == 0 ]] || build_node
 }
 
@@ -186,6 +206,7 @@ case "${1:-build}" in
   matrix) build_matrix ;;
   node) build_node; log "real node tools ready in $BIN" ;;
   containerd) build_containerd ;;
+  kueue) build_kueue; log "Kueue ready in $BIN" ;;
   path) echo "$BIN" ;;
-  *) echo "usage: $0 [build|node|matrix|path]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|node|matrix|kueue|path]" >&2; exit 2 ;;
 esac
