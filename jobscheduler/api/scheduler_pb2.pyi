@@ -120,6 +120,8 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_SUCCEEDED: _JobState.ValueType  # 3
     JOB_STATE_FAILED: _JobState.ValueType  # 4
     JOB_STATE_CANCELLED: _JobState.ValueType  # 5
+    JOB_STATE_QUEUED: _JobState.ValueType  # 6
+    """waiting in its queue for Kueue to admit it (reason and position in queue_status)"""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper): ...
 
@@ -130,6 +132,8 @@ JOB_STATE_RUNNING: JobState.ValueType  # 2
 JOB_STATE_SUCCEEDED: JobState.ValueType  # 3
 JOB_STATE_FAILED: JobState.ValueType  # 4
 JOB_STATE_CANCELLED: JobState.ValueType  # 5
+JOB_STATE_QUEUED: JobState.ValueType  # 6
+"""waiting in its queue for Kueue to admit it (reason and position in queue_status)"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 class _ConcurrencyPolicy:
@@ -927,6 +931,8 @@ class ScheduleJobRequest(_message.Message):
     NODE_SELECTOR_FIELD_NUMBER: _builtins.int
     TOLERATIONS_FIELD_NUMBER: _builtins.int
     PRIORITY_CLASS_NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     CONTAINER_JOB_FIELD_NUMBER: _builtins.int
     WEBHOOK_JOB_FIELD_NUMBER: _builtins.int
@@ -968,6 +974,15 @@ class ScheduleJobRequest(_message.Message):
     priority_class_name: _builtins.str
     """A PriorityClass of the cluster (`kubectl get priorityclasses`); it must exist. Empty: the
     cluster's default priority.
+    """
+    queue: _builtins.str
+    """Queueing through Kueue (docs/queueing.md): the job waits, QUEUED, until Kueue admits it
+    within its queue's quota. A LocalQueue of the job's namespace (`kubectl get localqueues`);
+    empty: DEFAULT_QUEUE, and without one the job is not queued. Needs Kueue in the cluster.
+    """
+    priority: _builtins.str
+    """A WorkloadPriorityClass of Kueue (`kubectl get workloadpriorityclasses`): its order in the
+    queue and whom it may preempt. Only with a queue. Empty: the queue's default order.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -1071,6 +1086,8 @@ class ScheduleJobRequest(_message.Message):
         node_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         tolerations: _abc.Iterable[Global___Toleration] | None = ...,
         priority_class_name: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        priority: _builtins.str = ...,
         timer_job: Global___TimerJob | None = ...,
         container_job: Global___ContainerJob | None = ...,
         webhook_job: Global___WebhookJob | None = ...,
@@ -1080,7 +1097,7 @@ class ScheduleJobRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "pending_timeout_seconds", b"pending_timeout_seconds", "resources", b"resources", "retry", b"retry", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "after", b"after", "after_condition", b"after_condition", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pending_timeout_seconds", b"pending_timeout_seconds", "priority_class_name", b"priority_class_name", "request_id", b"request_id", "resources", b"resources", "retry", b"retry", "secret_env", b"secret_env", "suspend", b"suspend", "template", b"template", "template_unset", b"template_unset", "template_version", b"template_version", "timer_job", b"timer_job", "tolerations", b"tolerations", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "after", b"after", "after_condition", b"after_condition", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pending_timeout_seconds", b"pending_timeout_seconds", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "request_id", b"request_id", "resources", b"resources", "retry", b"retry", "secret_env", b"secret_env", "suspend", b"suspend", "template", b"template", "template_unset", b"template_unset", "template_version", b"template_version", "timer_job", b"timer_job", "tolerations", b"tolerations", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
@@ -1218,6 +1235,9 @@ class JobStatus(_message.Message):
     NODE_SELECTOR_FIELD_NUMBER: _builtins.int
     TOLERATIONS_FIELD_NUMBER: _builtins.int
     PRIORITY_CLASS_NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_STATUS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """the Kubernetes Job's name"""
     namespace: _builtins.str
@@ -1255,6 +1275,10 @@ class JobStatus(_message.Message):
     after_condition: Global___DependencyCondition.ValueType
     """their condition (UNSPECIFIED without after)"""
     priority_class_name: _builtins.str
+    queue: _builtins.str
+    """the LocalQueue it was scheduled to (empty: not queued)"""
+    priority: _builtins.str
+    """its WorkloadPriorityClass"""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """when the Job was created"""
@@ -1289,6 +1313,10 @@ class JobStatus(_message.Message):
 
     @_builtins.property
     def tolerations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Toleration]: ...
+    @_builtins.property
+    def queue_status(self) -> Global___QueueStatus:
+        """Kueue's view of it; GetJobStatus only, unset elsewhere"""
+
     def __init__(
         self,
         *,
@@ -1321,16 +1349,90 @@ class JobStatus(_message.Message):
         node_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         tolerations: _abc.Iterable[Global___Toleration] | None = ...,
         priority_class_name: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        priority: _builtins.str = ...,
+        queue_status: Global___QueueStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "queue_status", b"queue_status", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pods", b"pods", "priority_class_name", b"priority_class_name", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "tolerations", b"tolerations", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pods", b"pods", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "queue_status", b"queue_status", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "tolerations", b"tolerations", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
+
+@_typing.final
+class QueueStatus(_message.Message):
+    """What Kueue says about a queued job: read from its Workload and Kueue's visibility API."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_QUEUE_FIELD_NUMBER: _builtins.int
+    WORKLOAD_FIELD_NUMBER: _builtins.int
+    ADMITTED_FIELD_NUMBER: _builtins.int
+    ADMITTED_AT_FIELD_NUMBER: _builtins.int
+    POSITION_IN_QUEUE_FIELD_NUMBER: _builtins.int
+    POSITION_IN_CLUSTER_QUEUE_FIELD_NUMBER: _builtins.int
+    PENDING_REASON_FIELD_NUMBER: _builtins.int
+    EVICTION_REASON_FIELD_NUMBER: _builtins.int
+    EVICTION_MESSAGE_FIELD_NUMBER: _builtins.int
+    EVICTED_AT_FIELD_NUMBER: _builtins.int
+    PRIORITY_VALUE_FIELD_NUMBER: _builtins.int
+    cluster_queue: _builtins.str
+    """the ClusterQueue its LocalQueue feeds"""
+    workload: _builtins.str
+    """Kueue's Workload for the Job (`kubectl get workload`)"""
+    admitted: _builtins.bool
+    """Kueue admitted it (quota reserved, Job unsuspended)"""
+    position_in_queue: _builtins.int
+    """While QUEUED: its place among the pending jobs (1 = next), in its LocalQueue and in the
+    ClusterQueue; unset when Kueue's visibility API is not available.
+    """
+    position_in_cluster_queue: _builtins.int
+    pending_reason: _builtins.str
+    """why it is not admitted yet (Kueue's words)"""
+    eviction_reason: _builtins.str
+    """Its last eviction, if any: Preempted (by a job of higher priority or reclaimed quota),
+    Deactivated, PodsReadyTimeout, ...; an evicted job goes back to QUEUED.
+    """
+    eviction_message: _builtins.str
+    priority_value: _builtins.int
+    """the numeric priority Kueue orders by"""
+    @_builtins.property
+    def admitted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def evicted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        cluster_queue: _builtins.str = ...,
+        workload: _builtins.str = ...,
+        admitted: _builtins.bool = ...,
+        admitted_at: _timestamp_pb2.Timestamp | None = ...,
+        position_in_queue: _builtins.int | None = ...,
+        position_in_cluster_queue: _builtins.int | None = ...,
+        pending_reason: _builtins.str = ...,
+        eviction_reason: _builtins.str = ...,
+        eviction_message: _builtins.str = ...,
+        evicted_at: _timestamp_pb2.Timestamp | None = ...,
+        priority_value: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_position_in_cluster_queue", b"_position_in_cluster_queue", "_position_in_queue", b"_position_in_queue", "admitted_at", b"admitted_at", "evicted_at", b"evicted_at", "position_in_cluster_queue", b"position_in_cluster_queue", "position_in_queue", b"position_in_queue"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_position_in_cluster_queue", b"_position_in_cluster_queue", "_position_in_queue", b"_position_in_queue", "admitted", b"admitted", "admitted_at", b"admitted_at", "cluster_queue", b"cluster_queue", "evicted_at", b"evicted_at", "eviction_message", b"eviction_message", "eviction_reason", b"eviction_reason", "pending_reason", b"pending_reason", "position_in_cluster_queue", b"position_in_cluster_queue", "position_in_queue", b"position_in_queue", "priority_value", b"priority_value", "workload", b"workload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__position_in_cluster_queue: _TypeAlias = _typing.Literal["position_in_cluster_queue"]  # noqa: Y015
+    _WhichOneofArgType__position_in_cluster_queue: _TypeAlias = _typing.Literal["_position_in_cluster_queue", b"_position_in_cluster_queue"]  # noqa: Y015
+    _WhichOneofReturnType__position_in_queue: _TypeAlias = _typing.Literal["position_in_queue"]  # noqa: Y015
+    _WhichOneofArgType__position_in_queue: _TypeAlias = _typing.Literal["_position_in_queue", b"_position_in_queue"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__position_in_cluster_queue) -> _WhichOneofReturnType__position_in_cluster_queue | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__position_in_queue) -> _WhichOneofReturnType__position_in_queue | None: ...
+
+Global___QueueStatus: _TypeAlias = QueueStatus  # noqa: Y015
 
 @_typing.final
 class ScheduleSpec(_message.Message):
@@ -2036,6 +2138,144 @@ class DeleteTemplateResponse(_message.Message):
 Global___DeleteTemplateResponse: _TypeAlias = DeleteTemplateResponse  # noqa: Y015
 
 @_typing.final
+class ListQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
+
+@_typing.final
+class ResourceQuota(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLAVOR_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    NOMINAL_FIELD_NUMBER: _builtins.int
+    BORROWING_LIMIT_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    IN_USE_FIELD_NUMBER: _builtins.int
+    flavor: _builtins.str
+    """Kueue ResourceFlavor"""
+    resource: _builtins.str
+    """cpu, memory, nvidia.com/gpu, ..."""
+    nominal: _builtins.str
+    """the ClusterQueue's nominal quota (empty: not readable)"""
+    borrowing_limit: _builtins.str
+    """how much more it may borrow from its cohort (empty: no limit)"""
+    reserved: _builtins.str
+    """reserved now by this LocalQueue's admitted jobs"""
+    in_use: _builtins.str
+    """used now by this LocalQueue's running jobs"""
+    def __init__(
+        self,
+        *,
+        flavor: _builtins.str = ...,
+        resource: _builtins.str = ...,
+        nominal: _builtins.str = ...,
+        borrowing_limit: _builtins.str = ...,
+        reserved: _builtins.str = ...,
+        in_use: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["borrowing_limit", b"borrowing_limit", "flavor", b"flavor", "in_use", b"in_use", "nominal", b"nominal", "reserved", b"reserved", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceQuota: _TypeAlias = ResourceQuota  # noqa: Y015
+
+@_typing.final
+class Queue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    CLUSTER_QUEUE_FIELD_NUMBER: _builtins.int
+    COHORT_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    ADMITTED_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    WEIGHTED_SHARE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """the LocalQueue"""
+    namespace: _builtins.str
+    cluster_queue: _builtins.str
+    cohort: _builtins.str
+    """the ClusterQueue's cohort, if any"""
+    pending: _builtins.int
+    """jobs waiting for admission"""
+    admitted: _builtins.int
+    """jobs admitted (running or finishing)"""
+    active: _builtins.bool
+    """Kueue accepts work for it (its ClusterQueue exists and is active)"""
+    message: _builtins.str
+    """why not active"""
+    weighted_share: _builtins.int
+    """admission fair sharing: its share of use (lower goes first)"""
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceQuota]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        cluster_queue: _builtins.str = ...,
+        cohort: _builtins.str = ...,
+        pending: _builtins.int = ...,
+        admitted: _builtins.int = ...,
+        resources: _abc.Iterable[Global___ResourceQuota] | None = ...,
+        active: _builtins.bool = ...,
+        message: _builtins.str = ...,
+        weighted_share: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "admitted", b"admitted", "cluster_queue", b"cluster_queue", "cohort", b"cohort", "message", b"message", "name", b"name", "namespace", b"namespace", "pending", b"pending", "resources", b"resources", "weighted_share", b"weighted_share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Queue: _TypeAlias = Queue  # noqa: Y015
+
+@_typing.final
+class ListQueuesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    available: _builtins.bool
+    """false: the cluster has no Kueue (queueing unavailable)"""
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___Queue]: ...
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___Queue] | None = ...,
+        available: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
+
+@_typing.final
 class ListJobTypesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2200,6 +2440,7 @@ class ListJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """default K8S_NAMESPACE"""
     job_type: _builtins.str
@@ -2213,6 +2454,8 @@ class ListJobsRequest(_message.Message):
     """next_page_token of the previous page"""
     schedule: _builtins.str
     """only the runs of this schedule"""
+    queue: _builtins.str
+    """only jobs scheduled to this LocalQueue"""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """any of these; empty: all"""
@@ -2228,10 +2471,11 @@ class ListJobsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         schedule: _builtins.str = ...,
+        queue: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "label_selector", b"label_selector", "name", b"name", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "schedule", b"schedule", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "label_selector", b"label_selector", "name", b"name", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "schedule", b"schedule", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2385,6 +2629,7 @@ class WatchJobsRequest(_message.Message):
     LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
     SKIP_INITIAL_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """default K8S_NAMESPACE"""
     job_type: _builtins.str
@@ -2392,6 +2637,8 @@ class WatchJobsRequest(_message.Message):
     """equality-based: "team=a,tier=batch" """
     skip_initial: _builtins.bool
     """do not send the current status of every matching job first"""
+    queue: _builtins.str
+    """only jobs scheduled to this LocalQueue"""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
         """only events whose new state is one of these; empty: all"""
@@ -2404,10 +2651,11 @@ class WatchJobsRequest(_message.Message):
         label_selector: _builtins.str = ...,
         states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
         skip_initial: _builtins.bool = ...,
+        queue: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "label_selector", b"label_selector", "namespace", b"namespace", "skip_initial", b"skip_initial", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "label_selector", b"label_selector", "namespace", b"namespace", "queue", b"queue", "skip_initial", b"skip_initial", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -153,6 +153,11 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateResponse.FromString,
                 _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListQueues',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -323,6 +328,14 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueues(self, request, context):
+        """Queues (Kueue): the LocalQueues of a namespace with their pending and admitted jobs, quotas
+        and usage. A job's place in its queue is in GetJobStatus (JobStatus.queue_status).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -435,6 +448,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.DeleteTemplate,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1040,6 +1058,33 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/DeleteTemplate',
             jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateRequest.SerializeToString,
             jobscheduler_dot_api_dot_scheduler__pb2.DeleteTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListQueues',
+            jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

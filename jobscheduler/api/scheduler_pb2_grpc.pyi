@@ -94,6 +94,10 @@ class JobSchedulerStub:
     """Every template's latest version, without its job, by name."""
     DeleteTemplate: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteTemplateRequest, _scheduler_pb2.DeleteTemplateResponse]
     """Deletes the template with every version; jobs made from it are left alone."""
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListQueuesRequest, _scheduler_pb2.ListQueuesResponse]
+    """Queues (Kueue): the LocalQueues of a namespace with their pending and admitted jobs, quotas
+    and usage. A job's place in its queue is in GetJobStatus (JobStatus.queue_status).
+    """
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -159,6 +163,10 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """Every template's latest version, without its job, by name."""
     DeleteTemplate: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeleteTemplateRequest, _scheduler_pb2.DeleteTemplateResponse]  # type: ignore[assignment]
     """Deletes the template with every version; jobs made from it are left alone."""
+    ListQueues: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListQueuesRequest, _scheduler_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    """Queues (Kueue): the LocalQueues of a namespace with their pending and admitted jobs, quotas
+    and usage. A job's place in its queue is in GetJobStatus (JobStatus.queue_status).
+    """
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     """Errors: INVALID_ARGUMENT names the field in its message and carries a google.rpc.BadRequest
@@ -353,5 +361,15 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.DeleteTemplateResponse, _abc.Awaitable[_scheduler_pb2.DeleteTemplateResponse]]:
         """Deletes the template with every version; jobs made from it are left alone."""
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _scheduler_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListQueuesResponse, _abc.Awaitable[_scheduler_pb2.ListQueuesResponse]]:
+        """Queues (Kueue): the LocalQueues of a namespace with their pending and admitted jobs, quotas
+        and usage. A job's place in its queue is in GetJobStatus (JobStatus.queue_status).
+        """
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

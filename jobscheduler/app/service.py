@@ -13,10 +13,11 @@ import binascii
 import contextlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from jobscheduler.app.queues import Queues
 from jobscheduler.app.submit import Submission
 from jobscheduler.app.watch import JobWatch
 from jobscheduler.domain.admission import Admission, AdmissionPolicy
@@ -39,6 +40,13 @@ from jobscheduler.domain.models import (
     SECRET_ENV_PENDING_ANNOTATION,
     JobState,
     JobStatus,
+)
+from jobscheduler.domain.queueing import (
+    SERVICE_QUEUE_LABEL,
+    Queueing,
+    check_queueing,
+    in_queue,
+    release_patch,
 )
 from jobscheduler.domain.registry import Registry
 from jobscheduler.domain.selector import Requirement, parse_selector
@@ -65,6 +73,7 @@ class JobQuery:
     page_size: int = 0
     page_token: str = ""
     schedule: str = ""  # only the runs of this schedule
+    queue: str = ""  # only jobs scheduled to this LocalQueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,7 @@ class JobService:
             ),
             trusted_images=[settings.timer_image, settings.worker_image],
         )
+        self.queues = Queues(gateway, settings)
         self.submission = Submission(self)
         self.watch = JobWatch(self)
 
@@ -144,10 +154,25 @@ class JobService:
         namespace = self.resolve_namespace(namespace)
         cache = self.cached(namespace)
         if cache is not None and job_id and (status := cache.get(namespace, job_id)) is not None:
+            if status.queueing.queue:  # Kueue's view is not cached: read with the Job
+                return self._with_queue_status(
+                    status, self._get_managed(namespace, job_id, deadline=deadline), deadline=deadline
+                )
             return status
         # A miss may be a job another replica created a moment ago: one API read settles it.
         job = self._get_managed(namespace, job_id, deadline=deadline)
-        return self.status_of(job, deadline=deadline)
+        status = self.status_of(job, deadline=deadline)
+        return self._with_queue_status(status, job, deadline=deadline) if status.queueing.queue else status
+
+    def _with_queue_status(self, status: JobStatus, job: Obj, *, deadline: float | None) -> JobStatus:
+        """The status with Kueue's view of the job: its Workload, positions while QUEUED, and
+        Kueue's reason for waiting (more precise than the Job alone tells)."""
+        queue_status = self.queues.status(job, deadline=deadline)
+        if queue_status is None:
+            return status
+        if status.state is JobState.QUEUED and queue_status.pending_reason:
+            return replace(status, queue_status=queue_status, message=queue_status.pending_reason)
+        return replace(status, queue_status=queue_status)
 
     def _get_managed(self, namespace: str, job_id: str, *, deadline: float | None) -> Obj:
         namespace = self.resolve_namespace(namespace)
@@ -199,6 +224,9 @@ class JobService:
         if query.schedule:
             check_dns_label("schedule", query.schedule, what="schedule name")
             selector.append(f"{SCHEDULE_LABEL}={query.schedule}")
+        if query.queue:
+            check_queueing(Queueing(query.queue), default_queue="")
+            selector.append(f"{SERVICE_QUEUE_LABEL}={query.queue}")
         if query.label_selector.strip():
             selector.append(query.label_selector.strip())
         try:
@@ -235,7 +263,9 @@ class JobService:
         page_size: int,
         after: tuple[float, str] | None,
     ) -> JobPage:
-        match = self.matcher(query.job_type, query.name, query.label_selector, query.states, query.schedule)
+        match = self.matcher(
+            query.job_type, query.name, query.label_selector, query.states, query.schedule, query.queue
+        )
         jobs, more = cache.query(namespace, match, after=after, limit=page_size)
         return JobPage(jobs=jobs, next_page_token=_encode_token(sort_key(jobs[-1])) if more else "")
 
@@ -246,6 +276,7 @@ class JobService:
         label_selector: str,
         states: frozenset[JobState],
         schedule: str = "",
+        queue: str = "",
     ) -> JobFilter:
         """The filter ListJobs and WatchJobs apply, on a Job's labels and its status; the cache
         answers it from its indexes."""
@@ -256,7 +287,14 @@ class JobService:
         if schedule:
             check_dns_label("schedule", schedule, what="schedule name")
         selector = parse_selector(label_selector)
-        wanted = {JOB_TYPE_LABEL: job_type, NAME_LABEL: name.lower(), SCHEDULE_LABEL: schedule}
+        if queue:
+            check_queueing(Queueing(queue), default_queue="")
+        wanted = {
+            JOB_TYPE_LABEL: job_type,
+            NAME_LABEL: name.lower(),
+            SCHEDULE_LABEL: schedule,
+            SERVICE_QUEUE_LABEL: queue,
+        }
         return JobFilter(
             states=frozenset(states),
             requirements=(*(Requirement(k, "in", frozenset({v})) for k, v in wanted.items() if v), *selector),
@@ -269,8 +307,8 @@ class JobService:
         status = self.status_of(job, deadline=deadline)
         if status.state.terminal:
             raise FailedPreconditionError(f"job {job_id!r} already finished ({status.state.value})")
-        if not (job.get("spec") or {}).get("suspend"):
-            return status  # not held: resuming again is a no-op
+        if not (job.get("spec") or {}).get("suspend") or in_queue(job):
+            return status  # not held (or in its queue, Kueue's to admit): resuming again is a no-op
         if (job["metadata"].get("annotations") or {}).get(SECRET_ENV_PENDING_ANNOTATION):
             raise FailedPreconditionError(
                 f"job {job_id!r} is waiting for its secret_env to be stored; repeat its ScheduleJob call "
@@ -282,9 +320,7 @@ class JobService:
                 f"{', '.join(status.waiting_for) or 'the leader to release it'}): the service releases it "
                 "when they end, or fails it when one fails; ResumeJob is only for jobs scheduled with suspend"
             )
-        patched = self.gateway.patch_job(
-            status.namespace, job_id, {"spec": {"suspend": False}}, deadline=deadline
-        )
+        patched = self.gateway.patch_job(status.namespace, job_id, release_patch(job), deadline=deadline)
         if self.cache is not None:
             self.cache.observe_job(patched)
         return self.status_of(patched, deadline=deadline)
@@ -317,6 +353,10 @@ class JobService:
                 # Resumed only to fail by the deadline, a suspended Job would start a pod within
                 # that second (a job held by dependencies must never run).
                 patch["spec"]["parallelism"] = 0
+                if in_queue(job):
+                    # Kueue suspends again a Job it has not admitted; with no pods to run it
+                    # admits it at once, and the deadline then ends it.
+                    del patch["spec"]["suspend"]
             try:
                 patched = self.gateway.patch_job(status.namespace, job_id, patch, deadline=deadline)
             except ConflictError:

@@ -33,6 +33,7 @@ from jobscheduler.domain.errors import (
     NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    TokenScopeError,
     fields_under,
 )
 from jobscheduler.domain.models import (
@@ -44,6 +45,7 @@ from jobscheduler.domain.models import (
     JobState,
     JobStatus,
 )
+from jobscheduler.domain.queueing import release_patch, render_queueing
 from jobscheduler.domain.registry import GENERIC_FIELD, JobType, check_generic_params
 from jobscheduler.domain.render import (
     REQUEST_HASH_ANNOTATION,
@@ -66,6 +68,17 @@ log = structlog.get_logger("jobscheduler.app.submit")
 # When a caller is at MAX_ACTIVE_JOBS_PER_CALLER: how long to suggest waiting before trying again.
 ACTIVE_JOBS_RETRY_SECONDS = 5.0
 UNFINISHED_STATES = frozenset(state for state in JobState if not state.terminal)
+
+
+def check_queue_scope(queue: str, allowed: frozenset[str] | None, *, caller: str) -> None:
+    """A token pinned to queues may only submit jobs to them (fair share between tokens is
+    then Kueue's admission fair sharing between their queues)."""
+    if allowed is None or queue in allowed:
+        return
+    raise TokenScopeError(
+        f"queue: token {caller!r} may only submit to the queues {', '.join(sorted(allowed))}"
+        + (f", not {queue!r}" if queue else "; give one of them as queue")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +117,12 @@ class Submission:
         caller: str = "",
         dry_run: bool = False,
         deadline: float | None = None,
+        queues: frozenset[str] | None = None,
     ) -> ScheduleResult:
+        """queues: the LocalQueues the caller may submit to (its token's scope); None: any."""
         job_type, params_field = self._resolve(request)
         request, params = self._validate(request, job_type, params_field, deadline=deadline)
+        check_queue_scope(request.queueing.queue, queues, caller=caller)
         manifest = self._render(request, job_type, params, job_id=None, caller=caller, deadline=deadline)
         self._admit(manifest, params_field=params_field, caller=None if dry_run else caller)
         return self._submit(request, manifest, caller=caller, dry_run=dry_run, deadline=deadline)
@@ -146,6 +162,7 @@ class Submission:
         request = check_request(request, self.settings)
         if request.placement.priority_class_name:
             self._check_priority_class(request.placement.priority_class_name, deadline=deadline)
+        self.jobs.queues.check(request.namespace, request.queueing, deadline=deadline)
         return request, params
 
     def _check_priority_class(self, name: str, *, deadline: float | None) -> None:
@@ -188,6 +205,7 @@ class Submission:
             label = caller_label(caller)
             manifest["metadata"]["labels"][CALLER_LABEL] = label
             manifest["spec"]["template"]["metadata"]["labels"][CALLER_LABEL] = label
+        render_queueing(manifest, request.queueing)  # last: it asks whether anything holds the Job
         return manifest
 
     def _admit(self, manifest: Obj, *, params_field: str, caller: str | None) -> None:
@@ -257,7 +275,10 @@ class Submission:
                 )
             patch: Obj = {"metadata": {"annotations": {SECRET_ENV_PENDING_ANNOTATION: None}}}
             if not request.suspend and not is_held(job):  # a held job waits for its dependencies
-                patch["spec"] = {"suspend": False}
+                release = release_patch(job)  # to run, or into its queue
+                patch["metadata"].update(release.get("metadata", {}))
+                if "spec" in release:
+                    patch["spec"] = release["spec"]
             released = self.gateway.patch_job(meta["namespace"], meta["name"], patch, deadline=deadline)
         except JobSchedulerError:
             if undo:

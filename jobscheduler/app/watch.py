@@ -82,9 +82,10 @@ class JobWatch:
         states: frozenset[JobState],
         initial: bool,
         alive: Callable[[], bool],
+        queue: str = "",
     ) -> Iterator[Event]:
         namespace = self.service.resolve_namespace(namespace)
-        match = self.service.matcher(job_type, "", label_selector, states)
+        match = self.service.matcher(job_type, "", label_selector, states, queue=queue)
         cache = self.service.cached(namespace)
         if cache is None:
             watched = (

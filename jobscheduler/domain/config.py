@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from jobscheduler.domain.errors import ConfigError
-from jobscheduler.domain.validation import has_whitespace, is_dns1123_label, parse_quantity
+from jobscheduler.domain.validation import (
+    has_whitespace,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+    parse_quantity,
+)
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -57,6 +62,16 @@ def parse_number(
         else:
             wanted = f"a finite number {'greater than' if above_low else 'of at least'} {low:g}"
         raise ConfigError(f"{name}={text!r}: must be {wanted}")
+    return value
+
+
+def queue_name(variable: str, value: str) -> str:
+    """A Kueue LocalQueue name (a DNS subdomain that fits a label value), or empty."""
+    if value and (len(value) > 63 or not is_dns1123_subdomain(value)):
+        raise ConfigError(
+            f"{variable}={value!r}: not a LocalQueue name (lower-case letters, digits, '-' and '.', "
+            "at most 63 characters; `kubectl get localqueues` lists them)"
+        )
     return value
 
 
@@ -138,6 +153,10 @@ class Settings:
     the image as written and fully qualified (`busybox` is `docker.io/library/busybox`); others
     get INVALID_ARGUMENT. TIMER_IMAGE and WORKER_IMAGE are always allowed. Default: unset, any
     image."""
+    default_queue: str = ""
+    """DEFAULT_QUEUE: the Kueue LocalQueue of a job whose ScheduleJob names no queue (it must
+    exist in the job's namespace); such jobs wait there for Kueue to admit them
+    (docs/queueing.md). Default: ``, no queue: jobs are queued only when they ask for one."""
     allowed_namespaces: tuple[str, ...] = ()
     """ALLOWED_NAMESPACES: comma-separated namespaces (globs: `team-*`) requests may name; any
     other gets PERMISSION_DENIED for every RPC. Default: unset, any namespace the ServiceAccount's
@@ -271,6 +290,7 @@ class Settings:
             kube_startup_wait_seconds=real("KUBE_STARTUP_WAIT_SECONDS", d.kube_startup_wait_seconds),
             allowed_images=patterns("ALLOWED_IMAGES"),
             allowed_namespaces=patterns("ALLOWED_NAMESPACES"),
+            default_queue=queue_name("DEFAULT_QUEUE", get("DEFAULT_QUEUE", d.default_queue)),
             schedule_rate_per_caller=real(
                 "SCHEDULE_RATE_PER_CALLER", d.schedule_rate_per_caller, above_zero=False
             ),

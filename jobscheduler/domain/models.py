@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from jobscheduler.domain.placement import Placement
+from jobscheduler.domain.queueing import Queueing, QueueStatus
 
 # Every object the service creates carries these; the watch cache and ListJobs select on them.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -47,6 +48,7 @@ class JobState(enum.Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    QUEUED = "QUEUED"  # waiting in its queue for Kueue to admit it
 
     @property
     def terminal(self) -> bool:
@@ -95,3 +97,6 @@ class JobStatus:
     after_condition: DependencyCondition | None = None
     waiting_for: tuple[str, ...] = ()
     placement: Placement = field(default_factory=Placement)  # where its pods may run
+    queueing: Queueing = field(default_factory=Queueing)  # its queue and priority (Kueue)
+    # Kueue's view (Workload, positions): read for GetJobStatus only, None elsewhere.
+    queue_status: QueueStatus | None = None

@@ -31,6 +31,7 @@ from jobscheduler.domain.models import (
     DependencyCondition,
 )
 from jobscheduler.domain.placement import Placement, check_placement, render_placement
+from jobscheduler.domain.queueing import Queueing, check_queueing
 from jobscheduler.domain.registry import JobType
 from jobscheduler.domain.retry import RetryPolicy, check_retry, render_pod_failure_policy
 from jobscheduler.domain.validation import (
@@ -110,6 +111,9 @@ class JobRequest:
     template_version: int = 0
     placement: Placement = field(default_factory=Placement)
     """Which nodes its pods may run on and their priority class (jobscheduler.domain.placement)."""
+    queueing: Queueing = field(default_factory=Queueing)
+    """The Kueue LocalQueue it waits in and its WorkloadPriorityClass (jobscheduler.domain.queueing);
+    written on the manifest by render_queueing, once every hold is on it."""
     fingerprint: str = ""
     """When set, the request_id fingerprint (request_hash) to use instead of one of this request:
     a request made from a template is fingerprinted as the caller sent it, so a retry still
@@ -150,6 +154,8 @@ def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
             del body[key]  # unset, as before these fields existed: earlier fingerprints still match
     if request.placement.is_empty():
         del body["placement"]  # likewise
+    if request.queueing.is_empty():
+        del body["queueing"]  # likewise
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -228,6 +234,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
         template=request.template,
         template_version=request.template_version,
         placement=check_placement(request.placement),
+        queueing=check_queueing(request.queueing, default_queue=settings.default_queue),
         fingerprint=request.fingerprint,
     )
 

@@ -28,6 +28,7 @@ from jobscheduler.domain.models import (
     JobStatus,
 )
 from jobscheduler.domain.placement import Placement
+from jobscheduler.domain.queueing import Queueing
 from jobscheduler.domain.render import JobRequest, Resources
 from jobscheduler.domain.retry import RetryPolicy
 from jobscheduler.domain.runstats import RunStats
@@ -235,6 +236,8 @@ def spec_from(cronjob: Obj) -> ScheduleSpec:
         job["retry"] = RetryPolicy.from_dict(job["retry"])
     if job.get("placement") is not None:
         job["placement"] = Placement.from_dict(job["placement"])
+    if job.get("queueing") is not None:
+        job["queueing"] = Queueing.from_dict(job["queueing"])
     spec = ScheduleSpec(
         name=raw["name"],
         namespace=raw["namespace"],

@@ -50,6 +50,8 @@ from jobscheduler.domain.pods import (
     stuck_container,
     unschedulable_condition,
 )
+from jobscheduler.domain.queueing import WAITING_REASON as QUEUED_REASON
+from jobscheduler.domain.queueing import Queueing, priority_of, queue_of, waiting_for_admission
 from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 
 __all__ = ["derive_status"]
@@ -73,6 +75,10 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     annotations = mapping_at(metadata, "annotations")
     job_id = string_at(metadata, "name")
     verdict = _judge(job_status, annotations, pods)
+    queue = queue_of(job)
+    if verdict.state is JobState.PENDING and verdict.reason != WAITING_REASON and waiting_for_admission(job):
+        # In its queue, suspended until Kueue admits it (or again, after an eviction).
+        verdict = _Verdict(JobState.QUEUED, QUEUED_REASON, f"waiting in queue {queue} for Kueue to admit it")
     dependencies = read_dependencies(annotations)
     return JobStatus(
         job_id=job_id,
@@ -103,6 +109,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         after=dependencies.after,
         after_condition=dependencies.condition,
         waiting_for=(dependencies.waiting or ()) if verdict.reason == WAITING_REASON else (),
+        queueing=Queueing(queue, priority_of(job)),
     )
 
 

@@ -23,13 +23,14 @@ from typing import Any
 
 import structlog
 
-from jobscheduler.domain.models import JobStatus
+from jobscheduler.domain.models import JobState, JobStatus
 from jobscheduler.domain.status import derive_status
 from jobscheduler.kube.feed import Event, Key, Subscription
 from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.kube.index import JobFilter, JobIndex, entry_of_sort_key
 from jobscheduler.kube.informer import Informer
 from jobscheduler.kube.slim import owner_uid, resource_version, slim_job, slim_pod
+from jobscheduler.obs.metrics import QUEUE_ADMISSION_WAIT, child
 
 log = structlog.get_logger("jobscheduler.kube.cache")
 Obj = dict[str, Any]
@@ -61,6 +62,7 @@ class JobCache:
         self._statuses: dict[Key, JobStatus] = {}
         self._index = JobIndex()
         self._states: Tally[str] = Tally()
+        self._queued: Tally[tuple[str, str]] = Tally()  # QUEUED jobs by (namespace, queue)
         self._subscribers: set[Subscription] = set()
         # resourceVersion at deletion of recently deleted Jobs, so a late write response
         # (e.g. a cancel's patch, observed after TTL deleted the Job) cannot bring it back.
@@ -294,6 +296,7 @@ class JobCache:
         if status is not None:
             self._index.update(key[0], (job["metadata"]["labels"], status), None)
             self._states[status.state.value] -= 1
+            self._count_queued(key[0], status, None)
             self._publish(key, job, Event("DELETED", status, datetime.now(UTC)))
 
     def _refresh(self, key: Key, *, old_labels: Mapping[str, str] | None = None) -> None:
@@ -315,7 +318,25 @@ class JobCache:
             self._states[old.state.value] -= 1
         self._statuses[key] = status
         self._states[status.state.value] += 1
+        self._count_queued(key[0], old, status)
         self._publish(key, job, Event("UPDATED", status, datetime.now(UTC)))
+
+    def _count_queued(self, namespace: str, old: JobStatus | None, new: JobStatus | None) -> None:
+        """Queue depth by queue, and the wait of each job Kueue admits (from its creation)."""
+        was = old is not None and old.state is JobState.QUEUED
+        now_queued = new is not None and new.state is JobState.QUEUED
+        if was and old is not None:
+            self._queued[(namespace, old.queueing.queue)] -= 1
+        if now_queued and new is not None:
+            self._queued[(namespace, new.queueing.queue)] += 1
+        if was and new is not None and not now_queued and not new.state.terminal and new.created_at:
+            wait = (datetime.now(UTC) - new.created_at).total_seconds()
+            child(QUEUE_ADMISSION_WAIT, namespace, new.queueing.queue).observe(max(wait, 0.0))
+
+    def queue_depths(self) -> dict[tuple[str, str], int]:
+        """QUEUED jobs by (namespace, queue), for the metrics."""
+        with self._lock:
+            return {k: n for k, n in self._queued.items() if n > 0}
 
     def _publish(self, key: Key, job: Obj, event: Event) -> None:
         labels = job["metadata"]["labels"]

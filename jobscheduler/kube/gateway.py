@@ -50,11 +50,19 @@ RESOURCES = {
     "leases": "/apis/coordination.k8s.io/v1",
     "priorityclasses": "/apis/scheduling.k8s.io/v1",  # cluster-scoped: namespace ""
 }
+# Kueue's, where it is installed (jobscheduler.app.queues asks discovery first); the start-up
+# check (jobscheduler.kube.compat) requires only RESOURCES.
+OPTIONAL_RESOURCES = {
+    "localqueues": "/apis/kueue.x-k8s.io/v1beta2",
+    "clusterqueues": "/apis/kueue.x-k8s.io/v1beta2",  # cluster-scoped
+    "workloads": "/apis/kueue.x-k8s.io/v1beta2",
+    "workloadpriorityclasses": "/apis/kueue.x-k8s.io/v1beta2",  # cluster-scoped
+}
 
 
 def collection_path(resource: str, namespace: str) -> str:
     """The REST path of a collection; an empty namespace means every namespace."""
-    prefix = RESOURCES[resource]
+    prefix = RESOURCES.get(resource) or OPTIONAL_RESOURCES[resource]
     return f"{prefix}/namespaces/{namespace}/{resource}" if namespace else f"{prefix}/{resource}"
 
 
@@ -297,10 +305,15 @@ class KubeGateway:
             raise pod_log_error(cause, pod=pod, container=container, fallback=e) from cause
         return PodLogStream(resp, pod=pod)
 
-    def read_path(self, path: str, *, deadline: float | None = None) -> Obj:
+    def read_path(
+        self, path: str, *, query: list[tuple[str, str]] | None = None, deadline: float | None = None
+    ) -> Obj:
         """GET a read-only API path that is not an object of RESOURCES: /version, discovery
-        (/apis/batch/v1), OpenAPI (/openapi/v3/apis/batch/v1); kubectl get --raw PATH."""
-        return self._json("get", deadline, lambda t: self.http.call("GET", path, timeout=t))
+        (/apis/batch/v1), OpenAPI (/openapi/v3/apis/batch/v1), Kueue's visibility API;
+        kubectl get --raw PATH."""
+        return self._json(
+            "get", deadline, lambda t: self.http.call("GET", path, query=query or [], timeout=t)
+        )
 
     def ready(self, *, timeout: float = 2.0) -> bool:
         """Whether the API server answers /readyz (kubectl get --raw /readyz); never raises."""

@@ -60,6 +60,9 @@ def slim_job(job: Mapping[str, Any]) -> Obj:
     }
     if placement := _placement_fields(job):
         slim["spec"] = {"template": {"spec": placement}}
+    if (job.get("spec") or {}).get("suspend"):
+        # A suspended Job in a Kueue queue is QUEUED (jobscheduler.domain.queueing).
+        slim.setdefault("spec", {})["suspend"] = True
     return slim
 
 

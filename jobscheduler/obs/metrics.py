@@ -57,11 +57,22 @@ WATCH_EVENTS = Counter(
 )
 
 
+# From seconds (an empty queue) to hours (a saturated one).
+QUEUE_WAIT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+QUEUE_ADMISSION_WAIT = Histogram(
+    "jobscheduler_queue_admission_wait_seconds",
+    "Time from a queued job's creation to Kueue admitting it, by namespace and LocalQueue",
+    ["namespace", "queue"],
+    buckets=QUEUE_WAIT_BUCKETS,
+)
+
+
 class CacheCollector(Collector):
     """Reads object and state counts from the watch cache when Prometheus scrapes."""
 
     def __init__(self, counts: Callable[[], tuple[Mapping[str, int], Mapping[str, int], int]]) -> None:
         self.counts = counts
+        self.queue_depths: Callable[[], Mapping[tuple[str, str], int]] = dict
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         objects, states, streams = self.counts()
@@ -75,9 +86,17 @@ class CacheCollector(Collector):
             jobs.add_metric([state], n)
         watchers = GaugeMetricFamily("jobscheduler_watch_streams", "Open WatchJob/WatchJobs streams")
         watchers.add_metric([], streams)
+        depth = GaugeMetricFamily(
+            "jobscheduler_queue_pending_jobs",
+            "Jobs waiting in a Kueue LocalQueue for admission (QUEUED), by namespace and queue",
+            labels=["namespace", "queue"],
+        )
+        for (namespace, queue), n in sorted(self.queue_depths().items()):
+            depth.add_metric([namespace, queue], n)
         yield cached
         yield jobs
         yield watchers
+        yield depth
 
 
 M = TypeVar("M", Counter, Histogram, Gauge)
@@ -94,13 +113,17 @@ def child(metric: M, *values: str) -> Any:
 _collector: CacheCollector | None = None
 
 
-def register_cache(counts: Callable[[], tuple[Mapping[str, int], Mapping[str, int], int]]) -> Collector:
+def register_cache(
+    counts: Callable[[], tuple[Mapping[str, int], Mapping[str, int], int]],
+    queue_depths: Callable[[], Mapping[tuple[str, str], int]] = dict,
+) -> Collector:
     """Points the cache gauges at a cache (the latest one wins: one server per process)."""
     global _collector
     if _collector is None:
         _collector = CacheCollector(counts)
         REGISTRY.register(_collector)
     _collector.counts = counts
+    _collector.queue_depths = queue_depths
     return _collector
 
 

@@ -21,6 +21,7 @@ from jobscheduler.domain.catchup import CatchUp, Concurrency
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.models import DependencyCondition, JobState, JobStatus
 from jobscheduler.domain.placement import Placement, Toleration
+from jobscheduler.domain.queueing import QueueInfo, Queueing, QueueStatus
 from jobscheduler.domain.registry import (
     GENERIC_FIELD,
     GENERIC_PARAMS_FIELD,
@@ -39,6 +40,7 @@ STATE_TO_PROTO = {
     JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
     JobState.FAILED: pb.JOB_STATE_FAILED,
     JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
 }
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
 CONCURRENCY: dict[int, Concurrency] = {
@@ -188,6 +190,7 @@ def job_request_from_proto(request: pb.ScheduleJobRequest, registry: Registry) -
             tolerations=tuple(toleration_from_proto(t) for t in request.tolerations),
             priority_class_name=request.priority_class_name,
         ),
+        queueing=Queueing(queue=request.queue, priority=request.priority),
     )
 
 
@@ -234,6 +237,8 @@ def job_request_to_proto(job: JobRequest, registry: Registry) -> pb.ScheduleJobR
     out.node_selector.update(job.placement.node_selector)
     out.tolerations.extend(toleration_to_proto(t) for t in job.placement.tolerations)
     out.priority_class_name = job.placement.priority_class_name
+    out.queue = job.queueing.queue
+    out.priority = job.queueing.priority
     if job.job_type:
         request_field = registry.get(job.job_type).request_field
         if job.params_field or request_field not in request_fields():
@@ -365,6 +370,50 @@ def _convert_status(status: JobStatus) -> pb.JobStatus:
         node_selector=dict(status.placement.node_selector),
         tolerations=[toleration_to_proto(t) for t in status.placement.tolerations],
         priority_class_name=status.placement.priority_class_name,
+        queue=status.queueing.queue,
+        priority=status.queueing.priority,
+        queue_status=queue_status_to_proto(status.queue_status) if status.queue_status else None,
+    )
+
+
+def queue_to_proto(q: QueueInfo) -> pb.Queue:
+    return pb.Queue(
+        name=q.name,
+        namespace=q.namespace,
+        cluster_queue=q.cluster_queue,
+        cohort=q.cohort,
+        pending=q.pending,
+        admitted=q.admitted,
+        resources=[
+            pb.ResourceQuota(
+                flavor=r.flavor,
+                resource=r.resource,
+                nominal=r.nominal,
+                borrowing_limit=r.borrowing_limit,
+                reserved=r.reserved,
+                in_use=r.in_use,
+            )
+            for r in q.resources
+        ],
+        active=q.active,
+        message=q.message,
+        weighted_share=q.weighted_share,
+    )
+
+
+def queue_status_to_proto(q: QueueStatus) -> pb.QueueStatus:
+    return pb.QueueStatus(
+        cluster_queue=q.cluster_queue,
+        workload=q.workload,
+        admitted=q.admitted,
+        admitted_at=timestamp(q.admitted_at),
+        position_in_queue=q.position_in_queue,
+        position_in_cluster_queue=q.position_in_cluster_queue,
+        pending_reason=q.pending_reason,
+        eviction_reason=q.eviction_reason,
+        eviction_message=q.eviction_message,
+        evicted_at=timestamp(q.evicted_at),
+        priority_value=q.priority_value,
     )
 
 

@@ -1,4 +1,4 @@
-"""The job RPCs: ScheduleJob, GetJobStatus, ListJobs, CancelJob and ResumeJob.
+"""The job RPCs: ScheduleJob, GetJobStatus, ListJobs, CancelJob and ResumeJob, and ListQueues.
 
 Each method reads its request once: authorizes the call in the request's namespace, decodes
 the request into domain terms (jobscheduler.transport.convert; a ScheduleJob naming a template
@@ -24,6 +24,7 @@ from jobscheduler.transport.call import Call, begin
 from jobscheduler.transport.convert import (
     fit_page,
     job_request_from_proto,
+    queue_to_proto,
     states_from_proto,
     to_proto_status,
 )
@@ -50,7 +51,11 @@ class JobsServicer:
         call = begin(namespace=request.namespace)
         job = self._decode(request, call)
         result = self.jobs.submission.schedule(
-            job, caller=call.caller, dry_run=request.dry_run, deadline=call.deadline
+            job,
+            caller=call.caller,
+            dry_run=request.dry_run,
+            deadline=call.deadline,
+            queues=call.grant.queues if call.grant is not None else None,
         )
         return self._report(job, result, dry_run=request.dry_run)
 
@@ -106,6 +111,7 @@ class JobsServicer:
                 page_size=request.page_size,
                 page_token=request.page_token,
                 schedule=request.schedule,
+                queue=request.queue,
             ),
             deadline=call.deadline,
         )
@@ -122,6 +128,18 @@ class JobsServicer:
         status = self.jobs.resume(request.namespace, request.job_id, deadline=call.deadline)
         log.info("job resumed", state=status.state.value)
         return pb.ResumeJobResponse(status=to_proto_status(status))
+
+    def ListQueues(
+        self, request: pb.ListQueuesRequest, context: grpc.ServicerContext
+    ) -> pb.ListQueuesResponse:
+        call = begin(namespace=request.namespace)
+        namespace = self.jobs.resolve_namespace(request.namespace)
+        queues, available = self.jobs.queues.list(namespace, deadline=call.deadline)
+        allowed = call.grant.queues if call.grant is not None else None
+        return pb.ListQueuesResponse(
+            queues=[queue_to_proto(q) for q in queues if allowed is None or q.name in allowed],
+            available=available,
+        )
 
 
 def _schedule_message(created: bool, dry_run: bool) -> str:

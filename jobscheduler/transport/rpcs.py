@@ -3,7 +3,7 @@ table that answers each method of the .proto with the group that implements it.
 
 | group | module |
 |---|---|
-| ScheduleJob, GetJobStatus, ListJobs, CancelJob, ResumeJob | jobscheduler.transport.jobs |
+| ScheduleJob, GetJobStatus, ListJobs, CancelJob, ResumeJob, ListQueues | jobscheduler.transport.jobs |
 | WatchJob, WatchJobs, GetJobLogs | jobscheduler.transport.streams |
 | *Schedule | jobscheduler.transport.schedules |
 | *Template | jobscheduler.transport.templates |

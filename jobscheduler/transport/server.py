@@ -114,6 +114,7 @@ class App:
     monitor: HealthMonitor
     cache: JobCache | None
     schedule_loop: ScheduleLoop | None = None
+    service: JobService | None = None
 
     def start(self) -> None:
         self.monitor.start()
@@ -177,7 +178,7 @@ def build_server(
     monitor = HealthMonitor(gateway, health_servicer, interval=settings.health_interval_seconds)
     cache = JobCache(gateway, settings.watch_namespaces) if settings.watch_namespaces else None
     if cache is not None:
-        register_cache(cache.counts)
+        register_cache(cache.counts, cache.queue_depths)
     service = JobService(gateway, registry, settings, cache=cache, api_reachable=monitor.serving)
     schedules = ScheduleService(gateway, service)
     # Leader-only tasks besides the schedules, run on every tick by the elected replica.
@@ -220,7 +221,13 @@ def build_server(
         else server.add_insecure_port(address)
     )
     return App(
-        server=server, port=port, health=health_servicer, monitor=monitor, cache=cache, schedule_loop=loop
+        server=server,
+        port=port,
+        health=health_servicer,
+        monitor=monitor,
+        cache=cache,
+        schedule_loop=loop,
+        service=service,
     )
 
 
@@ -285,6 +292,7 @@ def serve(
         "serving",
         port=app.port,
         kubernetes=kubernetes,
+        queueing=app.service.queues.describe() if app.service is not None else None,
         namespace=settings.namespace,
         job_types=registry.names(),
         metrics_port=settings.metrics_port or None,

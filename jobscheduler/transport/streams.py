@@ -39,6 +39,7 @@ class StreamsServicer:
             states=states_from_proto(request.states),
             initial=not request.skip_initial,
             alive=context.is_active,
+            queue=request.queue,
         )
         for event in events:
             yield to_proto_event(event)

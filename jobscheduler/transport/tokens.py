@@ -25,7 +25,7 @@ import structlog
 import yaml
 
 from jobscheduler.domain.errors import ConfigError, TokenScopeError, UnauthenticatedError
-from jobscheduler.domain.validation import is_dns1123_label
+from jobscheduler.domain.validation import is_dns1123_label, is_dns1123_subdomain
 
 log = structlog.get_logger("jobscheduler.transport.tokens")
 
@@ -55,6 +55,7 @@ RPC_VERBS: Mapping[str, str] = {
     "GetTemplate": "read",
     "ListTemplates": "read",
     "DeleteTemplate": "cancel",
+    "ListQueues": "read",
 }
 ALL_NAMESPACES = "*"
 # The files are stat-ed at most this often (per handshake or call, not by a thread of their own).
@@ -62,7 +63,7 @@ RELOAD_INTERVAL_SECONDS = 1.0
 # Tokens written in the file in plain text must be long enough not to be guessed.
 MIN_TOKEN_LENGTH = 16
 MAX_FILE_BYTES = 1024 * 1024
-ENTRY_KEYS = frozenset({"name", "token", "token_sha256", "namespaces", "verbs"})
+ENTRY_KEYS = frozenset({"name", "token", "token_sha256", "namespaces", "verbs", "queues"})
 NAME_CHARS = frozenset(string.ascii_letters + string.digits + "-_.@:")
 
 Stamp = tuple[tuple[int, int, int, int], ...]
@@ -79,6 +80,9 @@ class Grant:
     digest: bytes = field(repr=False)
     namespaces: frozenset[str]
     verbs: frozenset[str]
+    queues: frozenset[str] | None = None
+    """The Kueue LocalQueues its jobs may go to (ListQueues shows only these); None: any, and
+    unqueued jobs too."""
 
     def allows(self, verb: str, namespace: str) -> bool:
         return verb in self.verbs and (ALL_NAMESPACES in self.namespaces or namespace in self.namespaces)
@@ -153,7 +157,15 @@ def _parse_entry(i: int, entry: Any) -> Grant:
     bad = [v for v in verbs if v not in VERBS]
     if bad:
         raise ValueError(f"{where}: verbs: {bad[0]!r} is not one of {', '.join(VERBS)}")
-    return Grant(name=name, digest=digest, namespaces=frozenset(namespaces), verbs=frozenset(verbs))
+    queues = None
+    if "queues" in entry:
+        queues = frozenset(_string_list(entry["queues"], f"{where}: queues"))
+        bad = [q for q in sorted(queues) if len(q) > 63 or not is_dns1123_subdomain(q)]
+        if bad:
+            raise ValueError(f"{where}: queues: {bad[0]!r} is not a LocalQueue name")
+    return Grant(
+        name=name, digest=digest, namespaces=frozenset(namespaces), verbs=frozenset(verbs), queues=queues
+    )
 
 
 def _string_list(value: Any, what: str) -> list[str]:

@@ -70,6 +70,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "max_watch_streams": 128,
     "allowed_images": (),
     "allowed_namespaces": (),
+    "default_queue": "",
     "schedule_rate_per_caller": 0.0,
     "schedule_burst_per_caller": 0,
     "max_active_jobs_per_caller": 0,
@@ -109,6 +110,7 @@ def test_empty_environment_equals_class_defaults() -> None:
             id="allowed-images-trimmed",
         ),
         pytest.param({"ALLOWED_NAMESPACES": "team-*,ops"}, "allowed_namespaces", ("team-*", "ops"), id="ns"),
+        pytest.param({"DEFAULT_QUEUE": " team-a "}, "default_queue", "team-a", id="default-queue"),
         pytest.param({"SCHEDULE_RATE_PER_CALLER": "2.5"}, "schedule_rate_per_caller", 2.5, id="rate"),
         pytest.param({"SCHEDULE_BURST_PER_CALLER": "10"}, "schedule_burst_per_caller", 10, id="burst"),
         pytest.param({"MAX_ACTIVE_JOBS_PER_CALLER": "3"}, "max_active_jobs_per_caller", 3, id="max-active"),
@@ -241,6 +243,7 @@ def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) 
         pytest.param("DEFAULT_PENDING_TIMEOUT_SECONDS", "10m", id="pending-timeout-not-seconds"),
         pytest.param("TEMPLATE_HISTORY_LIMIT", "0", id="template-history-zero"),
         pytest.param("ALLOWED_IMAGES", "ghcr.io/acme/ docker.io/*", id="images-space-separated"),
+        pytest.param("DEFAULT_QUEUE", "Team_A", id="default-queue-not-a-name"),
     ],
 )
 def test_bad_value_raises_config_error_naming_variable_and_value(variable: str, value: str) -> None:
