@@ -46,6 +46,11 @@ def _add_placement_flags(parser: argparse.ArgumentParser) -> None:
         help="tolerate this node taint, e.g. nvidia.com/gpu:NoSchedule (repeatable; KEY * for all)",
     )  # fmt: skip
     p.add_argument("--priority-class", default="", metavar="NAME", help="a PriorityClass of the cluster")
+    q = parser.add_argument_group("queueing (Kueue; docs/queueing.md)")
+    q.add_argument(
+        "--queue", default="", metavar="NAME", help="wait in this LocalQueue for Kueue to admit the job"
+    )
+    q.add_argument("--priority", default="", metavar="NAME", help="a WorkloadPriorityClass (with --queue)")
 
 
 def _add_job_flags(parser: argparse.ArgumentParser, purpose: Purpose) -> None:
@@ -170,6 +175,8 @@ def job_request(args: argparse.Namespace, *, namespace: str = "") -> pb.Schedule
         node_selector=args.node_selector or {},
         tolerations=args.toleration or [],
         priority_class_name=args.priority_class,
+        queue=args.queue,
+        priority=args.priority,
     )
     resources = {k: getattr(args, k) for k in ("cpu_request", "memory_request", "cpu_limit", "memory_limit")}
     if any(resources.values()):

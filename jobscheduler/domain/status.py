@@ -58,8 +58,8 @@ __all__ = ["derive_status"]
 
 
 # Labels the Job controller adds to Jobs and their pods (both the batch.kubernetes.io/ names and the
-# legacy unprefixed ones it still writes); the caller never set them.
-_KUBERNETES_LABEL_PREFIXES = ("batch.kubernetes.io/",)
+# legacy unprefixed ones it still writes), and Kueue's; the caller never set them.
+_KUBERNETES_LABEL_PREFIXES = ("batch.kubernetes.io/", "kueue.x-k8s.io/")
 _KUBERNETES_LABELS = frozenset({"controller-uid", "job-name"})
 _SERVICE_LABEL_PREFIX = NAME_LABEL.split("/", 1)[0] + "/"
 

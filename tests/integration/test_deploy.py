@@ -37,6 +37,12 @@ EXPECTED_RESOURCE_RULES = {
     ("cronjobs.batch", "create get list update patch delete"),
     ("leases.coordination.k8s.io", "create get patch"),
     ("priorityclasses.scheduling.k8s.io", "get"),  # the ClusterRole: priority_class_name exists
+    # Queueing through Kueue: the Role's and the ClusterRole jobscheduler-queues'.
+    ("localqueues.kueue.x-k8s.io", "get list"),
+    ("workloads.kueue.x-k8s.io", "list"),
+    ("localqueues.visibility.kueue.x-k8s.io/pendingworkloads", "get"),
+    ("workloadpriorityclasses.kueue.x-k8s.io", "get"),
+    ("clusterqueues.kueue.x-k8s.io", "get"),
 }
 # What every ServiceAccount may do on the default version (the cluster's default bindings).
 EVERY_SERVICE_ACCOUNT_RULES = {
@@ -132,7 +138,9 @@ def test_rbac_yaml_alone_applies_the_objects_the_kustomization_applied(cluster: 
     assert out.returncode == 0, out.stderr
     assert sorted(out.stdout.splitlines()) == [
         "clusterrole.rbac.authorization.k8s.io/jobscheduler-priorityclasses unchanged",
+        "clusterrole.rbac.authorization.k8s.io/jobscheduler-queues unchanged",
         "clusterrolebinding.rbac.authorization.k8s.io/jobscheduler-priorityclasses unchanged",
+        "clusterrolebinding.rbac.authorization.k8s.io/jobscheduler-queues unchanged",
         "role.rbac.authorization.k8s.io/jobscheduler unchanged",
         "rolebinding.rbac.authorization.k8s.io/jobscheduler unchanged",
         "serviceaccount/jobscheduler unchanged",
