@@ -272,7 +272,7 @@ def test_two_tenants_in_a_cohort_borrow_and_reclaim_their_share(
             assert evicted[0].queue_status.eviction_reason.startswith("InCohortReclamation")
             assert status(stub, namespace, a[2]).state == S.JOB_STATE_QUEUED  # A keeps its own share only
             print(
-                f"cohort: a0,a1 admitted (a1 borrowing), a2 queued; b0 admitted, reclaiming {evicted[0].job_id}"
+                f"cohort: a0,a1 admitted (a1 borrowing), a2 queued; b0 in, reclaiming {evicted[0].job_id}"
             )
             [info] = stub.ListQueues(pb.ListQueuesRequest(namespace=namespace), timeout=10).queues
             assert (info.cohort, info.pending >= 1) == (cohort, True)
