@@ -154,22 +154,32 @@ build_containerd() {
     containerd containerd-shim-runc-v2 ctr
 }
 
-# Kueue (queues, quotas, priorities, admission): its manager, and its CRDs from the module zip
-# (config/components/crd/bases) beside the binary for hack/devcluster.py to install.
+# Kueue (queues, quotas, priorities, admission): its manager, and beside it the module's
+# config/components tree (CRDs and their conversion-webhook patches, webhook configurations,
+# visibility APIServices, RBAC) from which hack/devcluster.py installs Kueue.
+# The stamp .done-components marks both; a cache dir from before it (binary only, stamp .done)
+# is completed by the copy without compiling again.
 build_kueue() {
-  local v=$KUEUE_VERSION
-  stamp_ok kueue "$v" && { relink kueue "$v" kueue; return; }
-  local dir start=$SECONDS moddir
+  local v=$KUEUE_VERSION dir start=$SECONDS moddir done_what=completed
   dir="$(tool_dir kueue "$v")"
-  log "building Kueue $v (sigs.k8s.io/kueue/cmd/kueue; cold build: expect ~3 min on 2 cores)"
-  rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/crd"
-  GOBIN="$dir/bin" go install -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$v" \
-    "sigs.k8s.io/kueue/cmd/kueue@$v"
+  [[ -f "$dir/.done-components" ]] && { relink kueue "$v" kueue; return; }
+  if stamp_ok kueue "$v" && [[ -x "$dir/bin/kueue" ]]; then
+    log "completing Kueue $v: copying its config/components beside the cached binary"
+  else
+    log "building Kueue $v (sigs.k8s.io/kueue/cmd/kueue; cold build: expect ~3 min on 2 cores)"
+    rm -rf "$dir" && mkdir -p "$dir/bin"
+    done_what=built
+    GOBIN="$dir/bin" go install -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$v" \
+      "sigs.k8s.io/kueue/cmd/kueue@$v"
+  fi
   moddir="$(go mod download -json "sigs.k8s.io/kueue@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
-  cp "$moddir"/config/components/crd/bases/*.yaml "$dir/crd/"
-  chmod -R u+w "$dir/crd"
+  # The module cache is read-only; the copy is made writable so it can be replaced or removed.
+  rm -rf "$dir/crd" "$dir/config" && mkdir -p "$dir/config"
+  cp -R "$moddir/config/components" "$dir/config/"
+  chmod -R u+w "$dir/config"
   finish kueue "$v" kueue
-  log "built Kueue $v in $((SECONDS - start)) s"
+  touch "$dir/.done-components"
+  log "$done_what Kueue $v in $((SECONDS - start)) s"
 }
 
 build_node() {
