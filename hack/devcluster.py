@@ -4,14 +4,28 @@
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real binaries built
 by hack/tools.sh; kwok plays the kubelets of fake nodes. With --real-node one real
 node runs beside them: containerd, kubelet and kube-proxy
-(hack/realnode.py), with the image of hack/image.sh loaded. Every process is started detached,
-its pid recorded under the state directory, and stopped by that pid. Standard library only,
-so it runs before the project's virtualenv exists.
+(hack/realnode.py), with the image of hack/image.sh loaded. With --kueue (or kueue-up on a
+running cluster) Kueue's manager runs beside them too, installed from the module's own
+manifests (hack/kueue.py; built by `hack/tools.sh kueue`): namespace kueue-system, its CRDs,
+webhooks and visibility API (visibility.kueue.x-k8s.io, served through the API server's
+aggregator, for which the API server always has the front-proxy flags). Every process is
+started detached, its pid recorded under the state directory, and stopped by that pid.
+Standard library only, so it runs before the project's virtualenv exists.
 
-    hack/devcluster.py up [--real-node] | down | status | env
+    hack/devcluster.py up [--real-node] [--kueue] | down | status | env
+    hack/devcluster.py running [--real-node] [--kueue]   (exit 0 when every process is alive)
     hack/devcluster.py node-up | node-down | node-rss   (the real node of a running cluster)
-    hack/devcluster.py stop|start|restart COMPONENT [--signal KILL]
+    hack/devcluster.py kueue-up | kueue-down   (Kueue in a running cluster; down removes every
+                                                trace: CRDs and so all Kueue objects, webhooks,
+                                                APIServices, ClusterRoles, kueue-system)
+    hack/devcluster.py stop|start|restart COMPONENT [--signal KILL]   (COMPONENT: one of the
+                                                control plane's, or kueue when it is enabled)
     hack/devcluster.py pause|resume COMPONENT      (SIGSTOP / SIGCONT, for fault tests)
+
+State (JOBSCHEDULER_DEVCLUSTER_DIR, default .devcluster): ports.json, pids/, logs/, pki/,
+kubeconfig; with Kueue also kueue.json (it is enabled: version, namespace and its loopback
+ports), kueue/ (config.json, the webhook certificate, install.json) and kueue.kubeconfig.
+While Kueue's manager is stopped its webhooks fail closed: Jobs (and pods) cannot be created.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kueue  # beside this script; standard library only too
 import realnode  # beside this script; standard library only too
 import toolversions  # beside this script: KUBERNETES_VERSION and the matrix
 
@@ -47,6 +62,8 @@ NODE_PODS = os.environ.get("JOBSCHEDULER_DEVCLUSTER_NODE_PODS", "1000")
 SERVICE_CIDR = "10.96.0.0/16"
 # Components in start order; stop runs in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Kueue's manager: a component of clusters that have Kueue (up --kueue, kueue-up), started last.
+KUEUE = "kueue"
 APISERVER_EXTRA_ARGS = os.environ.get("JOBSCHEDULER_DEVCLUSTER_APISERVER_ARGS", "").split()
 READY_TIMEOUT = float(os.environ.get("JOBSCHEDULER_DEVCLUSTER_TIMEOUT", "120"))
 
@@ -163,8 +180,9 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def make_leaf(name: str, subject: str, usage: str, san: str | None = None) -> None:
-    """A key and certificate signed by the cluster CA, in STATE/pki/NAME.{key,crt}."""
+def make_leaf(name: str, subject: str, usage: str, san: str | None = None, *, ca: str = "ca") -> None:
+    """A key and certificate signed by the cluster CA (or the CA named `ca`), in
+    STATE/pki/NAME.{key,crt}."""
     pki = STATE / "pki"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     ext = [
@@ -182,9 +200,9 @@ def make_leaf(name: str, subject: str, usage: str, san: str | None = None) -> No
         "-x509",
         *ec,
         "-CA",
-        f"{pki}/ca.crt",
+        f"{pki}/{ca}.crt",
         "-CAkey",
-        f"{pki}/ca.key",
+        f"{pki}/{ca}.key",
         "-keyout",
         f"{pki}/{name}.key",
         "-out",
@@ -197,29 +215,37 @@ def make_leaf(name: str, subject: str, usage: str, san: str | None = None) -> No
     )
 
 
-def make_pki() -> None:
+def make_ca(name: str, subject: str) -> None:
     pki = STATE / "pki"
-    if (pki / "done").exists():
-        return
-    pki.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl(
         "req",
         "-x509",
         *ec,
         "-keyout",
-        f"{pki}/ca.key",
+        f"{pki}/{name}.key",
         "-out",
-        f"{pki}/ca.crt",
+        f"{pki}/{name}.crt",
         "-days",
         "3650",
         "-subj",
-        "/CN=jobscheduler-devcluster-ca",
+        subject,
         "-addext",
         "basicConstraints=critical,CA:TRUE",
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     )
+
+
+def make_pki() -> None:
+    """The cluster's CA, serving and client certificates; a pki dir made before the front proxy
+    and Kueue's identity were added is completed (complete_pki)."""
+    pki = STATE / "pki"
+    if (pki / "done").exists():
+        complete_pki()
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+    make_ca("ca", "/CN=jobscheduler-devcluster-ca")
     leaf = make_leaf
     sans = ",".join(
         [
@@ -240,7 +266,25 @@ def make_pki() -> None:
     leaf("kwok", "/O=system:masters/CN=kwok-controller", "clientAuth")
     openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", f"{pki}/sa.key")
     openssl("pkey", "-in", f"{pki}/sa.key", "-pubout", "-out", f"{pki}/sa.pub")
+    complete_pki()
     (pki / "done").touch()
+
+
+def complete_pki() -> None:
+    """Certificates added after the first ones, made when missing so that an older state dir
+    gets them too: the front proxy's CA and client (the API server proxies aggregated APIs,
+    such as Kueue's visibility API, with that client certificate, and the aggregated server
+    trusts the X-Remote-* headers only from it) and Kueue's admin identity."""
+    pki = STATE / "pki"
+    if not (pki / "front-proxy-client.crt").exists():
+        # A CA of its own: a client certificate of the cluster CA must not be able to assert
+        # another user's name in X-Remote-User.
+        make_ca("front-proxy-ca", "/CN=jobscheduler-devcluster-front-proxy-ca")
+        make_leaf("front-proxy-client", "/CN=front-proxy-client", "clientAuth", ca="front-proxy-ca")
+    if not (pki / "kueue.crt").exists():
+        # Kueue's manager and visibility server act as an admin, as kwok does (no RBAC to keep
+        # in step with Kueue's role.yaml); the name tells its requests apart in audit and logs.
+        make_leaf("kueue", "/O=system:masters/CN=kueue-controller-manager", "clientAuth")
 
 
 def b64(path: Path) -> str:
@@ -292,10 +336,17 @@ class Api:
         self.ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         self.ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 5) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 5,
+        content_type: str = "application/json",
+    ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", content_type)
         with urllib.request.urlopen(req, context=self.ctx, timeout=timeout) as resp:
             raw = resp.read()
         return json.loads(raw) if raw.startswith(b"{") else raw.decode()
@@ -318,7 +369,7 @@ def wait_for(component: str, what: str, check: Callable[[], bool], timeout: floa
     while time.monotonic() < deadline:
         if check():
             return
-        if component in COMPONENTS and running_pid(component) is None:
+        if component in (*COMPONENTS, KUEUE) and running_pid(component) is None:
             raise ClusterError(
                 f"{component} exited while waiting for {what}; last lines of {log_file(component)}:\n"
                 + tail(log_file(component))
@@ -366,6 +417,16 @@ def command(component: str, ports: Ports) -> list[str]:
                 f"--tls-cert-file={pki}/apiserver.crt",
                 f"--tls-private-key-file={pki}/apiserver.key",
                 f"--client-ca-file={pki}/ca.crt",
+                # The front proxy: the aggregator's client certificate and the headers that name
+                # the user to an aggregated API server (Kueue's visibility API). Harmless without
+                # one, and set always so that adding Kueue needs no API server restart.
+                f"--requestheader-client-ca-file={pki}/front-proxy-ca.crt",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki}/front-proxy-client.crt",
+                f"--proxy-client-key-file={pki}/front-proxy-client.key",
                 "--authorization-mode=Node,RBAC",
                 # PodSecurity is among the default admission plugins; named here so it is never lost.
                 "--enable-admission-plugins=NodeRestriction,PodSecurity",
@@ -447,6 +508,19 @@ def command(component: str, ports: Ports) -> list[str]:
             "--node-ip=127.0.0.1",
             "--cidr=10.244.0.0/16",
             "--node-lease-duration-seconds=40",
+        ]
+    if component == KUEUE:
+        kq = kueue_install()
+        # The visibility server writes a self-signed serving certificate into /visibility: a
+        # directory fixed in v0.17.0 (pkg/visibility/server.go), shared by the clusters of this
+        # machine; the APIServices skip verifying it (insecureSkipTLSVerify, as upstream). Its
+        # authentication and authorization use --kubeconfig (TokenReview, SubjectAccessReview,
+        # the front-proxy CA from kube-system/extension-apiserver-authentication).
+        return [
+            str(kq.binary().resolve()),
+            f"--config={kq.config_file}",
+            f"--kubeconfig={STATE / 'kueue.kubeconfig'}",
+            f"--visibility-server-port={kq.ports().visibility}",
         ]
     raise ClusterError(f"unknown component {component!r}; choose one of {', '.join(COMPONENTS)}")
 
@@ -536,6 +610,8 @@ def ready_check(component: str, ports: Ports) -> tuple[str, Callable[[], bool]]:
         return "/healthz", lambda: http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure=True)
     if component == "kwok":
         return "/healthz", lambda: http_ok(f"http://127.0.0.1:{ports.kwok}/healthz")
+    if component == KUEUE:
+        return "health, webhook certificate and TLS, webhooks, visibility API", kueue_ready(ports)
     raise ClusterError(f"unknown component {component!r}")
 
 
@@ -550,6 +626,8 @@ def port_free(port: int) -> bool:
 
 
 def listen_ports(component: str, ports: Ports) -> list[int]:
+    if component == KUEUE:
+        return list(dataclasses.astuple(kueue_install().ports()))
     return {
         "etcd": [ports.etcd_client, ports.etcd_peer],
         "kube-apiserver": [ports.apiserver],
@@ -562,6 +640,8 @@ def listen_ports(component: str, ports: Ports) -> list[int]:
 def start(component: str, ports: Ports) -> None:
     if running_pid(component):
         return
+    if component == "kube-apiserver":
+        make_pki()  # a state dir from before the front-proxy flags gets their files
     # A process just killed may hold its listening socket a moment longer than its pid.
     deadline = time.monotonic() + 15
     for port in listen_ports(component, ports):
@@ -707,15 +787,19 @@ def restart_dependents(ports: Ports) -> None:
     tries, and the first tries after a restart meet 403s until RBAC has synced), so pods and
     ServiceAccounts could lag by a minute or more. Tests restart the API server to observe
     *this service's* recovery; a fresh controller-manager, scheduler and kwok keep the rest of
-    the cluster from adding that minute to every such test."""
+    the cluster from adding that minute to every such test. Kueue's manager, when running, is
+    restarted last, once the controllers are back."""
     for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
         if running_pid(component):
             stop(component)
             start(component, ports)
     settle(ports)
+    if running_pid(KUEUE):
+        stop(KUEUE)
+        start(KUEUE, ports)
 
 
-def up(*, real_node: bool = False) -> None:
+def up(*, real_node: bool = False, with_kueue: bool = False) -> None:
     started = time.monotonic()
     STATE.mkdir(parents=True, exist_ok=True)
     try:
@@ -735,9 +819,17 @@ def up(*, real_node: bool = False) -> None:
         log(f"already running Kubernetes {running_version}; kubeconfig: {STATE / 'kubeconfig'}")
         if real_node:
             node_up()
+        if with_kueue:
+            kueue_up()
         return
     for name in COMPONENTS:
         binary(name)  # fail early, before starting anything, if a binary is missing
+    if with_kueue:
+        try:
+            kueue_install().check_tools()
+        except kueue.KueueError as e:
+            log(f"ERROR: {e}")
+            raise SystemExit(1) from None
     ports = Ports.load_or_pick()
     make_pki()
     server = f"https://127.0.0.1:{ports.apiserver}"
@@ -765,9 +857,16 @@ def up(*, real_node: bool = False) -> None:
         bootstrap(ports)
         if real_node:
             start_real_node(ports)
+        if with_kueue:
+            kueue_up()
+        elif kueue_install().enabled():
+            # An earlier run had Kueue and was not taken down: its webhooks are still in etcd.
+            log("this state dir had Kueue (not asked for this time): removing it")
+            kueue_down()
     except (ClusterError, OSError, urllib.error.URLError) as e:
         log(f"ERROR: {e}")
         log("stopping what was started; logs are kept in " + str(STATE / "logs"))
+        stop(KUEUE)
         node_down()
         for component in reversed(COMPONENTS):
             stop(component)
@@ -799,8 +898,135 @@ def node_down() -> None:
         raise ClusterError(str(e)) from e
 
 
+# ---------------------------------------------------------------------------------------------
+# Kueue: an optional component (up --kueue, kueue-up, kueue-down); see hack/kueue.py
+
+
+def kueue_install() -> kueue.Install:
+    version = versions()["KUEUE_VERSION"]
+    return kueue.Install(STATE, toolversions.cache_dir() / "tools" / f"kueue-{version}", version)
+
+
+def kubectl(*args: str, stdin: str | None = None, timeout: float = 120) -> str:
+    """The cluster's kubectl, as admin; a failure is a ClusterError with its stderr."""
+    argv = [binary("kubectl"), f"--kubeconfig={STATE / 'kubeconfig'}", *args]
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args[:2])} failed: {proc.stderr.strip()[-800:]}")
+    return proc.stdout
+
+
+def has_front_proxy(component: str = "kube-apiserver") -> bool:
+    pid = running_pid(component)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(a.startswith(b"--proxy-client-cert-file=") for a in argv)
+
+
+def kueue_ready(ports: Ports, *, quiet: bool = False) -> kueue.Readiness:
+    """Kueue's readiness check (kueue.Readiness); quiet: no progress lines and no writes, for
+    status."""
+    return kueue.Readiness(Api(ports.apiserver), kueue_install(), log=None if quiet else log)
+
+
+def kueue_up() -> None:
+    """Adds Kueue to the running cluster: its manifests, its configuration, its manager; ready
+    as kueue.Readiness defines it. Idempotent; on failure, removes what it installed again
+    (a webhook that fails closed would otherwise block every Job), keeping the logs."""
+    if not (STATE / "ports.json").exists() or running_pid("kube-apiserver") is None:
+        raise ClusterError("no cluster running: `hack/devcluster.py up --kueue` starts one with Kueue")
+    started = time.monotonic()
+    kq = kueue_install()
+    try:
+        kq.check_tools()
+    except kueue.KueueError as e:
+        raise ClusterError(str(e)) from None
+    ports = Ports.load_or_pick()
+    if kq.enabled() and running_pid(KUEUE):
+        if kueue_ready(ports, quiet=True)():
+            log(f"Kueue {kq.version} already running (pid {running_pid(KUEUE)})")
+            return
+        log("Kueue's manager runs but is not ready: installing again and restarting it")
+        stop(KUEUE)
+    make_pki()
+    write_kubeconfig(STATE / "kueue.kubeconfig", "kueue", f"https://127.0.0.1:{ports.apiserver}")
+    if not has_front_proxy():
+        log("restarting the API server with the front-proxy flags (Kueue's visibility API needs them)")
+        stop("kube-apiserver")
+        start("kube-apiserver", ports)
+        restart_dependents(ports)
+    try:
+        kports = kq.enable(free_ports)
+        log(
+            f"installing Kueue {kq.version} from {kq.tools} (namespace {kueue.NAMESPACE}; ports: "
+            f"health {kports.health}, webhook {kports.webhook}, visibility {kports.visibility})"
+        )
+        install_kueue(kq, ports)
+        kq.write_config()
+        log("starting Kueue's manager")
+        start(KUEUE, ports)
+    except (ClusterError, kueue.KueueError, OSError, urllib.error.URLError, subprocess.TimeoutExpired) as e:
+        log(f"ERROR: Kueue did not come up: {e}")
+        log(f"removing it again; its log stays in {log_file(KUEUE)}")
+        try:
+            kueue_down()
+        except ClusterError as again:
+            log(f"ERROR: {again}")
+        raise ClusterError(f"Kueue did not come up (see above and {log_file(KUEUE)})") from None
+    log(
+        f"Kueue {kq.version} ready in {time.monotonic() - started:.1f}s; "
+        f"queue Jobs with the label kueue.x-k8s.io/queue-name (state: {kq.info_file})"
+    )
+
+
+def install_kueue(kq: kueue.Install, ports: Ports) -> None:
+    step = time.monotonic()
+    objects = kq.render(kubectl)
+    kinds: dict[str, int] = {}
+    for obj in objects:
+        kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    log(f"kueue: rendered {summary} ({time.monotonic() - step:.1f}s)")
+    step = time.monotonic()
+    # Server-side: the CRDs are too big for kubectl's last-applied annotation, and the CA
+    # bundles the rotator writes into them (and into the webhooks) stay the rotator's.
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=jobscheduler-devcluster",
+        "-f",
+        str(kq.manifest_file),
+    )
+    kq.create_secret(Api(ports.apiserver))
+    log(f"kueue: applied, Secret {kueue.WEBHOOK_SECRET} in place ({time.monotonic() - step:.1f}s)")
+
+
+def kueue_down() -> None:
+    """Removes Kueue (kueue.Install.remove): the manager first, then its objects."""
+    kq = kueue_install()
+    stop(KUEUE)
+    if not kq.enabled():
+        log("Kueue is not enabled in this cluster: nothing to remove")
+        return
+    if running_pid("kube-apiserver") is None:
+        raise ClusterError(
+            "the API server is not running: start it (`hack/devcluster.py start kube-apiserver`) "
+            "so that Kueue's objects can be removed, or take the whole cluster down"
+        )
+    started = time.monotonic()
+    try:
+        kq.remove(Api(Ports.load_or_pick().apiserver), wait=wait_for, log=log)
+    except (kueue.KueueError, OSError, urllib.error.URLError) as e:
+        raise ClusterError(f"removing Kueue: {e}; run `hack/devcluster.py kueue-down` again") from None
+    log(f"Kueue removed in {time.monotonic() - started:.1f}s")
+
+
 def down() -> None:
-    # The node first: its kubelet and kube-proxy would otherwise retry a vanished API server.
+    # Kueue and the node first: they would otherwise retry a vanished API server.
+    stop(KUEUE)
     node_down()
     for component in reversed(COMPONENTS):
         stop(component)
@@ -809,12 +1035,14 @@ def down() -> None:
     log(f"cluster down; removed {STATE}")
 
 
-def running(*, real_node: bool = False) -> int:
+def running(*, real_node: bool = False, with_kueue: bool = False) -> int:
     """0 when every component's process is alive (no readiness probes: a loaded machine can make
     a probe time out, and a caller deciding whether it owns the cluster must not guess wrong)."""
     alive = STATE.exists() and (STATE / "kubeconfig").exists() and all(running_pid(c) for c in COMPONENTS)
     if alive and real_node:
         alive = node().enabled() and all(node().running_pid(c) for c in realnode.NODE_COMPONENTS)
+    if alive and with_kueue:
+        alive = kueue_install().enabled() and running_pid(KUEUE) is not None
     return 0 if alive else 1
 
 
@@ -835,6 +1063,18 @@ def status() -> int:
             pid = node().running_pid(component)
             code |= 0 if pid else 1
             print(f"{'node/' + component:24} {'running' if pid else 'stopped':20} pid={pid or '-'}")
+    kq = kueue_install()
+    if kq.enabled():
+        pid = running_pid(KUEUE)
+        ready = pid is not None and kueue_ready(ports, quiet=True)()
+        state = "ready" if ready else ("running, not ready" if pid else "stopped")
+        code |= 0 if state == "ready" else 1
+        kports = kq.ports()
+        print(f"{KUEUE:24} {state:20} pid={pid or '-'}")
+        print(
+            f"kueue: {kq.version}, namespace {kueue.NAMESPACE}, ports health={kports.health} "
+            f"webhook={kports.webhook} visibility={kports.visibility} ({kq.info_file})"
+        )
     print(f"kubeconfig: {STATE / 'kubeconfig'}")
     return code
 
@@ -859,6 +1099,8 @@ def main() -> int:
             "node-up",
             "node-down",
             "node-rss",
+            "kueue-up",
+            "kueue-down",
         ],
     )
     parser.add_argument(
@@ -867,12 +1109,26 @@ def main() -> int:
         help="up: also start the real node (containerd, kubelet, kube-proxy); running: and check it. "
         "A flag, not an environment variable, so that clusters started by tests never inherit it",
     )
-    parser.add_argument("component", nargs="?", choices=COMPONENTS)
+    parser.add_argument(
+        "--kueue",
+        action="store_true",
+        help="up: also install and start Kueue; running: and check its manager runs",
+    )
+    parser.add_argument(
+        "component",
+        nargs="?",
+        choices=(*COMPONENTS, KUEUE),
+        help=f"{KUEUE} only in a cluster that has Kueue (up --kueue, kueue-up)",
+    )
     parser.add_argument("--signal", default="TERM", help="signal for stop/restart (TERM, KILL)")
     args = parser.parse_args()
     try:
         if args.action == "up":
-            up(real_node=args.real_node)
+            up(real_node=args.real_node, with_kueue=args.kueue)
+        elif args.action == "kueue-up":
+            kueue_up()
+        elif args.action == "kueue-down":
+            kueue_down()
         elif args.action == "node-up":
             node_up()
         elif args.action == "node-down":
@@ -882,16 +1138,18 @@ def main() -> int:
         elif args.action == "down":
             down()
         elif args.action == "running":
-            return running(real_node=args.real_node)
+            return running(real_node=args.real_node, with_kueue=args.kueue)
         elif args.action == "status":
             return status()
         elif args.action == "env":
             print(f"export KUBECONFIG={STATE / 'kubeconfig'}")
         else:
             if not args.component:
-                parser.error(f"{args.action} needs a component: {', '.join(COMPONENTS)}")
+                parser.error(f"{args.action} needs a component: {', '.join((*COMPONENTS, KUEUE))}")
             if not (STATE / "ports.json").exists():
                 raise ClusterError("no cluster state: run `hack/devcluster.py up` first")
+            if args.component == KUEUE and not kueue_install().enabled():
+                raise ClusterError("this cluster has no Kueue: `hack/devcluster.py kueue-up` adds it")
             ports = Ports.load_or_pick()
             sig = signal.Signals[f"SIG{args.signal.upper().removeprefix('SIG')}"]
             if args.action in ("stop", "restart"):

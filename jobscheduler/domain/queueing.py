@@ -148,11 +148,17 @@ def queue_status_of(workload: Mapping[str, Any], pending: Mapping[str, Any] | No
     conditions = {c.get("type"): c for c in status.get("conditions") or () if isinstance(c, Mapping)}
     admitted = _true(conditions.get("Admitted"))
     reserved = conditions.get("QuotaReserved") or {}
+    # Evicted is True while an eviction stands; Kueue then sets it False with reason
+    # QuotaReserved on (re-)admission, even a first one, so only a True one tells. Preempted
+    # (why: InClusterQueue, InCohortReclamation, ...) stays after re-admission: the last one.
     evicted = conditions.get("Evicted") or {}
     preempted = conditions.get("Preempted") or {}
-    # Kueue keeps Evicted/Preempted (status False once re-admitted): the last eviction stays
-    # visible with its reason. Preempted says by whom; Evicted only that it was.
-    eviction = preempted if preempted.get("reason") and evicted.get("reason") == "Preempted" else evicted
+    if _true(evicted):
+        eviction = preempted if _true(preempted) else evicted
+    elif preempted.get("reason") and preempted.get("reason") != "QuotaReserved":
+        eviction = preempted
+    else:
+        eviction = {}
     cluster_queue = ((status.get("admission") or {}).get("clusterQueue")) or ""
     spec = workload.get("spec") or {}
     position_queue = position_cluster = None
@@ -172,9 +178,9 @@ def queue_status_of(workload: Mapping[str, Any], pending: Mapping[str, Any] | No
         pending_reason=""
         if admitted or _true(reserved)
         else str(reserved.get("message") or reserved.get("reason") or ""),
-        eviction_reason=str(eviction.get("reason") or "") if evicted else "",
-        eviction_message=str(eviction.get("message") or "") if evicted else "",
-        evicted_at=parse_rfc3339(evicted.get("lastTransitionTime")) if evicted else None,
+        eviction_reason=str(eviction.get("reason") or ""),
+        eviction_message=str(eviction.get("message") or ""),
+        evicted_at=parse_rfc3339(eviction.get("lastTransitionTime")),
         priority_value=int(spec.get("priority") or 0),
     )
 

@@ -190,6 +190,20 @@ def test_an_admitted_workload_and_a_preempted_one() -> None:
         conditions=[condition("Evicted", "True", "Deactivated", "deactivated by the user")]
     )
     assert queue_status_of(deactivated).eviction_reason == "Deactivated"
+    # Kueue marks every admission Evicted=False/QuotaReserved: no eviction. After a preemption
+    # and re-admission, the Preempted condition keeps the last one.
+    first = workload(
+        conditions=[condition("Admitted", "True"), condition("Evicted", "False", "QuotaReserved")]
+    )
+    assert queue_status_of(first).eviction_reason == ""
+    readmitted = workload(
+        conditions=[
+            condition("Admitted", "True"),
+            condition("Evicted", "False", "QuotaReserved"),
+            condition("Preempted", "False", "InCohortReclamation", "Preempted to reclaim quota"),
+        ]
+    )
+    assert queue_status_of(readmitted).eviction_reason == "InCohortReclamation"
 
 
 def test_a_local_queue_with_its_cluster_queues_quotas_and_usage() -> None:
