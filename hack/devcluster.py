@@ -25,7 +25,8 @@ Standard library only, so it runs before the project's virtualenv exists.
 State (JOBSCHEDULER_DEVCLUSTER_DIR, default .devcluster): ports.json, pids/, logs/, pki/,
 kubeconfig; with Kueue also kueue.json (it is enabled: version, namespace and its loopback
 ports), kueue/ (config.json, the webhook certificate, install.json) and kueue.kubeconfig.
-While Kueue's manager is stopped its webhooks fail closed: Jobs (and pods) cannot be created.
+While Kueue's manager is stopped (stop/pause kueue) its webhooks fail closed, so Jobs and pods
+cannot be created, and namespaces stay Terminating (discovery of its aggregated API fails).
 """
 
 from __future__ import annotations
@@ -419,7 +420,7 @@ def command(component: str, ports: Ports) -> list[str]:
                 f"--client-ca-file={pki}/ca.crt",
                 # The front proxy: the aggregator's client certificate and the headers that name
                 # the user to an aggregated API server (Kueue's visibility API). Harmless without
-                # one, and set always so that adding Kueue needs no API server restart.
+                # one; set always, so that adding one needs no API server restart.
                 f"--requestheader-client-ca-file={pki}/front-proxy-ca.crt",
                 "--requestheader-allowed-names=front-proxy-client",
                 "--requestheader-username-headers=X-Remote-User",

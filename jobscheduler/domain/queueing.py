@@ -158,7 +158,7 @@ def queue_status_of(workload: Mapping[str, Any], pending: Mapping[str, Any] | No
     elif preempted.get("reason") and preempted.get("reason") != "QuotaReserved":
         eviction = preempted
     else:
-        eviction = {}
+        eviction = _last_eviction(status)
     cluster_queue = ((status.get("admission") or {}).get("clusterQueue")) or ""
     spec = workload.get("spec") or {}
     position_queue = position_cluster = None
@@ -183,6 +183,23 @@ def queue_status_of(workload: Mapping[str, Any], pending: Mapping[str, Any] | No
         evicted_at=parse_rfc3339(eviction.get("lastTransitionTime")),
         priority_value=int(spec.get("priority") or 0),
     )
+
+
+def _last_eviction(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """From Kueue's eviction counts (status.schedulingStats.evictions), once re-admission has
+    reset the conditions: the finer cause (InCohortReclamation) where it gives one."""
+    stats = [
+        e for e in (status.get("schedulingStats") or {}).get("evictions") or () if isinstance(e, Mapping)
+    ]
+    if not stats:
+        return {}
+    last = stats[-1]
+    reason = str(last.get("underlyingCause") or last.get("reason") or "")
+    count = sum(int(e.get("count") or 0) for e in stats)
+    return {
+        "reason": reason,
+        "message": f"evicted {count} time{'s' if count != 1 else ''} ({last.get('reason')})",
+    }
 
 
 def _true(condition: Mapping[str, Any] | None) -> bool:

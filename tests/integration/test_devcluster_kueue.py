@@ -29,6 +29,7 @@ TENANTS = ("team-a", "team-b")
 # Each tenant's ClusterQueue: 4 CPUs nominal, 4 more borrowable from the other (30-cluster-queues.yaml).
 NOMINAL_CPU, BORROWABLE_CPU = 4, 4
 TEST_LABEL = "jobscheduler.io/kueue-test"
+TAG = pytest.StashKey[str]()  # the test's value of TEST_LABEL
 
 pytestmark = pytest.mark.local_cluster
 
@@ -97,9 +98,6 @@ def team_a(kueue: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
         )
 
     wait_until("the test's Workloads to be deleted", workloads_gone, timeout=60)
-
-
-TAG = pytest.StashKey[str]()
 
 
 def queued_job(

@@ -204,6 +204,14 @@ def test_an_admitted_workload_and_a_preempted_one() -> None:
         ]
     )
     assert queue_status_of(readmitted).eviction_reason == "InCohortReclamation"
+    counted = workload(
+        conditions=[condition("Admitted", "True"), condition("Evicted", "False", "QuotaReserved")],
+        schedulingStats={
+            "evictions": [{"reason": "Preempted", "underlyingCause": "InCohortReclamation", "count": 1}]
+        },
+    )
+    assert queue_status_of(counted).eviction_reason == "InCohortReclamation"
+    assert queue_status_of(counted).eviction_message == "evicted 1 time (Preempted)"
 
 
 def test_a_local_queue_with_its_cluster_queues_quotas_and_usage() -> None:
