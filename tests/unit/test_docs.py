@@ -85,17 +85,31 @@ def rbac() -> list[dict[str, object]]:
 
 
 def test_rbac_yaml_holds_the_service_account_role_and_binding_in_their_namespace() -> None:
-    objects = {d["kind"]: d for d in rbac()}  # type: ignore[misc]
+    docs = list(rbac())
+    objects = {d["kind"]: d for d in docs}  # type: ignore[misc]
     assert sorted(objects) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"]
     namespaced = [o for kind, o in objects.items() if not kind.startswith("Cluster")]
     assert {o["metadata"]["namespace"] for o in namespaced} == {"jobscheduler"}  # type: ignore[index]
-    # The one cluster-wide grant: reading PriorityClasses (ScheduleJob's priority_class_name).
-    assert objects["ClusterRole"]["rules"] == [  # type: ignore[index]
-        {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get"]}
-    ]
-    assert objects["ClusterRoleBinding"]["subjects"] == [  # type: ignore[index]
-        {"kind": "ServiceAccount", "name": "jobscheduler", "namespace": "jobscheduler"}
-    ]
+    # The cluster-wide grants, read-only: PriorityClasses (ScheduleJob's priority_class_name) and
+    # Kueue's cluster-scoped objects (a priority's WorkloadPriorityClass, ListQueues' quotas).
+    cluster_roles = {d["metadata"]["name"]: d["rules"] for d in docs if d["kind"] == "ClusterRole"}  # type: ignore[index]
+    assert cluster_roles == {
+        "jobscheduler-priorityclasses": [
+            {"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get"]}
+        ],
+        "jobscheduler-queues": [
+            {
+                "apiGroups": ["kueue.x-k8s.io"],
+                "resources": ["workloadpriorityclasses", "clusterqueues"],
+                "verbs": ["get"],
+            }
+        ],
+    }
+    for d in docs:
+        if d["kind"] == "ClusterRoleBinding":  # type: ignore[index]
+            assert d["subjects"] == [  # type: ignore[index]
+                {"kind": "ServiceAccount", "name": "jobscheduler", "namespace": "jobscheduler"}
+            ]
     binding = objects["RoleBinding"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
