@@ -3,7 +3,7 @@ the raw Kubernetes API (a suspended Job with Kueue's queue label, created direct
 cluster queue and with a backlog of jobs queued behind a full one.
 
     hack/devcluster.py kueue-up        # or: hack/devcluster.py up --kueue
-    .venv/bin/python -m bench.queueing [--jobs 100] [--backlog 1000]
+    .venv/bin/python -m bench.queueing [--jobs 100] [--backlog 1000] [--rate 4]
 
 Both sides' jobs go to a ClusterQueue with ample quota; the backlog waits in another one whose
 quota is zero, so Kueue's scheduler carries it on every cycle. Admission is observed by a watch
@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def raw_job(name: str, namespace: str, queue: str, duration: str) -> dict[str, A
     }
 
 
-def make_queue(api: client.ApiClient, namespace: str, name: str, cpu: str) -> None:
+def make_queue(api: client.ApiClient, namespace: str, name: str, cpu: str, flavor: str) -> None:
     custom = client.CustomObjectsApi(api)
     custom.create_cluster_custom_object(
         *KUEUE,
@@ -125,7 +126,7 @@ def make_queue(api: client.ApiClient, namespace: str, name: str, cpu: str) -> No
                         "coveredResources": ["cpu", "memory"],
                         "flavors": [
                             {
-                                "name": "default-flavor",
+                                "name": flavor,
                                 "resources": [
                                     {"name": "cpu", "nominalQuota": cpu},
                                     {"name": "memory", "nominalQuota": "10Ti"},
@@ -161,14 +162,13 @@ def kueue_rss_mb() -> float | None:
     return None
 
 
-def measure(
-    label: str,
-    count: int,
-    submit: Any,
-    admissions: Admissions,
-) -> dict[str, float]:
+def measure(label: str, count: int, rate: float, submit: Any, admissions: Admissions) -> dict[str, float]:
+    """Submits `count` jobs at `rate` per second (a paced arrival, so that each job's latency is
+    Kueue admitting it, not a burst waiting on Kueue's own API rate), then waits for them all."""
     started: dict[str, float] = {}
+    begin = time.monotonic()
     for i in range(count):
+        time.sleep(max(0.0, begin + i / rate - time.monotonic()))
         t0 = time.time()
         name = submit(i)
         started[name] = t0
@@ -185,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", default=str(STATE / "kubeconfig"))
     parser.add_argument("--jobs", type=int, default=100, help="jobs measured per side and phase")
     parser.add_argument("--backlog", type=int, default=1000, help="jobs queued behind a full ClusterQueue")
+    parser.add_argument(
+        "--rate", type=float, default=4.0, help="jobs submitted per second, per side and phase"
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    # Stopped by a signal, it still removes what it made (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     api = config.new_client_from_config(config_file=args.kubeconfig)
     if not any(g.name == "kueue.x-k8s.io" for g in client.ApisApi(api).get_api_versions().groups):
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     suffix = secrets.token_hex(3)
     namespace, open_q, full_q = f"bench-queueing-{suffix}", f"bench-open-{suffix}", f"bench-full-{suffix}"
+    flavor = f"bench-flavor-{suffix}"
     core, batch, custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     port = free_port()
@@ -218,11 +224,17 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(UTC).isoformat(),
         "jobs": args.jobs,
         "backlog": args.backlog,
+        "rate_per_second": args.rate,
     }
     admissions = Admissions(api, namespace)
     try:
-        make_queue(api, namespace, open_q, "100000")
-        make_queue(api, namespace, full_q, "0")
+        custom.create_cluster_custom_object(
+            *KUEUE,
+            "resourceflavors",
+            {"apiVersion": "/".join(KUEUE), "kind": "ResourceFlavor", "metadata": {"name": flavor}},
+        )
+        make_queue(api, namespace, open_q, "100000", flavor)
+        make_queue(api, namespace, full_q, "0", flavor)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=30)
         stub = pb_grpc.JobSchedulerStub(channel)
@@ -265,17 +277,25 @@ def main(argv: list[str] | None = None) -> int:
                 record["backlog_pending"] = pending
                 record["kueue_rss_mb_backlog"] = kueue_rss_mb()
                 say(f"  Kueue holds {pending} pending workloads; its RSS {record['kueue_rss_mb_backlog']} MB")
-            record[f"service_{phase}"] = measure(f"service, {phase}", args.jobs, via_service, admissions)
-            record[f"raw_api_{phase}"] = measure(f"raw API, {phase}", args.jobs, via_api(phase), admissions)
+            record[f"service_{phase}"] = measure(
+                f"service, {phase}", args.jobs, args.rate, via_service, admissions
+            )
+            record[f"raw_api_{phase}"] = measure(
+                f"raw API, {phase}", args.jobs, args.rate, via_api(phase), admissions
+            )
         record["kueue_rss_mb_end"] = kueue_rss_mb()
     finally:
         admissions.stop()
         serve.terminate()
         serve.wait(timeout=30)
-        for name in (open_q, full_q):
-            with contextlib.suppress(client.ApiException):
-                custom.delete_cluster_custom_object(*KUEUE, "clusterqueues", name)
         core.delete_namespace(namespace)
+        for resource, name in (
+            ("clusterqueues", open_q),
+            ("clusterqueues", full_q),
+            ("resourceflavors", flavor),
+        ):
+            with contextlib.suppress(client.ApiException):
+                custom.delete_cluster_custom_object(*KUEUE, resource, name)
     commit = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT
     )
@@ -293,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     text = (
-        f"# Admission latency through Kueue ({args.jobs} jobs per cell; backlog {args.backlog})\n\n"
+        f"# Admission latency through Kueue ({args.jobs} jobs per cell at {args.rate:g}/s; "
+        f"backlog {args.backlog})\n\n"
         + "\n".join(rows)
         + f"\n\nKueue RSS: {record['kueue_rss_mb_start']} MB at start, "
         f"{record.get('kueue_rss_mb_backlog')} MB with the backlog, "

@@ -190,9 +190,12 @@ def test_jobs_beyond_the_quota_wait_queued_and_are_admitted_in_order(
             wait_state(stub, namespace, job, S.JOB_STATE_SUCCEEDED, timeout=90)
         admitted = [admitted_at(stub, namespace, j) for j in jobs]
         assert admitted == sorted(admitted), admitted  # oldest first (times kept to the second)
-        # The filter by queue, and ListQueues' counts.
+        # The filter by queue (ListJobs, WatchJobs), and ListQueues' counts.
         listed = stub.ListJobs(pb.ListJobsRequest(namespace=namespace, queue=queue), timeout=10).jobs
         assert {j.job_id for j in listed} == set(jobs)
+        watched = stub.WatchJobs(pb.WatchJobsRequest(namespace=namespace, queue=queue), timeout=10)
+        assert {next(watched).status.job_id for _ in jobs} == set(jobs)
+        watched.cancel()
         assert not stub.ListJobs(pb.ListJobsRequest(namespace=namespace, queue="other"), timeout=10).jobs
         [info] = stub.ListQueues(pb.ListQueuesRequest(namespace=namespace), timeout=10).queues
         assert (info.name, info.cluster_queue, info.pending) == (queue, queue, 0)
@@ -262,6 +265,14 @@ def test_two_tenants_in_a_cohort_borrow_and_reclaim_their_share(
             for job in a[:2]:
                 wait_state(stub, namespace, job, S.JOB_STATE_RUNNING)
             assert status(stub, namespace, a[2]).state == S.JOB_STATE_QUEUED
+            # Fair sharing accounts for it: A's share of the cohort is above B's (idle) one.
+            shares = wait_until(
+                "fair-sharing shares of both ClusterQueues",
+                lambda: (sa := weighted_share(cluster, qa)) is not None
+                and (sb := weighted_share(cluster, qb)) is not None
+                and sa > sb
+                and (sa, sb),
+            )
             # Tenant B arrives: it gets its share back at once, A's borrowed job is evicted.
             b = schedule(stub, timer(other, "b0", duration="2s", queue=qb))
             wait_state(stub, other, b, S.JOB_STATE_SUCCEEDED, timeout=60)
@@ -271,7 +282,10 @@ def test_two_tenants_in_a_cohort_borrow_and_reclaim_their_share(
             assert len(evicted) == 1, evicted
             assert evicted[0].queue_status.eviction_reason.startswith("InCohortReclamation")
             assert status(stub, namespace, a[2]).state == S.JOB_STATE_QUEUED  # A keeps its own share only
-            print(f"cohort: a0,a1 admitted (a1 borrowing), a2 queued; b0 in, reclaiming {evicted[0].job_id}")
+            print(
+                f"cohort: shares A {shares[0]} > B {shares[1]} while A borrows; a0,a1 in (a1 borrowing), "
+                f"a2 queued; b0 in, reclaiming {evicted[0].job_id}"
+            )
             [info] = stub.ListQueues(pb.ListQueuesRequest(namespace=namespace), timeout=10).queues
             assert (info.cohort, info.pending >= 1) == (cohort, True)
             for job in a:
@@ -280,6 +294,13 @@ def test_two_tenants_in_a_cohort_borrow_and_reclaim_their_share(
         for name in (qa, qb):
             custom(cluster).delete_cluster_custom_object(*KUEUE, "clusterqueues", name)
         core.delete_namespace(other)
+
+
+def weighted_share(cluster: Cluster, cluster_queue: str) -> int | None:
+    """The ClusterQueue's fair-sharing share (status.fairSharing.weightedShare), once Kueue set it."""
+    cq = custom(cluster).get_cluster_custom_object(*KUEUE, "clusterqueues", cluster_queue)
+    share = ((cq.get("status") or {}).get("fairSharing") or {}).get("weightedShare")
+    return int(share) if share is not None else None
 
 
 def test_a_held_job_waits_outside_the_queue_until_released(
