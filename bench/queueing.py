@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 from kubernetes import client, config, watch
 
+from hack import kueue
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 
@@ -113,42 +114,9 @@ def raw_job(name: str, namespace: str, queue: str, duration: str) -> dict[str, A
 def make_queue(api: client.ApiClient, namespace: str, name: str, cpu: str, flavor: str) -> None:
     custom = client.CustomObjectsApi(api)
     custom.create_cluster_custom_object(
-        *KUEUE,
-        "clusterqueues",
-        {
-            "apiVersion": "/".join(KUEUE),
-            "kind": "ClusterQueue",
-            "metadata": {"name": name},
-            "spec": {
-                "namespaceSelector": {},
-                "resourceGroups": [
-                    {
-                        "coveredResources": ["cpu", "memory"],
-                        "flavors": [
-                            {
-                                "name": flavor,
-                                "resources": [
-                                    {"name": "cpu", "nominalQuota": cpu},
-                                    {"name": "memory", "nominalQuota": "10Ti"},
-                                ],
-                            }
-                        ],
-                    }
-                ],
-            },
-        },
+        *KUEUE, "clusterqueues", kueue.cluster_queue(name, flavor=flavor, cpu=cpu, memory="10Ti")
     )
-    custom.create_namespaced_custom_object(
-        *KUEUE,
-        namespace,
-        "localqueues",
-        {
-            "apiVersion": "/".join(KUEUE),
-            "kind": "LocalQueue",
-            "metadata": {"name": name},
-            "spec": {"clusterQueue": name},
-        },
-    )
+    custom.create_namespaced_custom_object(*KUEUE, namespace, "localqueues", kueue.local_queue(name, name))
 
 
 def kueue_rss_mb() -> float | None:

@@ -181,6 +181,55 @@ def external_service(name: str, port: int) -> dict[str, Any]:
     }
 
 
+def cluster_queue(
+    name: str,
+    *,
+    flavor: str,
+    cpu: str,
+    memory: str = "64Gi",
+    cohort: str = "",
+    borrowing_limit: str | None = None,
+    preemption: dict[str, str] | None = None,
+    strategy: str = "BestEffortFIFO",
+) -> dict[str, Any]:
+    """A ClusterQueue (kueue.x-k8s.io/v1beta2) open to every namespace, with a cpu and memory
+    quota in one flavor (the tests' and bench/queueing.py's)."""
+    cpu_quota: dict[str, Any] = {"name": "cpu", "nominalQuota": cpu}
+    if borrowing_limit is not None:
+        cpu_quota["borrowingLimit"] = borrowing_limit
+    spec: dict[str, Any] = {
+        "namespaceSelector": {},
+        "queueingStrategy": strategy,
+        "resourceGroups": [
+            {
+                "coveredResources": ["cpu", "memory"],
+                "flavors": [
+                    {"name": flavor, "resources": [cpu_quota, {"name": "memory", "nominalQuota": memory}]}
+                ],
+            }
+        ],
+    }
+    if cohort:
+        spec["cohortName"] = cohort
+    if preemption:
+        spec["preemption"] = preemption
+    return {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "ClusterQueue",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def local_queue(name: str, cluster_queue_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "LocalQueue",
+        "metadata": {"name": name},
+        "spec": {"clusterQueue": cluster_queue_name},
+    }
+
+
 def parse_json_stream(text: str) -> list[dict[str, Any]]:
     """`kubectl create -o json` prints one JSON document per object, one after the other."""
     decoder, i = json.JSONDecoder(), 0

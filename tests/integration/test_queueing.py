@@ -13,12 +13,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 from kubernetes import client
 
+from hack import kueue as kueue_objects
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
@@ -96,48 +96,25 @@ def make_queue(
     *,
     cpu: str,
     cohort: str = "",
-    borrowing_limit: str | None = None,
     preemption: dict[str, str] | None = None,
 ) -> None:
-    """A ClusterQueue `name` (default-flavor, cpu quota) and a LocalQueue `name` in namespace."""
-    cpu_quota: dict[str, Any] = {"name": "cpu", "nominalQuota": cpu}
-    if borrowing_limit is not None:
-        cpu_quota["borrowingLimit"] = borrowing_limit
-    spec: dict[str, Any] = {
-        "namespaceSelector": {},
-        "queueingStrategy": "StrictFIFO",
-        "resourceGroups": [
-            {
-                "coveredResources": ["cpu", "memory"],
-                "flavors": [
-                    {
-                        "name": "default-flavor",
-                        "resources": [cpu_quota, {"name": "memory", "nominalQuota": "64Gi"}],
-                    }
-                ],
-            }
-        ],
-    }
-    if cohort:
-        spec["cohortName"] = cohort
-    if preemption:
-        spec["preemption"] = preemption
+    """A ClusterQueue `name` (default-flavor of k8s/examples/queueing, cpu quota; FIFO to the
+    letter) and a LocalQueue `name` in namespace."""
     api = custom(cluster)
     api.create_cluster_custom_object(
         *KUEUE,
         "clusterqueues",
-        {"apiVersion": "/".join(KUEUE), "kind": "ClusterQueue", "metadata": {"name": name}, "spec": spec},
+        kueue_objects.cluster_queue(
+            name,
+            flavor="default-flavor",
+            cpu=cpu,
+            cohort=cohort,
+            preemption=preemption,
+            strategy="StrictFIFO",
+        ),
     )
     api.create_namespaced_custom_object(
-        *KUEUE,
-        namespace,
-        "localqueues",
-        {
-            "apiVersion": "/".join(KUEUE),
-            "kind": "LocalQueue",
-            "metadata": {"name": name},
-            "spec": {"clusterQueue": name},
-        },
+        *KUEUE, namespace, "localqueues", kueue_objects.local_queue(name, name)
     )
 
 

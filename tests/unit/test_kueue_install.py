@@ -189,3 +189,34 @@ def test_ports_are_picked_once_and_recorded_in_a_file_of_their_own(tmp_path: Pat
     install.disable()
     assert not install.enabled()
     assert not install.dir.exists()
+
+
+def test_cluster_queue_and_local_queue_builders() -> None:
+    cq = kueue.cluster_queue(
+        "team-a",
+        flavor="f",
+        cpu="200m",
+        cohort="tenants",
+        borrowing_limit="1",
+        preemption={"withinClusterQueue": "LowerPriority"},
+    )
+    assert cq["kind"] == "ClusterQueue"
+    spec = cq["spec"]
+    assert (spec["cohortName"], spec["queueingStrategy"], spec["namespaceSelector"]) == (
+        "tenants",
+        "BestEffortFIFO",
+        {},
+    )
+    [group] = spec["resourceGroups"]
+    assert group["flavors"] == [
+        {
+            "name": "f",
+            "resources": [
+                {"name": "cpu", "nominalQuota": "200m", "borrowingLimit": "1"},
+                {"name": "memory", "nominalQuota": "64Gi"},
+            ],
+        }
+    ]
+    assert spec["preemption"] == {"withinClusterQueue": "LowerPriority"}
+    assert "cohortName" not in kueue.cluster_queue("x", flavor="f", cpu="1")["spec"]
+    assert kueue.local_queue("q", "team-a")["spec"] == {"clusterQueue": "team-a"}
