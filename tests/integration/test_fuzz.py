@@ -580,6 +580,7 @@ def filters(draw: st.DrawFn, fields: tuple[str, ...]) -> dict[str, Any]:
         "page_token": (VALID_PAGE_TOKEN, FUZZ_PAGE_TOKEN),
         "skip_initial": (st.booleans(), st.booleans()),
         "schedule": (st.sampled_from(["", "nightly", "scan-1"]), FUZZ_TEXT),
+        "queue": (st.sampled_from(["", "team-a", "batch.low"]), FUZZ_TEXT),
     }
     return {f: draw(mostly(*choices[f], valid_pct=80)) for f in fields}
 
