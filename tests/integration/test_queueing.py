@@ -23,8 +23,9 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
 from tests.helpers import tool, wait_until
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, start_serve
 from tests.integration.test_dependencies import grpc_error, replica, schedule, status, timer, wait_state
+from tests.integration.test_readme import _run_example, readme_grpcurl_lines
 
 S = pb.JobState
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
@@ -432,3 +433,33 @@ def test_queue_depth_and_admission_wait_are_metrics(
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return str(resp.read().decode())
+
+
+@pytest.mark.usefixtures("kueue")
+def test_the_guides_grpcurl_examples_work_as_written(cluster: Cluster, tmp_path: Path) -> None:
+    # docs/queueing.md's examples, on the LocalQueue team-a of k8s/examples/queueing.
+    server = start_serve(cluster, tmp_path, port=free_port(), env={"K8S_NAMESPACE": "team-a"})
+    address = f"localhost:{server.port}"
+    try:
+        (_, scheduled), (_, listed) = (
+            _run_example(line, address=address, job_id="", pod="")
+            for line in readme_grpcurl_lines("Scheduling into a queue")
+        )
+        status = scheduled[0]["status"]
+        assert (status["queue"], status["priority"], status["namespace"]) == ("team-a", "low", "team-a")
+        assert [job["job_id"] for job in listed[0]["jobs"]] == [status["job_id"]]
+        [(method, queues)] = [
+            _run_example(line, address=address, job_id="", pod="")
+            for line in readme_grpcurl_lines("ListQueues")
+        ]
+        assert method == "ListQueues"
+        assert queues[0]["available"] is True
+        [team_a] = queues[0]["queues"]
+        assert (team_a["name"], team_a["cluster_queue"], team_a["cohort"]) == ("team-a", "team-a", "tenants")
+        client.BatchV1Api(cluster.api).delete_namespaced_job(
+            status["job_id"], "team-a", propagation_policy="Background"
+        )
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+    assert "rpc crashed" not in server.output()

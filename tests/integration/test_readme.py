@@ -44,6 +44,8 @@ def headings(text: str) -> list[tuple[int, int, int, str]]:
 TESTED_ELSEWHERE = {
     ("docs/job-control.md", "Templates"): "tests/integration/test_templates.py",
     ("docs/job-control.md", "Dependencies"): "tests/integration/test_dependencies.py",
+    ("docs/queueing.md", "Scheduling into a queue"): "tests/integration/test_queueing.py",
+    ("docs/queueing.md", "ListQueues"): "tests/integration/test_queueing.py",
 }
 # Sections whose grpcurl lines are shown, not run, and why.
 NOT_RUN = {
