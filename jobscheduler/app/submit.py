@@ -3,7 +3,8 @@
   resolve   the job type (ScheduleJob's oneof field, or generic_job.type)
   validate  the type's parameters, then the fields every job shares (defaults applied)
   render    the Job manifest; with `after`, checked against the dependencies and held
-  admit     the operator's policy: namespace (kube-* too), images, and the caller's rate
+  admit     the operator's policy: namespace (kube-* too), images; the queue (Kueue); the
+            caller's rate
   submit    create (a dry run: server-side), the Secret of secret_env, the caller's cap on
             unfinished jobs, and the same request_id again returning its job
   report    the JobStatus derived from what the API server stored
@@ -124,7 +125,13 @@ class Submission:
         request, params = self._validate(request, job_type, params_field, deadline=deadline)
         check_queue_scope(request.queueing.queue, queues, caller=caller)
         manifest = self._render(request, job_type, params, job_id=None, caller=caller, deadline=deadline)
-        self._admit(manifest, params_field=params_field, caller=None if dry_run else caller)
+        self._admit(
+            manifest,
+            request,
+            params_field=params_field,
+            caller=None if dry_run else caller,
+            deadline=deadline,
+        )
         return self._submit(request, manifest, caller=caller, dry_run=dry_run, deadline=deadline)
 
     def prepare(self, request: JobRequest, *, job_id: str | None) -> Prepared:
@@ -133,7 +140,7 @@ class Submission:
         job_type, params_field = self._resolve(request)
         request, params = self._validate(request, job_type, params_field, deadline=None)
         manifest = self._render(request, job_type, params, job_id=job_id, caller="", deadline=None)
-        self._admit(manifest, params_field=params_field, caller=None)
+        self._admit(manifest, request, params_field=params_field, caller=None, deadline=None)
         return Prepared(request, manifest)
 
     # -- the steps ---------------------------------------------------------------------------
@@ -162,7 +169,6 @@ class Submission:
         request = check_request(request, self.settings)
         if request.placement.priority_class_name:
             self._check_priority_class(request.placement.priority_class_name, deadline=deadline)
-        self.jobs.queues.check(request.namespace, request.queueing, deadline=deadline)
         return request, params
 
     def _check_priority_class(self, name: str, *, deadline: float | None) -> None:
@@ -208,10 +214,21 @@ class Submission:
         render_queueing(manifest, request.queueing)  # last: it asks whether anything holds the Job
         return manifest
 
-    def _admit(self, manifest: Obj, *, params_field: str, caller: str | None) -> None:
-        """The operator's policy on what would run; with a caller, that caller's rate is spent."""
+    def _admit(
+        self,
+        manifest: Obj,
+        request: JobRequest,
+        *,
+        params_field: str,
+        caller: str | None,
+        deadline: float | None,
+    ) -> None:
+        """The operator's policy on what would run, then the job's queue (Kueue's objects in a
+        namespace are looked at only once it is allowed); with a caller, that caller's rate is
+        spent last, by a request that passed everything else."""
         self.admission.check_namespace(manifest["metadata"]["namespace"])
         self.admission.check_images(manifest, field=f"{params_field}.image")
+        self.jobs.queues.check(request.namespace, request.queueing, deadline=deadline)
         if caller is not None:
             self.admission.take(caller)
 
