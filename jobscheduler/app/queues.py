@@ -144,9 +144,13 @@ class Queues:
             workloads = self.gateway.list_of(
                 "workloads", namespace, label_selector=f"{WORKLOAD_JOB_UID_LABEL}={uid}", deadline=deadline
             )
-        except (NotFoundError, PermissionDeniedError):
+        except (NotFoundError, PermissionDeniedError) as e:
+            log.warning(
+                "cannot read Kueue's Workloads; queue_status left out", job=meta.get("name"), error=str(e)
+            )
             return None
         if not workloads:
+            log.debug("no Workload for the job yet", job=meta.get("name"), uid=uid)
             return None
         workload = workloads[0]
         found = queue_status_of(workload)
@@ -161,7 +165,7 @@ class Queues:
             )
             pending = find_pending(listing.get("items") or [], found.workload)
         except JobSchedulerError as e:
-            log.debug("visibility API not available; positions left out", error=str(e))
+            log.warning("Kueue's visibility API did not answer; positions left out", error=str(e))
         return queue_status_of(workload, pending) if pending is not None else found
 
     # -- ListQueues ----------------------------------------------------------------------------

@@ -18,10 +18,7 @@ import grpc
 import pytest
 from kubernetes import client, watch
 
-from hack import kueue as kueue_objects
 from jobscheduler.api import scheduler_pb2 as pb
-from tests.conftest import Cluster
-from tests.realnode.conftest import devcluster
 from tests.realnode.deployed import (
     NAMESPACE,
     NODE_SELECTOR,
@@ -402,72 +399,3 @@ def test_job_pod_runs_as_10001_and_cannot_write_to_its_root(service: Deployed, r
     # What the kubelet ran the container as (status.containerStatuses[].user, Kubernetes ≥ 1.31).
     assert pod["status"]["containerStatuses"][0]["user"]["linux"]["uid"] == 10001
     assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
-
-
-def test_queued_jobs_wait_for_kueue_then_run_in_real_containers(
-    service: Deployed, real_node: str, cluster: Cluster
-) -> None:
-    """Kueue added to the cluster while the deployed service runs (discovered within its 30 s
-    discovery TTL): a quota of one job's CPU; the second job waits QUEUED, with its position
-    read by the deployed service through its Role (Workloads, the visibility API), then runs."""
-    devcluster("kueue-up")
-    custom = client.CustomObjectsApi(cluster.api)
-    names = ("realnode-queue", "realnode-flavor")
-    try:
-        custom.create_cluster_custom_object(
-            "kueue.x-k8s.io",
-            "v1beta2",
-            "resourceflavors",
-            {
-                "apiVersion": "kueue.x-k8s.io/v1beta2",
-                "kind": "ResourceFlavor",
-                "metadata": {"name": names[1]},
-            },
-        )
-        custom.create_cluster_custom_object(
-            "kueue.x-k8s.io",
-            "v1beta2",
-            "clusterqueues",
-            kueue_objects.cluster_queue(names[0], flavor=names[1], cpu="100m"),
-        )
-        custom.create_namespaced_custom_object(
-            "kueue.x-k8s.io",
-            "v1beta2",
-            NAMESPACE,
-            "localqueues",
-            kueue_objects.local_queue(names[0], names[0]),
-        )
-        code = "import time; time.sleep(8); print('ran')"
-
-        def queued(name: str) -> str:
-            return wait_until(
-                f"the service sees Kueue and schedules {name}",
-                lambda: _schedule_or_none(
-                    service, name, container_job=python_job(service.image, code), queue=names[0]
-                ),
-                timeout=60,
-            )
-
-        first, second = queued("queued-1"), queued("queued-2")
-        waiting = wait_state(service, second, {pb.JOB_STATE_QUEUED})
-        assert waiting.queue_status.position_in_queue == 1, waiting  # read through the service's Role
-        assert "quota" in waiting.message
-        for job_id in (first, second):
-            done = wait_state(service, job_id, {pb.JOB_STATE_SUCCEEDED})
-            assert done.queue_status.admitted
-            pod = only_pod(job_id, real_node)
-            assert terminated(pod)["exitCode"] == 0
-            assert log_lines(service, job_id) == ["ran"]
-        assert terminated(only_pod(first, real_node))["finishedAt"] <= pods(second)[0]["status"]["startTime"]
-    finally:
-        devcluster("kueue-down")
-
-
-def _schedule_or_none(service: Deployed, name: str, **fields: Any) -> str | None:
-    """ScheduleJob, or None while the service has not yet seen Kueue (FAILED_PRECONDITION)."""
-    try:
-        return schedule(service, name, **fields)
-    except grpc.RpcError as e:
-        if e.code() == grpc.StatusCode.FAILED_PRECONDITION and "no Kueue" in str(e.details()):
-            return None
-        raise
