@@ -46,7 +46,7 @@ from jobscheduler.domain.models import (
     JobState,
     JobStatus,
 )
-from jobscheduler.domain.queueing import release_patch, render_queueing
+from jobscheduler.domain.queueing import render_queueing, with_release
 from jobscheduler.domain.registry import GENERIC_FIELD, JobType, check_generic_params
 from jobscheduler.domain.render import (
     REQUEST_HASH_ANNOTATION,
@@ -292,10 +292,7 @@ class Submission:
                 )
             patch: Obj = {"metadata": {"annotations": {SECRET_ENV_PENDING_ANNOTATION: None}}}
             if not request.suspend and not is_held(job):  # a held job waits for its dependencies
-                release = release_patch(job)  # to run, or into its queue
-                patch["metadata"].update(release.get("metadata", {}))
-                if "spec" in release:
-                    patch["spec"] = release["spec"]
+                with_release(patch, job)  # to run, or into its queue
             released = self.gateway.patch_job(meta["namespace"], meta["name"], patch, deadline=deadline)
         except JobSchedulerError:
             if undo:

@@ -25,7 +25,7 @@ from jobscheduler.domain.models import (
     JobState,
     JobStatus,
 )
-from jobscheduler.domain.queueing import release_patch as queueing_release_patch
+from jobscheduler.domain.queueing import with_release
 from jobscheduler.domain.validation import check_dns_label
 from jobscheduler.timestamps import format_rfc3339
 
@@ -292,10 +292,7 @@ def release_patch(job: Mapping[str, Any]) -> Obj:
         }
     }
     if not suspend_after:
-        release = queueing_release_patch(job)  # to run, or into its Kueue queue
-        patch["metadata"]["labels"].update(release.get("metadata", {}).get("labels", {}))
-        if "spec" in release:
-            patch["spec"] = release["spec"]
+        with_release(patch, job)  # to run, or into its Kueue queue
     return patch
 
 

@@ -100,6 +100,17 @@ def release_patch(job: Mapping[str, Any]) -> Obj:
     return {"spec": {"suspend": False}}
 
 
+def with_release(patch: Obj, job: Mapping[str, Any]) -> Obj:
+    """`patch` (a merge patch that ends the service's hold) with release_patch merged in."""
+    release = release_patch(job)
+    labels = release.get("metadata", {}).get("labels")
+    if labels:
+        patch.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    if "spec" in release:
+        patch.setdefault("spec", {}).update(release["spec"])
+    return patch
+
+
 def queue_of(job: Mapping[str, Any]) -> str:
     labels = (job.get("metadata") or {}).get("labels") or {}
     queue = labels.get(QUEUE_LABEL) or labels.get(SERVICE_QUEUE_LABEL)

@@ -76,7 +76,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
     job_id = string_at(metadata, "name")
     verdict = _judge(job_status, annotations, pods)
     queue = queue_of(job)
-    if verdict.state is JobState.PENDING and verdict.reason != WAITING_REASON and waiting_for_admission(job):
+    if verdict.state is JobState.PENDING and waiting_for_admission(job):
         # In its queue, suspended until Kueue admits it (or again, after an eviction).
         verdict = _Verdict(JobState.QUEUED, QUEUED_REASON, f"waiting in queue {queue} for Kueue to admit it")
     dependencies = read_dependencies(annotations)
