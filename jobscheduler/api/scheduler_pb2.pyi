@@ -2782,3 +2782,263 @@ class LogChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LogChunk: _TypeAlias = LogChunk  # noqa: Y015
+
+@_typing.final
+class GetServiceStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServiceStatusRequest: _TypeAlias = GetServiceStatusRequest  # noqa: Y015
+
+@_typing.final
+class ServiceCondition(_message.Message):
+    """One aspect of the service's health. Not ok means degraded: the service still answers, but
+    something needs an operator's look (the message says what and what to do).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """KubernetesAPI, APIErrors, WatchCache, Leader, Notifications"""
+    ok: _builtins.bool
+    reason: _builtins.str
+    """machine-readable: Reachable, Unreachable, HighErrorRate, StreamBroken, Lagging, NoLeader, SinksFailing, ..."""
+    message: _builtins.str
+    """for people"""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """when this replica first saw it in this state"""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "ok", b"ok", "reason", b"reason", "since", b"since", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceCondition: _TypeAlias = ServiceCondition  # noqa: Y015
+
+@_typing.final
+class KubernetesApiStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REACHABLE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    reachable: _builtins.bool
+    """the API server answers /readyz (what the health service reports)"""
+    version: _builtins.str
+    """the API server's version, read at start-up"""
+    window_seconds: _builtins.int
+    """the window the counts below cover (the last minute)"""
+    requests: _builtins.int
+    """calls this replica made in the window (each attempt)"""
+    errors: _builtins.int
+    """of those, failed: no answer, 429 or 5xx"""
+    error_rate: _builtins.float
+    """errors / requests (0 without requests)"""
+    def __init__(
+        self,
+        *,
+        reachable: _builtins.bool = ...,
+        version: _builtins.str = ...,
+        window_seconds: _builtins.int = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        error_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_rate", b"error_rate", "errors", b"errors", "reachable", b"reachable", "requests", b"requests", "version", b"version", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KubernetesApiStatus: _TypeAlias = KubernetesApiStatus  # noqa: Y015
+
+@_typing.final
+class WatchStream(_message.Message):
+    """One list+watch stream of the watch cache."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    SYNCED_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    resource: _builtins.str
+    """jobs, pods"""
+    namespace: _builtins.str
+    """"" = every namespace"""
+    synced: _builtins.bool
+    """listed at least once"""
+    healthy: _builtins.bool
+    """the stream works now"""
+    lag_seconds: _builtins.float
+    """Seconds since the stream last heard from the API server (an event or a bookmark); unset
+    before its first list.
+    """
+    def __init__(
+        self,
+        *,
+        resource: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        synced: _builtins.bool = ...,
+        healthy: _builtins.bool = ...,
+        lag_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lag_seconds", b"_lag_seconds", "lag_seconds", b"lag_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lag_seconds", b"_lag_seconds", "healthy", b"healthy", "lag_seconds", b"lag_seconds", "namespace", b"namespace", "resource", b"resource", "synced", b"synced"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__lag_seconds: _TypeAlias = _typing.Literal["lag_seconds"]  # noqa: Y015
+    _WhichOneofArgType__lag_seconds: _TypeAlias = _typing.Literal["_lag_seconds", b"_lag_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lag_seconds) -> _WhichOneofReturnType__lag_seconds | None: ...
+
+Global___WatchStream: _TypeAlias = WatchStream  # noqa: Y015
+
+@_typing.final
+class LeaderStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    THIS_REPLICA_FIELD_NUMBER: _builtins.int
+    RENEWED_AT_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    identity: _builtins.str
+    """the schedule Lease's holder ("" = nobody holds it)"""
+    this_replica: _builtins.bool
+    """this replica leads"""
+    enabled: _builtins.bool
+    """this replica takes part in the election (SCHEDULE_LOOP)"""
+    @_builtins.property
+    def renewed_at(self) -> _timestamp_pb2.Timestamp:
+        """the Lease's last renewal"""
+
+    def __init__(
+        self,
+        *,
+        identity: _builtins.str = ...,
+        this_replica: _builtins.bool = ...,
+        renewed_at: _timestamp_pb2.Timestamp | None = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["renewed_at", b"renewed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "identity", b"identity", "renewed_at", b"renewed_at", "this_replica", b"this_replica"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaderStatus: _TypeAlias = LeaderStatus  # noqa: Y015
+
+@_typing.final
+class NotificationBacklog(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_FIELD_NUMBER: _builtins.int
+    FAILING_SINKS_FIELD_NUMBER: _builtins.int
+    OLDEST_PENDING_SECONDS_FIELD_NUMBER: _builtins.int
+    pending: _builtins.int
+    """notifications neither delivered nor given up"""
+    oldest_pending_seconds: _builtins.float
+    """age of the oldest pending one"""
+    @_builtins.property
+    def failing_sinks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sinks whose last attempt failed"""
+
+    def __init__(
+        self,
+        *,
+        pending: _builtins.int = ...,
+        failing_sinks: _abc.Iterable[_builtins.str] | None = ...,
+        oldest_pending_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_oldest_pending_seconds", b"_oldest_pending_seconds", "oldest_pending_seconds", b"oldest_pending_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_oldest_pending_seconds", b"_oldest_pending_seconds", "failing_sinks", b"failing_sinks", "oldest_pending_seconds", b"oldest_pending_seconds", "pending", b"pending"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__oldest_pending_seconds: _TypeAlias = _typing.Literal["oldest_pending_seconds"]  # noqa: Y015
+    _WhichOneofArgType__oldest_pending_seconds: _TypeAlias = _typing.Literal["_oldest_pending_seconds", b"_oldest_pending_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__oldest_pending_seconds) -> _WhichOneofReturnType__oldest_pending_seconds | None: ...
+
+Global___NotificationBacklog: _TypeAlias = NotificationBacklog  # noqa: Y015
+
+@_typing.final
+class ServiceStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVING_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    KUBERNETES_FIELD_NUMBER: _builtins.int
+    WATCHES_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    serving: _builtins.bool
+    """what the health service says (SERVING)"""
+    degraded: _builtins.bool
+    """some condition is not ok"""
+    replica: _builtins.str
+    """this replica's identity (as in the schedule Lease)"""
+    version: _builtins.str
+    """this service's version"""
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceCondition]: ...
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def kubernetes(self) -> Global___KubernetesApiStatus: ...
+    @_builtins.property
+    def watches(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchStream]: ...
+    @_builtins.property
+    def leader(self) -> Global___LeaderStatus: ...
+    @_builtins.property
+    def notifications(self) -> Global___NotificationBacklog: ...
+    def __init__(
+        self,
+        *,
+        serving: _builtins.bool = ...,
+        degraded: _builtins.bool = ...,
+        conditions: _abc.Iterable[Global___ServiceCondition] | None = ...,
+        replica: _builtins.str = ...,
+        version: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        kubernetes: Global___KubernetesApiStatus | None = ...,
+        watches: _abc.Iterable[Global___WatchStream] | None = ...,
+        leader: Global___LeaderStatus | None = ...,
+        notifications: Global___NotificationBacklog | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kubernetes", b"kubernetes", "leader", b"leader", "notifications", b"notifications", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "degraded", b"degraded", "kubernetes", b"kubernetes", "leader", b"leader", "notifications", b"notifications", "replica", b"replica", "serving", b"serving", "started_at", b"started_at", "version", b"version", "watches", b"watches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceStatus: _TypeAlias = ServiceStatus  # noqa: Y015

@@ -158,6 +158,11 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesResponse.FromString,
                 _registered_method=True)
+        self.GetServiceStatus = channel.unary_unary(
+                '/jobscheduler.JobScheduler/GetServiceStatus',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.GetServiceStatusRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ServiceStatus.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -336,6 +341,15 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServiceStatus(self, request, context):
+        """How the service is doing beyond SERVING / NOT_SERVING, as this replica sees it: the
+        Kubernetes API and its error rate, the watch streams and their lag, the schedule leader,
+        the notification backlog (docs/operations.md, "Service status").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -453,6 +467,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.ListQueues,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'GetServiceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServiceStatus,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.GetServiceStatusRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.ServiceStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1085,6 +1104,33 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/ListQueues',
             jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesRequest.SerializeToString,
             jobscheduler_dot_api_dot_scheduler__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServiceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/GetServiceStatus',
+            jobscheduler_dot_api_dot_scheduler__pb2.GetServiceStatusRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.ServiceStatus.FromString,
             options,
             channel_credentials,
             insecure,

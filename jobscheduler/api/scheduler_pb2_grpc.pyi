@@ -98,6 +98,11 @@ class JobSchedulerStub:
     """Queues (Kueue): the LocalQueues of a namespace with their pending and admitted jobs, quotas
     and usage. A job's place in its queue is in GetJobStatus (JobStatus.queue_status).
     """
+    GetServiceStatus: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetServiceStatusRequest, _scheduler_pb2.ServiceStatus]
+    """How the service is doing beyond SERVING / NOT_SERVING, as this replica sees it: the
+    Kubernetes API and its error rate, the watch streams and their lag, the schedule leader,
+    the notification backlog (docs/operations.md, "Service status").
+    """
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -166,6 +171,11 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     ListQueues: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListQueuesRequest, _scheduler_pb2.ListQueuesResponse]  # type: ignore[assignment]
     """Queues (Kueue): the LocalQueues of a namespace with their pending and admitted jobs, quotas
     and usage. A job's place in its queue is in GetJobStatus (JobStatus.queue_status).
+    """
+    GetServiceStatus: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetServiceStatusRequest, _scheduler_pb2.ServiceStatus]  # type: ignore[assignment]
+    """How the service is doing beyond SERVING / NOT_SERVING, as this replica sees it: the
+    Kubernetes API and its error rate, the watch streams and their lag, the schedule leader,
+    the notification backlog (docs/operations.md, "Service status").
     """
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
@@ -370,6 +380,17 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_scheduler_pb2.ListQueuesResponse, _abc.Awaitable[_scheduler_pb2.ListQueuesResponse]]:
         """Queues (Kueue): the LocalQueues of a namespace with their pending and admitted jobs, quotas
         and usage. A job's place in its queue is in GetJobStatus (JobStatus.queue_status).
+        """
+
+    @_abc_1.abstractmethod
+    def GetServiceStatus(
+        self,
+        request: _scheduler_pb2.GetServiceStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ServiceStatus, _abc.Awaitable[_scheduler_pb2.ServiceStatus]]:
+        """How the service is doing beyond SERVING / NOT_SERVING, as this replica sees it: the
+        Kubernetes API and its error rate, the watch streams and their lag, the schedule leader,
+        the notification backlog (docs/operations.md, "Service status").
         """
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -40,6 +40,7 @@ EXIT_UNAVAILABLE = ExitStatus(
 )
 EXIT_JOB_FAILED = ExitStatus(6, "--wait: the job ended FAILED or CANCELLED")
 EXIT_NOT_SERVING = ExitStatus(7, "health: the server answers but is not SERVING")
+EXIT_DEGRADED = ExitStatus(8, "health --details: SERVING, but a condition of the service is not ok")
 EXIT_INTERRUPTED = ExitStatus(130, "interrupted (Ctrl-C); a job already scheduled keeps running")
 EXIT_CODES = (
     EXIT_OK,
@@ -50,6 +51,7 @@ EXIT_CODES = (
     EXIT_UNAVAILABLE,
     EXIT_JOB_FAILED,
     EXIT_NOT_SERVING,
+    EXIT_DEGRADED,
     EXIT_INTERRUPTED,
 )
 

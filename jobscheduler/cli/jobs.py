@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.cli.channel import Context
 from jobscheduler.cli.exits import (
+    EXIT_DEGRADED,
     EXIT_INTERRUPTED,
     EXIT_JOB_FAILED,
     EXIT_NOT_SERVING,
@@ -32,7 +33,14 @@ from jobscheduler.cli.flags import (
     positive_seconds,
 )
 from jobscheduler.cli.jobspec import add_job_types, job_request
-from jobscheduler.cli.output import emit, now, render_job_types, render_statuses, state_name
+from jobscheduler.cli.output import (
+    emit,
+    now,
+    render_job_types,
+    render_service_status,
+    render_statuses,
+    state_name,
+)
 
 # GetJobStatus reads the Job and its pods from the API server: once a second is fresh enough
 # for a person watching and cheap for the cluster.
@@ -185,7 +193,9 @@ def run_job_types(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     return EXIT_OK
 
 
-def run_health(ctx: Context, _args: argparse.Namespace) -> ExitStatus:
+def run_health(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    if args.details:
+        return _service_status(ctx)
     # types-grpcio-health-checking declares the stub without its generated methods.
     check: grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse] = (
         health_pb2_grpc.HealthStub(ctx.channel).Check  # type: ignore[attr-defined]
@@ -201,6 +211,27 @@ def run_health(ctx: Context, _args: argparse.Namespace) -> ExitStatus:
         status=status,
         hint="it serves again by itself once it reaches the Kubernetes API; see the server's log",
     )
+
+
+def _service_status(ctx: Context) -> ExitStatus:
+    status = ctx.stub.GetServiceStatus(pb.GetServiceStatusRequest(), timeout=ctx.options.timeout)
+    emit(status, ctx.options, lambda: render_service_status(status, now=now()), ctx.out)
+    if not status.serving:
+        raise ClientError(
+            EXIT_NOT_SERVING,
+            f"the server at {ctx.options.server} answers but reports NOT_SERVING",
+            status="NOT_SERVING",
+            hint="it cannot reach the Kubernetes API; the KubernetesAPI condition above says more",
+        )
+    if status.degraded:
+        failing = ", ".join(f"{c.type} ({c.reason})" for c in status.conditions if not c.ok)
+        raise ClientError(
+            EXIT_DEGRADED,
+            f"the server at {ctx.options.server} serves but is degraded: {failing}",
+            status="DEGRADED",
+            hint="each condition's message above says what to check",
+        )
+    return EXIT_OK
 
 
 # -- the parsers -----------------------------------------------------------------------------------
@@ -354,8 +385,14 @@ def add_commands(
         "check the server's health (grpc.health.v1): SERVING while it reaches Kubernetes",
         """\
   jobscheduler health
+  jobscheduler health --details      # GetServiceStatus: the API, watch lag, leader, notifications
   until jobscheduler health >/dev/null 2>&1; do sleep 1; done
   jobscheduler health --tls --ca-cert ca.pem --server scheduler.example:443
 """,
+    )
+    health.add_argument(
+        "--details",
+        action="store_true",
+        help="the service's conditions (GetServiceStatus); exit 8 when it serves but is degraded",
     )
     health.set_defaults(handler=run_health)

@@ -241,3 +241,26 @@ def render_job_types(types: Sequence[pb.JobTypeInfo]) -> str:
     return render_table(
         ["NAME", "FIELD", "DESCRIPTION"], [[t.name, t.request_field, t.description] for t in types]
     )
+
+
+def render_service_status(status: pb.ServiceStatus, *, now: datetime) -> str:
+    """GetServiceStatus for people: who answers and who leads, then one row per condition."""
+    serving = "SERVING" if status.serving else "NOT_SERVING"
+    health = "degraded" if status.degraded else "healthy"
+    leader = (
+        ("this replica" if status.leader.this_replica else status.leader.identity or "nobody")
+        if status.leader.enabled
+        else "not electing"
+    )
+    head = f"{serving}, {health}; replica {status.replica} ({status.version}), leader: {leader}"
+    rows = [
+        [
+            c.type,
+            "yes" if c.ok else "NO",
+            c.reason,
+            age_of(c.since, present=c.HasField("since"), at=now),
+            c.message,
+        ]
+        for c in status.conditions
+    ]
+    return head + "\n" + render_table(["CONDITION", "OK", "REASON", "SINCE", "MESSAGE"], rows)

@@ -22,9 +22,10 @@ import structlog
 from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.control.schedule_runs import ScheduleRunner
 from jobscheduler.domain.errors import AlreadyExistsError, ConflictError, JobSchedulerError, NotFoundError
+from jobscheduler.domain.servicehealth import LeaderFacts
 from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.metrics import LEADER
-from jobscheduler.timestamps import format_rfc3339
+from jobscheduler.timestamps import format_rfc3339, parse_rfc3339
 
 log = structlog.get_logger("jobscheduler.control.leader")
 Obj = dict[str, Any]
@@ -53,12 +54,23 @@ class LeaseElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = 0.0
         self._renewed_at: float | None = None  # our last successful write, while leading
+        self._duration = lease_seconds  # the observed Lease's duration
 
     @property
     def leading(self) -> bool:
         """Whether this replica may act as leader now: it renewed recently enough that nobody
         else can have taken the Lease over."""
         return self._renewed_at is not None and self._clock() - self._renewed_at < self.lease_seconds * 2 / 3
+
+    def facts(self) -> LeaderFacts:
+        """Who leads as this replica last saw the Lease: nobody once the holder let it lapse."""
+        if self.leading:
+            return LeaderFacts(True, self.identity, True, _parse_time(self._observed))
+        if self._observed is None or not self._observed[0]:
+            return LeaderFacts(True)
+        if self._clock() - self._observed_at >= self._duration:
+            return LeaderFacts(True)
+        return LeaderFacts(True, self._observed[0], False, _parse_time(self._observed))
 
     def tick(self) -> bool:
         """Tries to acquire or renew the Lease; returns whether this replica leads."""
@@ -83,6 +95,7 @@ class LeaseElector:
         if record != self._observed:
             self._observed, self._observed_at = record, self._clock()
         duration = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
+        self._duration = duration
         if holder and holder != self.identity and self._clock() - self._observed_at < duration:
             self._renewed_at = None
             return
@@ -148,6 +161,10 @@ class LeaseElector:
             log.info("released the schedule leadership", identity=self.identity)
         except JobSchedulerError as e:
             log.warning("could not release the schedule lease; it expires by itself", error=str(e))
+
+
+def _parse_time(observed: tuple[str, str] | None) -> datetime | None:
+    return parse_rfc3339(observed[1]) if observed else None
 
 
 class ScheduleLoop:

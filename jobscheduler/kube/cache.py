@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from jobscheduler.domain.models import JobState, JobStatus
+from jobscheduler.domain.servicehealth import StreamFacts
 from jobscheduler.domain.status import derive_status
 from jobscheduler.kube.feed import Event, Key, Subscription
 from jobscheduler.kube.gateway import KubeGateway
@@ -90,6 +91,13 @@ class JobCache:
         listed, and its streams are healthy (a broken stream means the data may be stale)."""
         relevant = [i for i in self._informers if i.namespace in ("", namespace)]
         return bool(relevant) and all(i.synced.is_set() and i.healthy for i in relevant)
+
+    def streams(self) -> list[StreamFacts]:
+        """Each list+watch stream: synced, healthy, and how long since it heard from the API."""
+        return [
+            StreamFacts(i.resource, i.namespace, i.synced.is_set(), i.connected, i.lag())
+            for i in self._informers
+        ]
 
     def first_list_pending(self, namespace: str) -> bool:
         """Whether the namespace is watched but its first list has not finished yet: its reads

@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from jobscheduler.domain.errors import ConflictError as ConflictError
 from jobscheduler.domain.errors import GoneError as GoneError
 from jobscheduler.domain.errors import JobSchedulerError, NotFoundError, UnavailableError
+from jobscheduler.domain.servicehealth import WATCH_TIMEOUT_SECONDS, ErrorWindow, failed_status
 from jobscheduler.kube.connection import BackoffPolicy
 from jobscheduler.kube.http import KubeHttp
 from jobscheduler.kube.podlog import PodLogStream
@@ -60,6 +61,10 @@ OPTIONAL_RESOURCES = {
 }
 
 
+# The first "event" of every watch stream: the API server accepted it (gateway.watch).
+OPENED = "OPENED"
+
+
 def collection_path(resource: str, namespace: str) -> str:
     """The REST path of a collection; an empty namespace means every namespace."""
     prefix = RESOURCES.get(resource) or OPTIONAL_RESOURCES[resource]
@@ -71,6 +76,8 @@ class KubeGateway:
         self.api = api
         self.http = KubeHttp(api)
         self.backoff = backoff or BackoffPolicy()
+        # Outcomes of the last minute's calls, for the service's health (GetServiceStatus).
+        self.outcomes = ErrorWindow(time.monotonic)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -212,10 +219,12 @@ class KubeGateway:
         *,
         label_selector: str,
         resource_version: str,
-        timeout_seconds: int = 300,
+        timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
     ) -> Iterator[Obj]:
         """Watch events from resource_version on, with bookmarks (kubectl get -w), as dicts
-        {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}. Ends when the server
+        {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...}, after a first {"type":
+        OPENED} once the API server has accepted the watch (proof of life for an idle stream,
+        which may hear nothing until its timeout). Ends when the server
         closes the stream (after about timeout_seconds); raises UnavailableError on a broken
         connection and GoneError when resource_version is too old to resume from."""
         query = [
@@ -233,17 +242,18 @@ class KubeGateway:
                 timeout=(5.0, timeout_seconds + 30.0),
             )
         except ApiException as e:
-            KUBE_REQUESTS.labels(f"watch_{resource}", str(e.status)).inc()
+            self._count(f"watch_{resource}", e.status)
             if e.status == 410:
                 raise GoneError(f"resourceVersion {resource_version} of {resource} is gone") from e
             raise translate(e, f"watch_{resource}") from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            KUBE_REQUESTS.labels(f"watch_{resource}", "0").inc()
+            self._count(f"watch_{resource}", 0)
             raise UnavailableError(
                 f"Kubernetes API unavailable for watch of {resource} ({describe(e)})"
             ) from e
-        KUBE_REQUESTS.labels(f"watch_{resource}", "200").inc()
+        self._count(f"watch_{resource}", 200)
         try:
+            yield {"type": OPENED}
             buffer = b""
             for chunk in resp.stream(64 * 1024, decode_content=True):
                 buffer += chunk
@@ -359,6 +369,10 @@ class KubeGateway:
             raise UnavailableError(f"Kubernetes API answered {verb} with JSON that is not an object")
         return data
 
+    def _count(self, verb: str, status: int) -> None:
+        child(KUBE_REQUESTS, verb, str(status)).inc()
+        self.outcomes.record(failed=failed_status(status))
+
     def _with_retries(self, verb: str, deadline: float | None, call: Callable[[tuple[float, float]], T]) -> T:
         if deadline is None:
             deadline = time.monotonic() + self.backoff.default_timeout
@@ -380,17 +394,17 @@ class KubeGateway:
             try:
                 result = call((min(remaining, 5.0), remaining))
                 duration.observe(time.perf_counter() - started)
-                child(KUBE_REQUESTS, verb, str(getattr(result, "status", 200))).inc()
+                self._count(verb, getattr(result, "status", 200))
                 return result
             except ApiException as e:
                 duration.observe(time.perf_counter() - started)
-                child(KUBE_REQUESTS, verb, str(e.status)).inc()
+                self._count(verb, e.status)
                 if not retryable(e):
                     raise translate(e, verb) from e
                 wait = retry_after(e) or backoff
                 last: Exception = e
             except (urllib3.exceptions.HTTPError, OSError) as e:
-                child(KUBE_REQUESTS, verb, "0").inc()
+                self._count(verb, 0)
                 wait, last = backoff, e
             if time.monotonic() + wait >= deadline:
                 raise UnavailableError(

@@ -12,6 +12,7 @@ import structlog
 
 from jobscheduler.domain.errors import GoneError, UnavailableError
 from jobscheduler.domain.models import MANAGED_SELECTOR
+from jobscheduler.kube.gateway import OPENED
 from jobscheduler.kube.slim import slim_job
 from jobscheduler.obs.metrics import WATCH_EVENTS, WATCH_RESTARTS, child
 
@@ -56,7 +57,15 @@ class Informer(threading.Thread):
         self.cache, self.resource, self.namespace = cache, resource, namespace
         self.synced = threading.Event()  # listed at least once
         self.healthy = False  # the last list/watch worked; cleared when the stream breaks
+        # The API server accepted the current watch (healthy waits for its first event, so
+        # that reads resume from the cache only once the stream has caught up).
+        self.connected = False
         self.version = ""
+        self.heard_at: float | None = None  # monotonic time of the last list, event or bookmark
+
+    def lag(self) -> float | None:
+        """Seconds since the stream last heard from the API server; None before its first list."""
+        return None if self.heard_at is None else time.monotonic() - self.heard_at
 
     def run(self) -> None:
         backoff = 0.2
@@ -74,7 +83,7 @@ class Informer(threading.Thread):
                 )
                 self.version = ""
             except UnavailableError as e:
-                self.healthy = False
+                self.healthy = self.connected = False
                 WATCH_RESTARTS.labels(self.resource, "error").inc()
                 log.warning(
                     "watch broken; retrying",
@@ -86,7 +95,7 @@ class Informer(threading.Thread):
                 self.cache.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception:
-                self.healthy = False
+                self.healthy = self.connected = False
                 WATCH_RESTARTS.labels(self.resource, "error").inc()
                 log.exception(
                     "informer crashed; restarting", resource=self.resource, namespace=self.namespace
@@ -109,7 +118,8 @@ class Informer(threading.Thread):
         )
         self.cache.replace(self.resource, self.namespace, items)
         self.version = version
-        self.healthy = True
+        self.healthy = self.connected = True
+        self.heard_at = time.monotonic()
         self.synced.set()
         log.debug(
             "listed", resource=self.resource, namespace=self.namespace, objects=len(items), version=version
@@ -119,8 +129,12 @@ class Informer(threading.Thread):
         for event in self.cache.gateway.watch(
             self.resource, self.namespace, label_selector=MANAGED_SELECTOR, resource_version=self.version
         ):
-            self.healthy = True
+            self.heard_at = time.monotonic()
+            self.connected = True
             kind = event.get("type", "")
+            if kind == OPENED:
+                continue
+            self.healthy = True
             obj = event.get("object") or {}
             child(WATCH_EVENTS, self.resource, kind).inc()
             version = (obj.get("metadata") or {}).get("resourceVersion")

@@ -7,8 +7,8 @@ histograms. Gauges that mirror the watch cache are computed at scrape time, not 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -97,6 +97,61 @@ class CacheCollector(Collector):
         yield jobs
         yield watchers
         yield depth
+
+
+class ServiceGauges(NamedTuple):
+    degraded: bool
+    conditions: Sequence[tuple[str, str, bool]]  # (condition, reason, ok)
+    watch_lag: Sequence[tuple[str, str, float]]  # (resource, namespace, seconds)
+    kube_error_ratio: float
+
+
+class ServiceHealthCollector(Collector):
+    """The service's conditions (GetServiceStatus), evaluated when Prometheus scrapes."""
+
+    def __init__(self, gauges: Callable[[], ServiceGauges]) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        now = self.gauges()
+        yield GaugeMetricFamily(
+            "jobscheduler_service_degraded",
+            "1 while some condition of GetServiceStatus is not ok on this replica, else 0",
+            value=1 if now.degraded else 0,
+        )
+        conditions = GaugeMetricFamily(
+            "jobscheduler_service_condition",
+            "Each condition of GetServiceStatus: 1 ok, 0 not, with its reason",
+            labels=["condition", "reason"],
+        )
+        for condition, reason, ok in now.conditions:
+            conditions.add_metric([condition, reason], 1 if ok else 0)
+        yield conditions
+        lag = GaugeMetricFamily(
+            "jobscheduler_watch_lag_seconds",
+            "Seconds since each watch stream last heard from the API server (an event or a bookmark)",
+            labels=["resource", "namespace"],
+        )
+        for resource, namespace, seconds in now.watch_lag:
+            lag.add_metric([resource, namespace or "*"], seconds)
+        yield lag
+        yield GaugeMetricFamily(
+            "jobscheduler_kube_error_ratio",
+            "Share of the last minute's Kubernetes API calls that failed (no answer, 429, 5xx)",
+            value=now.kube_error_ratio,
+        )
+
+
+_health_collector: ServiceHealthCollector | None = None
+
+
+def register_service_health(gauges: Callable[[], ServiceGauges]) -> None:
+    """Points the service-health gauges at a server (the latest one wins)."""
+    global _health_collector
+    if _health_collector is None:
+        _health_collector = ServiceHealthCollector(gauges)
+        REGISTRY.register(_health_collector)
+    _health_collector.gauges = gauges
 
 
 M = TypeVar("M", Counter, Histogram, Gauge)

@@ -8,6 +8,7 @@ table that answers each method of the .proto with the group that implements it.
 | *Schedule | jobscheduler.transport.schedules |
 | *Template | jobscheduler.transport.templates |
 | ListJobTypes | jobscheduler.transport.jobtypes |
+| GetServiceStatus | jobscheduler.transport.servicestatus |
 
 What every RPC shares (logging, metrics, authentication, stream bound, error mapping) is the
 interceptor's: jobscheduler.transport.interceptors.
@@ -22,11 +23,13 @@ from typing import Any
 from jobscheduler.app.joblogs import JobLogs
 from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.app.service import JobService
+from jobscheduler.app.servicestatus import ServiceHealth
 from jobscheduler.app.templates import TemplateService
 from jobscheduler.domain.registry import Registry
 from jobscheduler.transport.jobs import JobsServicer
 from jobscheduler.transport.jobtypes import JobTypesServicer
 from jobscheduler.transport.schedules import SchedulesServicer
+from jobscheduler.transport.servicestatus import ServiceStatusServicer
 from jobscheduler.transport.streams import StreamsServicer
 from jobscheduler.transport.templates import TemplatesServicer
 
@@ -37,6 +40,7 @@ GROUPS: dict[str, type] = {
     "schedule_rpcs": SchedulesServicer,
     "template_rpcs": TemplatesServicer,
     "job_types": JobTypesServicer,
+    "service_status": ServiceStatusServicer,
 }
 
 
@@ -52,6 +56,7 @@ class JobSchedulerServicer:
         schedules: ScheduleService | None = None,
         templates: TemplateService | None = None,
         job_logs: JobLogs | None = None,
+        service_health: ServiceHealth | None = None,
     ) -> None:
         self.service = service
         self.registry = registry
@@ -59,6 +64,7 @@ class JobSchedulerServicer:
         self.jobs = JobsServicer(service, registry, templates=templates)
         self.streams = StreamsServicer(service, job_logs=job_logs)
         self.job_types = JobTypesServicer(registry)
+        self.service_status = ServiceStatusServicer(service_health)
 
     @functools.cached_property
     def schedule_rpcs(self) -> SchedulesServicer:

@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.app.service import JobService
+from jobscheduler.app.servicestatus import ServiceHealth
 from jobscheduler.app.templates import TemplateService
 from jobscheduler.control.leader import LeaseElector, Reconciler, ScheduleLoop
 from jobscheduler.control.pending import PendingTimeouts
@@ -39,11 +40,12 @@ from jobscheduler.kube.compat import OLDEST_TESTED, check_server
 from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.logs import configure_logging
-from jobscheduler.obs.metrics import register_cache, serve_metrics
+from jobscheduler.obs.metrics import register_cache, register_service_health, serve_metrics
 from jobscheduler.transport.interceptors import RpcInterceptor
 from jobscheduler.transport.reflection import enable_reflection
 from jobscheduler.transport.registration import SERVICE_NAME, add_service
 from jobscheduler.transport.rpcs import JobSchedulerServicer
+from jobscheduler.transport.servicestatus import service_gauges
 from jobscheduler.transport.tls import Security
 from jobscheduler.transport.tokens import Authorizer
 
@@ -67,6 +69,9 @@ class HealthMonitor:
         self.interval = interval
         self._stop = threading.Event()
         self._serving: bool | None = None
+        # Called after each background probe (the service's conditions, so their `since` and
+        # their log lines follow the clock rather than the next GetServiceStatus).
+        self.after_probe: Callable[[], object] | None = None
         self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
 
     def start(self) -> None:
@@ -104,6 +109,8 @@ class HealthMonitor:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.probe()
+            if self.after_probe is not None:
+                self.after_probe()
 
 
 @dataclass
@@ -169,6 +176,7 @@ def build_server(
     registry: Registry,
     *,
     security: Security | None = None,
+    kubernetes: str = "",
 ) -> App:
     """The wired server, bound (port 0 picks a free one) but not started. Without `security`:
     plaintext, no tokens, reflection on."""
@@ -186,11 +194,13 @@ def build_server(
     reconcilers.append(PendingTimeouts(service))  # fail jobs stuck pending past their timeout
     reconcilers.append(DependencyReleaser(service))  # release or fail jobs held by `after`
     loop = None
+    elector = None
+    identity = replica_identity(settings.pod_name)
     if settings.schedule_loop:
         elector = LeaseElector(
             gateway,
             namespace=settings.namespace,
-            identity=replica_identity(settings.pod_name),
+            identity=identity,
             lease_seconds=settings.leader_lease_seconds,
         )
         loop = ScheduleLoop(
@@ -200,8 +210,22 @@ def build_server(
             tick_seconds=settings.schedule_tick_seconds,
             reconcilers=reconcilers,
         )
+    service_health = ServiceHealth(
+        gateway,
+        serving=monitor.serving,
+        replica=identity,
+        kubernetes_version=kubernetes,
+        cache=cache,
+        leader=elector.facts if elector is not None else None,
+    )
+    monitor.after_probe = service_health.report
+    register_service_health(lambda: service_gauges(service_health.report()))
     servicer = JobSchedulerServicer(
-        service, registry, schedules=schedules, templates=TemplateService(gateway, service)
+        service,
+        registry,
+        schedules=schedules,
+        templates=TemplateService(gateway, service),
+        service_health=service_health,
     )
     server = rpc_server(
         servicer,
@@ -260,7 +284,7 @@ def serve(
     from the environment (TLS_*, AUTH_TOKENS_FILE, REFLECTION); `kubernetes` is the API
     server's version, for the start-up log line."""
     security = security or load_security()
-    app = build_server(settings, gateway, registry, security=security)
+    app = build_server(settings, gateway, registry, security=security, kubernetes=kubernetes or "")
     # Handlers go in before the port opens: a SIGTERM that arrives as soon as the port accepts
     # connections (a pod deleted while starting) must still shut down gracefully. Python runs
     # them on this thread, between start-up steps, so the flags need no lock.

@@ -56,6 +56,7 @@ RPC_VERBS: Mapping[str, str] = {
     "ListTemplates": "read",
     "DeleteTemplate": "cancel",
     "ListQueues": "read",
+    "GetServiceStatus": "read",
 }
 ALL_NAMESPACES = "*"
 # The files are stat-ed at most this often (per handshake or call, not by a thread of their own).

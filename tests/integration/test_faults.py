@@ -228,6 +228,39 @@ def served(cluster: Cluster, tmp_path: Path, namespace: str) -> Iterator[ServePr
         server.proc.wait(timeout=30)
 
 
+class ServiceStatusLog:
+    """Polls GetServiceStatus every 100 ms: each change of its conditions' (type, reason) with its
+    time, and the most failed Kubernetes API calls it reported for one window."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = pb_grpc.JobSchedulerStub(channel)
+        self.changes: list[tuple[float, dict[str, str]]] = []
+        self.most_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = None
+        while not self._stop.wait(0.1):
+            try:
+                status = self.stub.GetServiceStatus(pb.GetServiceStatusRequest(), timeout=1)
+            except grpc.RpcError:
+                continue
+            self.most_errors = max(self.most_errors, status.kubernetes.errors)
+            reasons = {c.type: c.reason for c in status.conditions}
+            if reasons != last:
+                self.changes.append((time.monotonic(), reasons))
+                last = reasons
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def first(self, condition: str, reason: str, after: float) -> float | None:
+        return next((t for t, r in self.changes if r.get(condition) == reason and t >= after), None)
+
+
 def cache_agrees_with_the_cluster(stub: pb_grpc.JobSchedulerStub, cluster: Cluster, namespace: str) -> bool:
     """The service's (cached) list equals the Jobs on the cluster, each with its current state."""
     listed: dict[str, int] = {}
@@ -264,6 +297,7 @@ def run_fault(
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = pb_grpc.JobSchedulerStub(channel)
         health = HealthLog(channel)
+        conditions = ServiceStatusLog(channel)
         api_log = ApiLog(cluster)
         wait_until("SERVING", lambda: health.changes and health.changes[-1][1] == SERVING, timeout=20)
         # A job whose change during the outage the watch must not miss.
@@ -282,6 +316,14 @@ def run_fault(
         health.stop()
         api_log.stop()
         figures = check_exactly_once(cluster, namespace, load)
+        # GetServiceStatus answers through the outage (it needs no API call) and says why.
+        wait_until(
+            "GetServiceStatus sees the API and the watch whole again",
+            lambda: conditions.changes[-1][1].get("KubernetesAPI") == "Reachable"
+            and conditions.changes[-1][1].get("WatchCache") == "Current",
+            timeout=30,
+        )
+        conditions.stop()
         ready_at = api_log.back_at(broken_at)
         assert ready_at is not None, "the API server never went away (the fault did not bite)"
         not_serving = health.first(health_pb2.HealthCheckResponse.NOT_SERVING, broken_at)
@@ -289,6 +331,10 @@ def run_fault(
         serving_again = health.first(SERVING, not_serving)
         assert serving_again is not None, "health never came back to SERVING"
         assert serving_again - ready_at <= 10
+        unreachable = conditions.first("KubernetesAPI", "Unreachable", broken_at)
+        assert unreachable is not None, f"GetServiceStatus never said Unreachable: {conditions.changes}"
+        assert conditions.first("KubernetesAPI", "Reachable", unreachable) is not None
+        assert conditions.most_errors > 0, "no failed Kubernetes API call was counted"
         wait_until(
             "witness SUCCEEDED through the cache",
             lambda: stub.GetJobStatus(pb.GetJobStatusRequest(job_id=witness), timeout=5).status.state

@@ -46,6 +46,7 @@ TESTED_ELSEWHERE = {
     ("docs/job-control.md", "Dependencies"): "tests/integration/test_dependencies.py",
     ("docs/queueing.md", "Scheduling into a queue"): "tests/integration/test_queueing.py",
     ("docs/queueing.md", "ListQueues"): "tests/integration/test_queueing.py",
+    ("docs/operations.md", "Service status"): "tests/integration/test_service_status.py",
 }
 # Sections whose grpcurl lines are shown, not run, and why.
 NOT_RUN = {
