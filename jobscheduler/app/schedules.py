@@ -311,9 +311,9 @@ class ScheduleService:
             }
         }
         if not paused:
-            patch["metadata"]["annotations"][FAILURES_SINCE_ANNOTATION] = format_rfc3339(
-                datetime.now(UTC), precision="microseconds"
-            )
+            # Whole seconds, as a Job's creationTimestamp: a run created in the second of the resume
+            # counts (creation times cannot tell which came first within it).
+            patch["metadata"]["annotations"][FAILURES_SINCE_ANNOTATION] = format_rfc3339(datetime.now(UTC))
         if executor_of(current) == "service":
             patch["metadata"]["annotations"][PAUSED_ANNOTATION] = "true" if paused else None
             if not paused:
