@@ -55,7 +55,7 @@ def _timing_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     t.add_argument(
         "--concurrency", type=choice_of(CONCURRENCY), default=sup, metavar="POLICY",
-        help="while a run is running: allow (default), forbid, replace or buffer-one (buffer_one: one run waits)",
+        help="while a run is running: allow (default), forbid, replace or buffer-one (one run waits)",
     )  # fmt: skip
     t.add_argument(
         "--starting-deadline", type=int64, default=sup, metavar="SECONDS", help="a later start is missed"
