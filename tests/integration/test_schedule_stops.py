@@ -19,6 +19,7 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import Cluster
 from tests.helpers import wait_until
+from tests.integration.test_readme import readme_grpcurl_lines, run_grpcurl
 from tests.integration.test_schedules import (
     NEVER_SOON,
     create,
@@ -337,3 +338,28 @@ def test_buffer_one_holds_one_waiting_run_and_starts_it_when_the_running_one_end
         microsecond=0
     ), "started once the first ended"
     assert times[2] - times[1] > timedelta(seconds=2), "runs due while one waited were skipped"
+
+
+# -- the guide's examples ------------------------------------------------------------------------
+
+
+def test_the_guide_examples_work_as_written(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    lines = readme_grpcurl_lines(doc="docs/schedules.md", heading="Self-pausing, backfill and buffer_one")
+    assert [line.rsplit("/", 1)[1] for line in lines] == [
+        "CreateSchedule",
+        *["BackfillSchedule"] * 3,
+        "GetSchedule",
+    ]
+    with replica(cluster, tmp_path, namespace) as (server, _):
+        replies = [
+            run_grpcurl(line.replace("localhost:50054", f"127.0.0.1:{server.port}"))[1] for line in lines
+        ]
+    made, dry, first, again, got = replies
+    assert made["spec"]["pause_after_failures"] == 3  # type: ignore[index]
+    assert made["status"]["executor"] == "service"  # type: ignore[index]
+    assert len(dry["run_times"]) == 10  # type: ignore[arg-type]
+    assert "created" not in dry
+    assert len(first["created"]) == 10  # type: ignore[arg-type]
+    assert sorted(again["existing"]) == sorted(first["created"])  # type: ignore[type-var]
+    assert got["status"]["backfilled_runs"] == 10  # type: ignore[index]
+    assert len(runs(cluster, namespace, "hourly-report")) == 10
