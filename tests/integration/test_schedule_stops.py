@@ -17,8 +17,12 @@ import grpc
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.app.schedules import ScheduleService
+from jobscheduler.control.schedule_runs import ScheduleRunner
+from jobscheduler.domain.schedule import PauseReason, ScheduleSpec
 from tests.conftest import Cluster
 from tests.helpers import wait_until
+from tests.integration.conftest import Service
 from tests.integration.test_readme import readme_grpcurl_lines, run_grpcurl
 from tests.integration.test_schedules import (
     NEVER_SOON,
@@ -84,7 +88,9 @@ def test_cron_schedule_pauses_after_three_failed_runs_and_resume_starts_a_new_st
             timeout=30,
         )
         assert paused.status.paused_reason == "PausedAfterFailures"
-        assert paused.status.paused_message == f"3 consecutive runs failed: {', '.join([*first, third])}"
+        # Runs created in the same second are ordered by job id.
+        shown = paused.status.paused_message.removeprefix("3 consecutive runs failed: ")
+        assert sorted(shown.split(", ")) == sorted([*first, third])
         assert paused.status.consecutive_failures == 3
         assert paused.status.HasField("paused_at")
         assert cronjob(cluster, namespace, "flaky").spec.suspend, "paused as PauseSchedule pauses it"
@@ -363,3 +369,37 @@ def test_the_guide_examples_work_as_written(cluster: Cluster, namespace: str, tm
     assert sorted(again["existing"]) == sorted(first["created"])  # type: ignore[type-var]
     assert got["status"]["backfilled_runs"] == 10  # type: ignore[index]
     assert len(runs(cluster, namespace, "hourly-report")) == 10
+
+
+# -- the leader's pause, as two leaders see it ---------------------------------------------------
+
+
+def test_two_leaders_acting_on_the_same_failures_pause_once_and_call_the_hook_once(
+    api_service: Service, namespace: str
+) -> None:
+    """Two runners (the leader before and after a change of leader) reconcile the same version of
+    the CronJob: the conditional write lets one pause it, and the hook runs once."""
+    stub = api_service.stub
+    service = api_service.app.service
+    assert service is not None
+    create(stub, namespace, name="twice", cron=NEVER_SOON, pause_after_failures=2, job=job("0s", **FAILING))
+    failed = [trigger(stub, namespace, "twice", k) for k in ("a", "b")]
+    wait_until("two failed runs", lambda: all(finished(stub, namespace, j) for j in failed), timeout=30)
+    calls: list[tuple[str, str, str]] = []
+
+    def hook(spec: ScheduleSpec, reason: PauseReason) -> None:
+        calls.append((spec.name, reason.reason, reason.message))
+
+    schedules = ScheduleService(service.gateway, service)
+    seen = schedules.read_cronjob(namespace, "twice")
+    for runner in (
+        ScheduleRunner(schedules, on_schedule_paused=hook),
+        ScheduleRunner(schedules, on_schedule_paused=hook),
+    ):
+        runner.reconcile(seen, datetime.now(UTC))
+    assert [(name, reason) for name, reason, _ in calls] == [("twice", "PausedAfterFailures")]
+    assert sorted(calls[0][2].removeprefix("2 consecutive runs failed: ").split(", ")) == sorted(failed)
+    after = schedules.read_cronjob(namespace, "twice")
+    assert after["spec"]["suspend"] is True
+    ScheduleRunner(schedules, on_schedule_paused=hook).reconcile(after, datetime.now(UTC))
+    assert len(calls) == 1, "a paused schedule is not paused again"
