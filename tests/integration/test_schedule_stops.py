@@ -26,6 +26,7 @@ from tests.integration.conftest import Service
 from tests.integration.test_readme import readme_grpcurl_lines, run_grpcurl
 from tests.integration.test_schedules import (
     NEVER_SOON,
+    _lease_holder,
     create,
     cronjob,
     job,
@@ -403,3 +404,45 @@ def test_two_leaders_acting_on_the_same_failures_pause_once_and_call_the_hook_on
     assert after["spec"]["suspend"] is True
     ScheduleRunner(schedules, on_schedule_paused=hook).reconcile(after, datetime.now(UTC))
     assert len(calls) == 1, "a paused schedule is not paused again"
+
+
+def test_the_waiting_run_survives_a_change_of_leader(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    with ExitStack() as stack:
+        a, stub = stack.enter_context(replica(cluster, tmp_path, namespace))
+        b, _ = stack.enter_context(replica(cluster, tmp_path, namespace))
+        wait_until("a replica leads", lambda: bool(_lease_holder(cluster, namespace)), timeout=30)
+        start = whole_second_after(datetime.now(UTC), 1)
+        create(
+            stub,
+            namespace,
+            name="handover",
+            interval="2s",
+            start_time=timestamp(start),
+            concurrency_policy=pb.CONCURRENCY_POLICY_BUFFER_ONE,
+            job=job("6s"),
+        )
+        status = wait_until(
+            "a run waiting",
+            lambda: (s := get(stub, namespace, "handover").status).HasField("buffered_run") and s,
+            timeout=20,
+        )
+        waiting = status.buffered_run.ToDatetime(tzinfo=UTC)
+        holder = _lease_holder(cluster, namespace)
+        leader, follower = (a, b) if f"_{a.proc.pid}_" in holder else (b, a)
+        leader.proc.terminate()  # releases the Lease: the follower takes over at once
+        leader.proc.wait(timeout=30)
+        follower_stub = pb_grpc.JobSchedulerStub(
+            stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{follower.port}"))
+        )
+        wait_until(
+            "the waiting run to start under the new leader",
+            lambda: waiting in scheduled_times(runs(cluster, namespace, "handover")),
+            timeout=30,
+        )
+        assert f"_{follower.proc.pid}_" in _lease_holder(cluster, namespace)
+        after = get(follower_stub, namespace, "handover").status
+    times = scheduled_times(runs(cluster, namespace, "handover"))
+    assert times.count(waiting) == 1
+    assert len(after.active_runs) == 1
