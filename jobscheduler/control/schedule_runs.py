@@ -191,6 +191,8 @@ class ScheduleRunner:
         if missed:
             SCHEDULE_RUNS.labels("missed").inc(missed)
             log.info("schedule runs missed", schedule=spec.name, missed=missed, policy=spec.catch_up.value)
+        if not start and not missed and plan.next_run == due and buffered_next == buffered:
+            return  # a run still waits for the active one: nothing to write
         patch: Obj = {
             "metadata": {
                 "resourceVersion": meta["resourceVersion"],
