@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 batch.create_namespaced_job(namespace, job)
             raw.append(time.perf_counter() - began)
             say(
-                f"round {round_ + 1}: service {service[-1]:.2f}s, repeat {repeat[-1]:.2f}s, raw API {raw[-1]:.2f}s"
+                f"round {round_ + 1}: service {service[-1]:.2f}s, repeat {repeat[-1]:.2f}s, "
+                f"raw API {raw[-1]:.2f}s"
             )
         for name, values in (
             ("service_seconds", service),
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         f"# BackfillSchedule beside the raw API ({args.runs} runs per call, {args.rounds} rounds, median)\n\n"
         "| side | one call (s) | per run (ms) |\n|---|---|---|\n"
-        f"| BackfillSchedule, creating | {record['service_seconds']['median']} | {per['service_seconds']:.1f} |\n"
+        f"| BackfillSchedule, creating | {record['service_seconds']['median']} | "
+        f"{per['service_seconds']:.1f} |\n"
         f"| BackfillSchedule, repeated (all exist) | {record['repeat_seconds']['median']} | "
         f"{per['repeat_seconds']:.1f} |\n"
         f"| raw API, {args.runs} sequential creates | {record['raw_api_seconds']['median']} | "
