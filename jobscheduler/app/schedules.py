@@ -69,6 +69,7 @@ from jobscheduler.domain.schedule import (
     annotations_of,
     executor_of,
     failed_history,
+    failures_since,
     parse_timing,
     run_job,
     same_timing,
@@ -454,7 +455,7 @@ class ScheduleService:
         reason = PauseReason.from_annotations(annotations) if spec.paused else None
         streak = failure_streak(
             (RunOutcome(s.job_id, s.state, s.created_at or now) for s in runs),
-            since=parse_rfc3339(annotations.get(FAILURES_SINCE_ANNOTATION)),
+            since=failures_since(cronjob),
         )
         return ScheduleView(
             spec=spec,

@@ -41,7 +41,6 @@ from jobscheduler.domain.schedule import (
     BACKFILLED_ANNOTATION,
     BUFFERED_ANNOTATION,
     DEFAULT_CATCH_UP_MAX_RUNS,
-    FAILURES_SINCE_ANNOTATION,
     LAST_RUN_ANNOTATION,
     NEXT_RUN_ANNOTATION,
     PAUSED_ANNOTATION,
@@ -55,6 +54,7 @@ from jobscheduler.domain.schedule import (
     annotations_of,
     controller_run_name,
     executor_of,
+    failures_since,
     run_job,
     run_name_at,
     spec_from,
@@ -115,10 +115,9 @@ class ScheduleRunner:
         returns whether it did. The write is conditional on the CronJob's resourceVersion, so of
         two leaders (or a leader and a caller's resume) one wins and the hook runs once."""
         assert spec.pause_after_failures
-        annotations = annotations_of(cronjob)
         streak = failure_streak(
             (RunOutcome(s.job_id, s.state, s.created_at or now) for s in self._runs(cronjob)),
-            since=parse_rfc3339(annotations.get(FAILURES_SINCE_ANNOTATION)),
+            since=failures_since(cronjob),
         )
         message = pause_message(streak, spec.pause_after_failures)
         if message is None:

@@ -227,6 +227,16 @@ def failed_history(spec: ScheduleSpec) -> int:
     return 1 if spec.failed_runs_history_limit is None else spec.failed_runs_history_limit
 
 
+def failures_since(cronjob: Obj) -> datetime | None:
+    """Since when failed runs count towards pause_after_failures: the last ResumeSchedule, or the
+    schedule's creation (runs kept from an earlier schedule of the same name do not count)."""
+    marks = [
+        parse_rfc3339(cronjob["metadata"].get("creationTimestamp")),
+        parse_rfc3339(annotations_of(cronjob).get(FAILURES_SINCE_ANNOTATION)),
+    ]
+    return max((m for m in marks if m is not None), default=None)
+
+
 def annotations_of(obj: Obj) -> dict[str, str]:
     return dict(obj["metadata"].get("annotations") or {})
 

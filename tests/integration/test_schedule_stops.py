@@ -12,8 +12,10 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
+from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
@@ -446,3 +448,42 @@ def test_the_waiting_run_survives_a_change_of_leader(
     times = scheduled_times(runs(cluster, namespace, "handover"))
     assert times.count(waiting) == 1
     assert len(after.active_runs) == 1
+
+
+def test_bad_pause_after_failures_is_refused_and_an_update_to_buffer_one_moves_the_schedule_to_the_service(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    with replica(cluster, tmp_path, namespace) as (_, stub):
+        for bad in (-1, 1001):
+            code, details = refused(
+                lambda b=bad: create(
+                    stub, namespace, name="bad", cron=NEVER_SOON, pause_after_failures=b, job=job()
+                )
+            )
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "schedule.pause_after_failures" in details
+        made = create(stub, namespace, name="moving", cron="*/5 * * * *", job=job())
+        assert made.status.executor == "cronjob"
+        moved = stub.UpdateSchedule(
+            pb.UpdateScheduleRequest(
+                schedule=pb.ScheduleSpec(
+                    namespace=namespace,
+                    name="moving",
+                    cron="*/5 * * * *",
+                    concurrency_policy=pb.CONCURRENCY_POLICY_BUFFER_ONE,
+                    job=job(),
+                )
+            ),
+            timeout=10,
+        )
+        assert moved.status.executor == "service"
+        assert moved.spec.concurrency_policy == pb.CONCURRENCY_POLICY_BUFFER_ONE
+        stored = cronjob(cluster, namespace, "moving")
+        assert stored.spec.suspend
+        assert stored.spec.concurrency_policy == "Forbid"
+        assert stored.metadata.labels["jobscheduler.io/executor"] == "service"
+    assert [cj.metadata.name for cj in client_cronjobs(cluster, namespace)] == ["moving"]
+
+
+def client_cronjobs(cluster: Cluster, namespace: str) -> list[Any]:
+    return list(client.BatchV1Api(cluster.api).list_namespaced_cron_job(namespace).items)

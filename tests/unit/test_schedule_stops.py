@@ -21,10 +21,12 @@ from jobscheduler.domain.interval import next_interval_runs
 from jobscheduler.domain.models import JobState
 from jobscheduler.domain.render import JobRequest
 from jobscheduler.domain.schedule import (
+    FAILURES_SINCE_ANNOTATION,
     PAUSED_REASON_ANNOTATION,
     PauseReason,
     ScheduleSpec,
     controller_run_name,
+    failures_since,
     parse_timing,
     run_name_at,
     scheduled_run_name,
@@ -329,3 +331,15 @@ def test_leader_walks_a_cron_schedule_it_runs(
     )
     assert list(plan.start) == [at(s) for s in start]
     assert (plan.next_run, plan.missed) == (at(next_run), missed)
+
+
+def test_failures_count_from_the_later_of_creation_and_the_last_resume() -> None:
+    created = {"metadata": {"creationTimestamp": "2026-06-01T10:00:00Z", "annotations": {}}}
+    assert failures_since(created) == at("2026-06-01T10:00:00")
+    resumed = {
+        "metadata": {
+            "creationTimestamp": "2026-06-01T10:00:00Z",
+            "annotations": {FAILURES_SINCE_ANNOTATION: "2026-06-01T11:00:00Z"},
+        }
+    }
+    assert failures_since(resumed) == at("2026-06-01T11:00:00")
