@@ -150,6 +150,10 @@ class _ConcurrencyPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Con
     """skip it"""
     CONCURRENCY_POLICY_REPLACE: _ConcurrencyPolicy.ValueType  # 3
     """stop the running one, start the new one"""
+    CONCURRENCY_POLICY_BUFFER_ONE: _ConcurrencyPolicy.ValueType  # 4
+    """one run waits and starts when the running one ends; runs due while one waits are skipped
+    (no CronJob has this policy: the service's leader runs such schedules, cron ones too)
+    """
 
 class ConcurrencyPolicy(_ConcurrencyPolicy, metaclass=_ConcurrencyPolicyEnumTypeWrapper):
     """What to do with a run when the previous one is still running (CronJob concurrencyPolicy)."""
@@ -162,6 +166,10 @@ CONCURRENCY_POLICY_FORBID: ConcurrencyPolicy.ValueType  # 2
 """skip it"""
 CONCURRENCY_POLICY_REPLACE: ConcurrencyPolicy.ValueType  # 3
 """stop the running one, start the new one"""
+CONCURRENCY_POLICY_BUFFER_ONE: ConcurrencyPolicy.ValueType  # 4
+"""one run waits and starts when the running one ends; runs due while one waits are skipped
+(no CronJob has this policy: the service's leader runs such schedules, cron ones too)
+"""
 Global___ConcurrencyPolicy: _TypeAlias = ConcurrencyPolicy  # noqa: Y015
 
 class _CatchUpPolicy:
@@ -1452,6 +1460,7 @@ class ScheduleSpec(_message.Message):
     CATCH_UP_FIELD_NUMBER: _builtins.int
     CATCH_UP_MAX_RUNS_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    PAUSE_AFTER_FAILURES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """required; DNS-1123 label of at most 52 characters (the CronJob's name)"""
     namespace: _builtins.str
@@ -1476,6 +1485,11 @@ class ScheduleSpec(_message.Message):
     catch_up: Global___CatchUpPolicy.ValueType
     catch_up_max_runs: _builtins.int
     """ALL only: cap (default 10, at most 100)"""
+    pause_after_failures: _builtins.int
+    """Pause the schedule after this many consecutive failed runs (FAILED; a CANCELLED run counts
+    neither way); unset or 0: never. The schedule's CronJob then keeps at least this many failed
+    runs and one succeeded run.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """interval only: runs at start_time + k*interval (default: the Unix epoch)"""
@@ -1503,19 +1517,24 @@ class ScheduleSpec(_message.Message):
         catch_up: Global___CatchUpPolicy.ValueType = ...,
         catch_up_max_runs: _builtins.int = ...,
         job: Global___ScheduleJobRequest | None = ...,
+        pause_after_failures: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_runs_history_limit", b"_successful_runs_history_limit", "failed_runs_history_limit", b"failed_runs_history_limit", "job", b"job", "start_time", b"start_time", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_runs_history_limit", b"successful_runs_history_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit", "_pause_after_failures", b"_pause_after_failures", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_runs_history_limit", b"_successful_runs_history_limit", "failed_runs_history_limit", b"failed_runs_history_limit", "job", b"job", "pause_after_failures", b"pause_after_failures", "start_time", b"start_time", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_runs_history_limit", b"successful_runs_history_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_runs_history_limit", b"_successful_runs_history_limit", "catch_up", b"catch_up", "catch_up_max_runs", b"catch_up_max_runs", "concurrency_policy", b"concurrency_policy", "cron", b"cron", "failed_runs_history_limit", b"failed_runs_history_limit", "interval", b"interval", "job", b"job", "name", b"name", "namespace", b"namespace", "paused", b"paused", "start_time", b"start_time", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_runs_history_limit", b"successful_runs_history_limit", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit", "_pause_after_failures", b"_pause_after_failures", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_runs_history_limit", b"_successful_runs_history_limit", "catch_up", b"catch_up", "catch_up_max_runs", b"catch_up_max_runs", "concurrency_policy", b"concurrency_policy", "cron", b"cron", "failed_runs_history_limit", b"failed_runs_history_limit", "interval", b"interval", "job", b"job", "name", b"name", "namespace", b"namespace", "pause_after_failures", b"pause_after_failures", "paused", b"paused", "start_time", b"start_time", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_runs_history_limit", b"successful_runs_history_limit", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__failed_runs_history_limit: _TypeAlias = _typing.Literal["failed_runs_history_limit"]  # noqa: Y015
     _WhichOneofArgType__failed_runs_history_limit: _TypeAlias = _typing.Literal["_failed_runs_history_limit", b"_failed_runs_history_limit"]  # noqa: Y015
+    _WhichOneofReturnType__pause_after_failures: _TypeAlias = _typing.Literal["pause_after_failures"]  # noqa: Y015
+    _WhichOneofArgType__pause_after_failures: _TypeAlias = _typing.Literal["_pause_after_failures", b"_pause_after_failures"]  # noqa: Y015
     _WhichOneofReturnType__starting_deadline_seconds: _TypeAlias = _typing.Literal["starting_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__starting_deadline_seconds: _TypeAlias = _typing.Literal["_starting_deadline_seconds", b"_starting_deadline_seconds"]  # noqa: Y015
     _WhichOneofReturnType__successful_runs_history_limit: _TypeAlias = _typing.Literal["successful_runs_history_limit"]  # noqa: Y015
     _WhichOneofArgType__successful_runs_history_limit: _TypeAlias = _typing.Literal["_successful_runs_history_limit", b"_successful_runs_history_limit"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_runs_history_limit) -> _WhichOneofReturnType__failed_runs_history_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pause_after_failures) -> _WhichOneofReturnType__pause_after_failures | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__starting_deadline_seconds) -> _WhichOneofReturnType__starting_deadline_seconds | None: ...
     @_typing.overload
@@ -1589,10 +1608,26 @@ class ScheduleStatus(_message.Message):
     STATS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     LAST_SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_REASON_FIELD_NUMBER: _builtins.int
+    PAUSED_MESSAGE_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    BUFFERED_RUN_FIELD_NUMBER: _builtins.int
+    BACKFILLED_RUNS_FIELD_NUMBER: _builtins.int
     executor: _builtins.str
     """"cronjob" (the CronJob controller starts runs) or "service" (the leader loop)"""
     cron: _builtins.str
     """the CronJob's schedule; for an interval run by a CronJob, its equivalent"""
+    paused_reason: _builtins.str
+    """Why the service paused the schedule ("PausedAfterFailures"); empty when it runs or a
+    caller paused it. Cleared by ResumeSchedule.
+    """
+    paused_message: _builtins.str
+    """"3 consecutive runs failed: a, b, c" """
+    consecutive_failures: _builtins.int
+    """failed runs in a row since the last success or resume"""
+    backfilled_runs: _builtins.int
+    """runs kept that BackfillSchedule created"""
     @_builtins.property
     def next_runs(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
         """the next runs, computed in time_zone (DST-correct)"""
@@ -1613,6 +1648,12 @@ class ScheduleStatus(_message.Message):
     def last_schedule_time(self) -> _timestamp_pb2.Timestamp:
         """when a run was last started on schedule"""
 
+    @_builtins.property
+    def paused_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def buffered_run(self) -> _timestamp_pb2.Timestamp:
+        """BUFFER_ONE: the run time waiting for the active run"""
+
     def __init__(
         self,
         *,
@@ -1624,10 +1665,16 @@ class ScheduleStatus(_message.Message):
         stats: Global___RunStats | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         last_schedule_time: _timestamp_pb2.Timestamp | None = ...,
+        paused_reason: _builtins.str = ...,
+        paused_message: _builtins.str = ...,
+        paused_at: _timestamp_pb2.Timestamp | None = ...,
+        consecutive_failures: _builtins.int = ...,
+        buffered_run: _timestamp_pb2.Timestamp | None = ...,
+        backfilled_runs: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_run", b"last_run", "last_schedule_time", b"last_schedule_time", "stats", b"stats"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["buffered_run", b"buffered_run", "created_at", b"created_at", "last_run", b"last_run", "last_schedule_time", b"last_schedule_time", "paused_at", b"paused_at", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "created_at", b"created_at", "cron", b"cron", "executor", b"executor", "last_run", b"last_run", "last_schedule_time", b"last_schedule_time", "next_runs", b"next_runs", "stats", b"stats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_runs", b"active_runs", "backfilled_runs", b"backfilled_runs", "buffered_run", b"buffered_run", "consecutive_failures", b"consecutive_failures", "created_at", b"created_at", "cron", b"cron", "executor", b"executor", "last_run", b"last_run", "last_schedule_time", b"last_schedule_time", "next_runs", b"next_runs", "paused_at", b"paused_at", "paused_message", b"paused_message", "paused_reason", b"paused_reason", "stats", b"stats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1904,6 +1951,79 @@ class TriggerScheduleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015
+
+@_typing.final
+class BackfillScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    namespace: _builtins.str
+    """default K8S_NAMESPACE"""
+    dry_run: _builtins.bool
+    """report the run times, create nothing"""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """required; the first run time included"""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """required; excluded; not after now"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        namespace: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "end", b"end", "name", b"name", "namespace", b"namespace", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillScheduleRequest: _TypeAlias = BackfillScheduleRequest  # noqa: Y015
+
+@_typing.final
+class BackfillScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_TIMES_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    EXISTING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """the schedule's run times in [start, end), oldest first"""
+
+    @_builtins.property
+    def created(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """job ids of the runs this call created"""
+
+    @_builtins.property
+    def existing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """job ids of runs already there (an earlier call, the CronJob controller)"""
+
+    def __init__(
+        self,
+        *,
+        run_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        created: _abc.Iterable[_builtins.str] | None = ...,
+        existing: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "existing", b"existing", "run_times", b"run_times"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackfillScheduleResponse: _TypeAlias = BackfillScheduleResponse  # noqa: Y015
 
 @_typing.final
 class Template(_message.Message):

@@ -128,6 +128,11 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.FromString,
                 _registered_method=True)
+        self.BackfillSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/BackfillSchedule',
+                request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.BackfillScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.BackfillScheduleResponse.FromString,
+                _registered_method=True)
         self.CreateTemplate = channel.unary_unary(
                 '/jobscheduler.JobScheduler/CreateTemplate',
                 request_serializer=jobscheduler_dot_api_dot_scheduler__pb2.CreateTemplateRequest.SerializeToString,
@@ -297,6 +302,16 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BackfillSchedule(self, request, context):
+        """Creates the runs of the schedule's run times in a past range [start, end), each exactly
+        once (named after its run time, as the CronJob controller names it), whatever the
+        concurrency policy; refused (nothing created) for a range that is inverted, empty, reaches
+        past now or holds more than BACKFILL_MAX_RUNS run times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateTemplate(self, request, context):
         """Templates: named, versioned ScheduleJob requests kept in the cluster (one ConfigMap each);
         ScheduleJob with `template` starts from one. Every write is a new, immutable version.
@@ -437,6 +452,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.TriggerSchedule,
                     request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.FromString,
                     response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'BackfillSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillSchedule,
+                    request_deserializer=jobscheduler_dot_api_dot_scheduler__pb2.BackfillScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot_api_dot_scheduler__pb2.BackfillScheduleResponse.SerializeToString,
             ),
             'CreateTemplate': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTemplate,
@@ -942,6 +962,33 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/TriggerSchedule',
             jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleRequest.SerializeToString,
             jobscheduler_dot_api_dot_scheduler__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/BackfillSchedule',
+            jobscheduler_dot_api_dot_scheduler__pb2.BackfillScheduleRequest.SerializeToString,
+            jobscheduler_dot_api_dot_scheduler__pb2.BackfillScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

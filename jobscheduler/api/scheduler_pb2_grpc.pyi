@@ -82,6 +82,12 @@ class JobSchedulerStub:
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.Schedule]
     TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerScheduleRequest, _scheduler_pb2.TriggerScheduleResponse]
     """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
+    BackfillSchedule: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.BackfillScheduleRequest, _scheduler_pb2.BackfillScheduleResponse]
+    """Creates the runs of the schedule's run times in a past range [start, end), each exactly
+    once (named after its run time, as the CronJob controller names it), whatever the
+    concurrency policy; refused (nothing created) for a range that is inverted, empty, reaches
+    past now or holds more than BACKFILL_MAX_RUNS run times.
+    """
     CreateTemplate: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTemplateRequest, _scheduler_pb2.Template]
     """Templates: named, versioned ScheduleJob requests kept in the cluster (one ConfigMap each);
     ScheduleJob with `template` starts from one. Every write is a new, immutable version.
@@ -156,6 +162,12 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ResumeScheduleRequest, _scheduler_pb2.Schedule]  # type: ignore[assignment]
     TriggerSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.TriggerScheduleRequest, _scheduler_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
     """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
+    BackfillSchedule: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.BackfillScheduleRequest, _scheduler_pb2.BackfillScheduleResponse]  # type: ignore[assignment]
+    """Creates the runs of the schedule's run times in a past range [start, end), each exactly
+    once (named after its run time, as the CronJob controller names it), whatever the
+    concurrency policy; refused (nothing created) for a range that is inverted, empty, reaches
+    past now or holds more than BACKFILL_MAX_RUNS run times.
+    """
     CreateTemplate: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTemplateRequest, _scheduler_pb2.Template]  # type: ignore[assignment]
     """Templates: named, versioned ScheduleJob requests kept in the cluster (one ConfigMap each);
     ScheduleJob with `template` starts from one. Every write is a new, immutable version.
@@ -329,6 +341,18 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.TriggerScheduleResponse, _abc.Awaitable[_scheduler_pb2.TriggerScheduleResponse]]:
         """Runs the schedule's template now, as a Job owned by the schedule; one run per idempotency_key."""
+
+    @_abc_1.abstractmethod
+    def BackfillSchedule(
+        self,
+        request: _scheduler_pb2.BackfillScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.BackfillScheduleResponse, _abc.Awaitable[_scheduler_pb2.BackfillScheduleResponse]]:
+        """Creates the runs of the schedule's run times in a past range [start, end), each exactly
+        once (named after its run time, as the CronJob controller names it), whatever the
+        concurrency policy; refused (nothing created) for a range that is inverted, empty, reaches
+        past now or holds more than BACKFILL_MAX_RUNS run times.
+        """
 
     @_abc_1.abstractmethod
     def CreateTemplate(

@@ -27,6 +27,7 @@ import structlog
 from jobscheduler.app.service import MAX_PAGE_SIZE, JobQuery, JobService
 from jobscheduler.domain.catchup import (
     MAX_CATCH_UP_RUNS,
+    Concurrency,
     cron_starting_deadline,
 )
 from jobscheduler.domain.errors import (
@@ -36,6 +37,7 @@ from jobscheduler.domain.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
+from jobscheduler.domain.failures import RunOutcome, failure_streak, history_floor
 from jobscheduler.domain.models import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -46,22 +48,28 @@ from jobscheduler.domain.models import (
 from jobscheduler.domain.render import REQUEST_HASH_ANNOTATION
 from jobscheduler.domain.runstats import RunRecord, summarize
 from jobscheduler.domain.schedule import (
+    BACKFILL_LABEL,
     BASE36,
+    BUFFERED_ANNOTATION,
     DEFAULT_NEXT_RUNS,
     EXECUTOR_LABEL,
+    FAILURES_SINCE_ANNOTATION,
     LAST_RUN_ANNOTATION,
     MANUAL_ANNOTATION,
     MAX_NEXT_RUNS,
     MAX_SCHEDULE_NAME,
     NEXT_RUN_ANNOTATION,
     PAUSED_ANNOTATION,
+    PAUSED_REASON_ANNOTATION,
     SPEC_ANNOTATION,
+    PauseReason,
     ScheduleSpec,
     ScheduleView,
     Timing,
     annotations_of,
     executor_of,
     failed_history,
+    failures_since,
     parse_timing,
     run_job,
     same_timing,
@@ -107,6 +115,7 @@ class ScheduleService:
             ("successful_runs_history_limit", spec.successful_runs_history_limit, 0, 1000),
             ("failed_runs_history_limit", spec.failed_runs_history_limit, 0, 1000),
             ("catch_up_max_runs", spec.catch_up_max_runs, 0, MAX_CATCH_UP_RUNS),
+            ("pause_after_failures", spec.pause_after_failures, 0, 1000),
         ):
             if value is not None and not low <= value <= high:
                 raise InvalidArgumentError(field_name, f"must be between {low} and {high} (got {value})")
@@ -144,13 +153,16 @@ class ScheduleService:
         template_annotations = {
             k: v for k, v in manifest["metadata"]["annotations"].items() if k != REQUEST_HASH_ANNOTATION
         }
+        successful, failed = history_floor(
+            successful_history(spec), failed_history(spec), spec.pause_after_failures
+        )
         cron_spec: Obj = {
             "schedule": timing.cronjob_schedule,
             "timeZone": timing.zone.key,
-            "concurrencyPolicy": spec.concurrency.value,
+            "concurrencyPolicy": spec.concurrency.cronjob_policy,
             "suspend": paused or timing.executor == "service",
-            "successfulJobsHistoryLimit": successful_history(spec),
-            "failedJobsHistoryLimit": failed_history(spec),
+            "successfulJobsHistoryLimit": successful,
+            "failedJobsHistoryLimit": failed,
             "jobTemplate": {
                 "metadata": {"labels": template_labels, "annotations": template_annotations},
                 "spec": manifest["spec"],
@@ -223,8 +235,16 @@ class ScheduleService:
         by_schedule: dict[str, list[JobStatus]] = {}
         for status in runs:
             by_schedule.setdefault(status.schedule, []).append(status)
+        backfilled: dict[str, set[str]] = {}
+        for status in self.runs(namespace, "", selector=BACKFILL_LABEL, deadline=deadline):
+            backfilled.setdefault(status.schedule, set()).add(status.job_id)
         return [
-            self._view(cj, runs=by_schedule.get(cj["metadata"]["name"], []), deadline=deadline)
+            self._view(
+                cj,
+                runs=by_schedule.get(cj["metadata"]["name"], []),
+                backfilled=backfilled.get(cj["metadata"]["name"], set()),
+                deadline=deadline,
+            )
             for cj in sorted(cronjobs, key=lambda cj: str(cj["metadata"]["name"]))
         ]
 
@@ -242,6 +262,13 @@ class ScheduleService:
                 cronjob["metadata"]["annotations"][NEXT_RUN_ANNOTATION] = keep or format_rfc3339(first)
                 if old.get(LAST_RUN_ANNOTATION):
                     cronjob["metadata"]["annotations"][LAST_RUN_ANNOTATION] = old[LAST_RUN_ANNOTATION]
+                if checked.concurrency is Concurrency.BUFFER_ONE and old.get(BUFFERED_ANNOTATION):
+                    cronjob["metadata"]["annotations"][BUFFERED_ANNOTATION] = old[BUFFERED_ANNOTATION]
+            # The failure streak goes on across an update; the reason stays while it stays paused.
+            kept = [FAILURES_SINCE_ANNOTATION] + ([PAUSED_REASON_ANNOTATION] if checked.paused else [])
+            for key in kept:
+                if old.get(key):
+                    cronjob["metadata"]["annotations"][key] = old[key]
             cronjob["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             try:
                 updated = self.gateway.replace(
@@ -272,7 +299,22 @@ class ScheduleService:
     ) -> ScheduleView:
         current = self._get(namespace, name, deadline=deadline)
         spec = replace(spec_from(current), paused=paused)
-        patch: Obj = {"metadata": {"annotations": {SPEC_ANNOTATION: spec_json(spec)}}}
+        # A caller's pause or resume replaces the service's reason; a resume starts a new failure
+        # streak (pause_after_failures counts only the runs created after it), and a run waiting
+        # under BUFFER_ONE is dropped with the pause, as the paused run times are.
+        patch: Obj = {
+            "metadata": {
+                "annotations": {
+                    SPEC_ANNOTATION: spec_json(spec),
+                    PAUSED_REASON_ANNOTATION: None,
+                    BUFFERED_ANNOTATION: None,
+                }
+            }
+        }
+        if not paused:
+            # Whole seconds, as a Job's creationTimestamp: a run created in the second of the resume
+            # counts (creation times cannot tell which came first within it).
+            patch["metadata"]["annotations"][FAILURES_SINCE_ANNOTATION] = format_rfc3339(datetime.now(UTC))
         if executor_of(current) == "service":
             patch["metadata"]["annotations"][PAUSED_ANNOTATION] = "true" if paused else None
             if not paused:
@@ -322,6 +364,10 @@ class ScheduleService:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def read_cronjob(self, namespace: str, name: str, *, deadline: float | None = None) -> Obj:
+        """The schedule's CronJob (NotFoundError when it is none of ours)."""
+        return self._get(namespace, name, deadline=deadline)
+
     def _get(self, namespace: str, name: str, *, deadline: float | None) -> Obj:
         namespace = self.jobs.resolve_namespace(namespace)
         if not name:
@@ -340,14 +386,16 @@ class ScheduleService:
             raise NotFoundError(f"schedule {name!r} in namespace {namespace!r} is being deleted")
         return cronjob
 
-    def runs(self, namespace: str, schedule: str, *, deadline: float | None) -> list[JobStatus]:
+    def runs(
+        self, namespace: str, schedule: str, *, deadline: float | None, selector: str = ""
+    ) -> list[JobStatus]:
         runs: list[JobStatus] = []
         token = ""
         while True:
             query = JobQuery(
                 namespace=namespace,
                 schedule=schedule,
-                label_selector="" if schedule else SCHEDULE_LABEL,
+                label_selector=",".join(s for s in (selector, "" if schedule else SCHEDULE_LABEL) if s),
                 page_size=MAX_PAGE_SIZE,
                 page_token=token,
             )
@@ -362,13 +410,22 @@ class ScheduleService:
         cronjob: Obj,
         *,
         runs: list[JobStatus] | None = None,
+        backfilled: set[str] | None = None,
         next_count: int = DEFAULT_NEXT_RUNS,
         deadline: float | None = None,
     ) -> ScheduleView:
         meta = cronjob["metadata"]
         spec = spec_from(cronjob)
+        annotations = annotations_of(cronjob)
         if runs is None:
             runs = self.runs(meta["namespace"], meta["name"], deadline=deadline)
+        if backfilled is None:
+            backfilled = {
+                s.job_id
+                for s in self.runs(
+                    meta["namespace"], meta["name"], selector=BACKFILL_LABEL, deadline=deadline
+                )
+            }
         now = datetime.now(UTC)
         timing = timing_of(cronjob, spec)
         upcoming: list[datetime] = []
@@ -395,6 +452,11 @@ class ScheduleService:
             last_scheduled = parse_rfc3339(annotations_of(cronjob).get(LAST_RUN_ANNOTATION))
         else:
             last_scheduled = parse_rfc3339((cronjob.get("status") or {}).get("lastScheduleTime"))
+        reason = PauseReason.from_annotations(annotations) if spec.paused else None
+        streak = failure_streak(
+            (RunOutcome(s.job_id, s.state, s.created_at or now) for s in runs),
+            since=failures_since(cronjob),
+        )
         return ScheduleView(
             spec=spec,
             executor=timing.executor,
@@ -405,4 +467,10 @@ class ScheduleService:
             stats=stats,
             created_at=parse_rfc3339(meta.get("creationTimestamp")),
             last_schedule_time=last_scheduled,
+            paused_reason=reason.reason if reason else "",
+            paused_message=reason.message if reason else "",
+            paused_at=reason.at if reason else None,
+            consecutive_failures=len(streak),
+            buffered_run=None if spec.paused else parse_rfc3339(annotations.get(BUFFERED_ANNOTATION)),
+            backfilled_runs=sum(1 for s in runs if s.job_id in backfilled),
         )

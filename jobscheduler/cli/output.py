@@ -183,6 +183,16 @@ def render_schedule(schedule: pb.Schedule, *, now: datetime) -> str:
     lines.append("next runs:   " + (", ".join(_timestamp(t, True) for t in st.next_runs) or "-"))
     lines.append(f"last start:  {_timestamp(st.last_schedule_time, st.HasField('last_schedule_time'))}")
     lines.append("active runs: " + (", ".join(st.active_runs) or "-"))
+    if st.paused_reason:
+        lines.append(
+            f"paused:      {st.paused_reason} at {_timestamp(st.paused_at, True)}: {st.paused_message}"
+        )
+    if st.consecutive_failures:
+        lines.append(f"failing:     {st.consecutive_failures} runs in a row")
+    if st.HasField("buffered_run"):
+        lines.append(f"waiting run: {_timestamp(st.buffered_run, True)} (buffer_one)")
+    if st.backfilled_runs:
+        lines.append(f"backfilled:  {st.backfilled_runs} of the runs kept")
     stats = st.stats
     rate = f"{stats.success_rate:.0%}" if stats.HasField("success_rate") else "-"
     mean = f"{stats.mean_duration_seconds:.1f}s" if stats.HasField("mean_duration_seconds") else "-"

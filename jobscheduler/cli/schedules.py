@@ -1,5 +1,5 @@
 """`jobscheduler schedules VERB`: recurring jobs (CronJobs, or the leader's interval loop) —
-create, get, list, update, delete, pause, resume and trigger.
+create, get, list, update, delete, pause, resume, trigger and backfill.
 
 A schedule's job is given as `schedule` gives one (a job-type subcommand and its flags), or
 with its timing in a YAML/JSON file (--file) as `schedules get -o yaml` prints it.
@@ -28,7 +28,7 @@ from jobscheduler.cli.jobspec import add_job_types, job_request, type_examples
 from jobscheduler.cli.output import emit, now, render_schedule, render_statuses, schedule_rows
 from jobscheduler.cli.specfile import load_message
 
-CONCURRENCY = ("allow", "forbid", "replace")
+CONCURRENCY = ("allow", "forbid", "replace", "buffer-one")
 CATCH_UP = ("skip", "latest", "all")
 
 
@@ -55,7 +55,7 @@ def _timing_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     t.add_argument(
         "--concurrency", type=choice_of(CONCURRENCY), default=sup, metavar="POLICY",
-        help="while a run is running: allow (default), forbid or replace",
+        help="while a run is running: allow (default), forbid, replace or buffer-one (one run waits)",
     )  # fmt: skip
     t.add_argument(
         "--starting-deadline", type=int64, default=sup, metavar="SECONDS", help="a later start is missed"
@@ -68,6 +68,10 @@ def _timing_flags(parser: argparse.ArgumentParser) -> None:
         help="missed runs: skip (default), latest or all",
     )  # fmt: skip
     t.add_argument("--catch-up-max-runs", type=int32, default=sup, metavar="N", help="with all (default 10)")
+    t.add_argument(
+        "--pause-after-failures", type=int32, default=sup, metavar="N",
+        help="pause after N consecutive failed runs (0: never, the default)",
+    )  # fmt: skip
 
 
 def schedule_spec(args: argparse.Namespace, *, namespace: str) -> pb.ScheduleSpec:
@@ -90,7 +94,9 @@ def schedule_spec(args: argparse.Namespace, *, namespace: str) -> pb.ScheduleSpe
     if "start_time" in given:
         spec.start_time.FromDatetime(args.start_time)
     if "concurrency" in given:
-        spec.concurrency_policy = pb.ConcurrencyPolicy.Value(f"CONCURRENCY_POLICY_{args.concurrency.upper()}")
+        spec.concurrency_policy = pb.ConcurrencyPolicy.Value(
+            f"CONCURRENCY_POLICY_{args.concurrency.upper().replace('-', '_')}"
+        )
     if "starting_deadline" in given:
         spec.starting_deadline_seconds = args.starting_deadline
     if "keep_succeeded" in given:
@@ -103,6 +109,8 @@ def schedule_spec(args: argparse.Namespace, *, namespace: str) -> pb.ScheduleSpe
         spec.catch_up = pb.CatchUpPolicy.Value(f"CATCH_UP_POLICY_{args.catch_up.upper()}")
     if "catch_up_max_runs" in given:
         spec.catch_up_max_runs = args.catch_up_max_runs
+    if "pause_after_failures" in given:
+        spec.pause_after_failures = args.pause_after_failures
     if getattr(args, "fill_job", None) is not None:
         spec.job.CopyFrom(job_request(args))
     return spec
@@ -197,6 +205,27 @@ def run_trigger(ctx: Context, args: argparse.Namespace) -> ExitStatus:
     return EXIT_OK
 
 
+def run_backfill(ctx: Context, args: argparse.Namespace) -> ExitStatus:
+    request = pb.BackfillScheduleRequest(
+        name=args.resource_name, namespace=ctx.options.namespace, dry_run=args.dry_run
+    )
+    request.start.FromDatetime(args.start)
+    request.end.FromDatetime(args.end)
+    response = ctx.stub.BackfillSchedule(request, timeout=ctx.options.timeout)
+
+    def table() -> str:
+        times = ", ".join(t.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ") for t in response.run_times)
+        if args.dry_run:
+            return f"{len(response.run_times)} run times (nothing created): {times}"
+        lines = [f"{len(response.created)} runs created, {len(response.existing)} already there"]
+        lines += [f"created:  {job_id}" for job_id in response.created]
+        lines += [f"existing: {job_id}" for job_id in response.existing]
+        return "\n".join(lines)
+
+    emit(response, ctx.options, table, ctx.out)
+    return EXIT_OK
+
+
 def add_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
@@ -204,7 +233,7 @@ def add_commands(
     verbs = add_group(
         sub,
         "schedules",
-        "recurring jobs: create, get, list, update, delete, pause, resume, trigger",
+        "recurring jobs: create, get, list, update, delete, pause, resume, trigger, backfill",
         """\
   jobscheduler schedules create nightly --cron "0 2 * * *" --time-zone Europe/Berlin \\
       timer --duration 60 --timer-name nightly --endpoint http://cp:50053
@@ -290,3 +319,19 @@ def add_commands(
         help="with --wait: give up after this, exit 5",
     )
     trigger.set_defaults(handler=run_trigger)
+    backfill = verb("backfill", "create the runs of a past range of run times, each once", """\
+  jobscheduler schedules backfill nightly --start 2026-05-01T00:00:00Z --end 2026-05-08T00:00:00Z
+  jobscheduler schedules backfill nightly --start 2026-05-01T00:00:00Z --end 2026-05-02T00:00:00Z --dry-run
+""")  # fmt: skip
+    backfill.add_argument(
+        "--start",
+        type=_start_time,
+        required=True,
+        metavar="TIME",
+        help="RFC 3339; the first run time included",
+    )
+    backfill.add_argument(
+        "--end", type=_start_time, required=True, metavar="TIME", help="RFC 3339; excluded; not after now"
+    )
+    backfill.add_argument("--dry-run", action="store_true", help="print the run times, create nothing")
+    backfill.set_defaults(handler=run_backfill)

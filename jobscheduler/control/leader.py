@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from jobscheduler.app.schedules import ScheduleService
-from jobscheduler.control.schedule_runs import ScheduleRunner
+from jobscheduler.control.schedule_runs import SchedulePausedHook, ScheduleRunner
 from jobscheduler.domain.errors import AlreadyExistsError, ConflictError, JobSchedulerError, NotFoundError
 from jobscheduler.domain.servicehealth import LeaderFacts
 from jobscheduler.kube.gateway import KubeGateway
@@ -179,8 +179,11 @@ class ScheduleLoop:
         namespaces: Sequence[str],
         tick_seconds: float = 1.0,
         reconcilers: Sequence[Reconciler] = (),
+        on_schedule_paused: SchedulePausedHook | None = None,
     ) -> None:
-        self.runner = ScheduleRunner(schedules)
+        # on_schedule_paused: called once per pause the leader makes by itself
+        # (pause_after_failures), with the paused schedule and the reason.
+        self.runner = ScheduleRunner(schedules, on_schedule_paused=on_schedule_paused)
         self.elector = elector
         self.namespaces = tuple(namespaces)
         self.tick_seconds = tick_seconds

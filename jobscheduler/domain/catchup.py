@@ -18,12 +18,16 @@ Missed runs and the CronJob controller (docs/schedules.md):
   to start anything after more than 100 missed runs, a rule of its own).
 - ALL: every missed run starts, oldest first, at most `catch_up_max_runs` (the most recent
   ones); the controller starts the latest, the leader the ones before it.
+
+BUFFER_ONE (no CronJob has it, so such schedules, cron ones too, are run by the leader): a run
+due while one is active waits, at most one at a time, and starts when the active ones have
+ended; a run due while one already waits is skipped (`plan_buffer_one`).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,6 +48,12 @@ class Concurrency(enum.Enum):
     ALLOW = "Allow"  # the CronJob concurrencyPolicy values
     FORBID = "Forbid"
     REPLACE = "Replace"
+    BUFFER_ONE = "BufferOne"  # no CronJob policy: run by the leader (see plan_buffer_one)
+
+    @property
+    def cronjob_policy(self) -> str:
+        """The CronJob's concurrencyPolicy (a BUFFER_ONE CronJob is suspended, run by the leader)."""
+        return "Forbid" if self is Concurrency.BUFFER_ONE else self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +88,85 @@ def plan_interval(
     grace = min(starting_deadline if starting_deadline is not None else DEFAULT_GRACE, interval)
     count = (now - due_from) // interval + 1
     newest = due_from + (count - 1) * interval
-    on_time = now - newest <= grace
-    missed = count - 1 if on_time else count  # due_from + k * interval for k < missed
+    return _choose(
+        count=count,
+        at=lambda k: due_from + k * interval,
+        on_time=now - newest <= grace,
+        next_run=newest + interval,
+        active=active,
+        concurrency=concurrency,
+        catch_up=catch_up,
+        max_catch_up=max_catch_up,
+    )
+
+
+# A service-run cron schedule walks its due run times one by one; after an outage longer than
+# this many of them, one tick counts that many as missed and the next tick walks on from there.
+MAX_WALK = 10_000
+
+
+def plan_walk(
+    *,
+    due_from: datetime,
+    now: datetime,
+    runs_after: Callable[[datetime, int], list[datetime]],
+    active: int,
+    concurrency: Concurrency,
+    catch_up: CatchUp,
+    max_catch_up: int,
+    starting_deadline: timedelta | None,
+) -> IntervalPlan:
+    """plan_interval for a cron expression the leader runs (BUFFER_ONE): the due run times are
+    due_from and the expression's times after it up to now; the newest is on time within the
+    starting deadline (or `DEFAULT_GRACE`), never later than the next run time."""
+    if now < due_from:
+        return IntervalPlan(start=(), next_run=due_from, missed=0)
+    times = [due_from]
+    count = 1
+    while True:
+        (following,) = runs_after(times[-1], 1)
+        if following > now:
+            break
+        if count >= MAX_WALK:
+            return IntervalPlan(start=(), next_run=following, missed=count)
+        times.append(following)
+        count += 1
+        if len(times) > MAX_CATCH_UP_RUNS + 1:
+            del times[0]
+    newest = times[-1]
+    grace = min(starting_deadline if starting_deadline is not None else DEFAULT_GRACE, following - newest)
+    first_kept = count - len(times)
+    return _choose(
+        count=count,
+        at=lambda k: times[k - first_kept],
+        on_time=now - newest <= grace,
+        next_run=following,
+        active=active,
+        concurrency=concurrency,
+        catch_up=catch_up,
+        max_catch_up=min(max_catch_up, MAX_CATCH_UP_RUNS),
+    )
+
+
+def _choose(
+    *,
+    count: int,
+    at: Callable[[int], datetime],
+    on_time: bool,
+    next_run: datetime,
+    active: int,
+    concurrency: Concurrency,
+    catch_up: CatchUp,
+    max_catch_up: int,
+) -> IntervalPlan:
+    """Which of `count` due run times (the k-th is at(k), the newest last) start now."""
+    newest = at(count - 1)
+    missed = count - 1 if on_time else count  # at(k) for k < missed
     if catch_up is CatchUp.ALL:
         take = min(missed, max(0, max_catch_up))
-        chosen = [due_from + k * interval for k in range(missed - take, missed)]
+        chosen = [at(k) for k in range(missed - take, missed)]
     elif catch_up is CatchUp.LATEST and missed and not on_time:
-        chosen = [due_from + (missed - 1) * interval]
+        chosen = [at(missed - 1)]
     else:
         chosen = []  # SKIP; and LATEST when the on-time run supersedes the missed ones
     if on_time:
@@ -95,9 +177,31 @@ def plan_interval(
         chosen = chosen[-1:]
     return IntervalPlan(
         start=tuple(chosen),
-        next_run=newest + interval,
+        next_run=next_run,
         missed=count - len(chosen),
         replace_active=concurrency is Concurrency.REPLACE and active > 0 and bool(chosen),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BufferPlan:
+    start: datetime | None  # the run time to start now
+    buffered: datetime | None  # the run time that waits for the active runs to end
+    skipped: tuple[datetime, ...]  # due while one already waited: never run
+
+
+def plan_buffer_one(*, due: Sequence[datetime], active: int, buffered: datetime | None) -> BufferPlan:
+    """BUFFER_ONE (as Temporal's and Argo's): the waiting run (`buffered`) and the run times due
+    now (oldest first) queue up; with no run active the first of them starts; one more waits;
+    the rest are skipped. While a run is active nothing starts and only the first waits."""
+    queue = ([buffered] if buffered is not None else []) + sorted(t for t in due if t != buffered)
+    start = None
+    if not active and queue:
+        start = queue.pop(0)
+    return BufferPlan(
+        start=start,
+        buffered=queue[0] if queue else None,
+        skipped=tuple(queue[1:]),
     )
 
 

@@ -178,6 +178,9 @@ class Settings:
     schedule_tick_seconds: float = 1.0
     """SCHEDULE_TICK_SECONDS: seconds between two looks of the leader at schedules, held jobs and
     pending ones. Default: `1`."""
+    backfill_max_runs: int = 100
+    """BACKFILL_MAX_RUNS: most runs one BackfillSchedule call may create (1 to 10000); a range with
+    more run times is refused, to be split. Default: `100`."""
     leader_lease_seconds: float = 15.0
     """LEADER_LEASE_SECONDS: seconds after which a silent leader is replaced (coordination.k8s.io
     Lease `jobscheduler-schedules` in K8S_NAMESPACE). Default: `15`."""
@@ -302,6 +305,7 @@ class Settings:
             ),
             schedule_loop=boolean("SCHEDULE_LOOP", d.schedule_loop),
             schedule_tick_seconds=real("SCHEDULE_TICK_SECONDS", d.schedule_tick_seconds),
+            backfill_max_runs=integer("BACKFILL_MAX_RUNS", d.backfill_max_runs, low=1, high=10_000),
             leader_lease_seconds=real("LEADER_LEASE_SECONDS", d.leader_lease_seconds),
             default_pending_timeout_seconds=integer(
                 "DEFAULT_PENDING_TIMEOUT_SECONDS", d.default_pending_timeout_seconds, low=0, high=2**31 - 1

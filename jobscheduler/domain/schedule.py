@@ -41,6 +41,15 @@ NEXT_RUN_ANNOTATION = "jobscheduler.io/next-run"
 LAST_RUN_ANNOTATION = "jobscheduler.io/last-run"
 PAUSED_ANNOTATION = "jobscheduler.io/paused"
 BACKFILLED_ANNOTATION = "jobscheduler.io/backfilled-through"
+# pause_after_failures: why the leader paused the schedule (JSON: reason, message, at, failures),
+# and since when failures count (set by ResumeSchedule: a resumed schedule starts a new streak).
+PAUSED_REASON_ANNOTATION = "jobscheduler.io/paused-reason"
+FAILURES_SINCE_ANNOTATION = "jobscheduler.io/failures-since"
+# BUFFER_ONE: the run time that waits for the active run to end (kept on the CronJob, so a
+# leader change keeps it).
+BUFFERED_ANNOTATION = "jobscheduler.io/buffered-run"
+# On the runs BackfillSchedule creates.
+BACKFILL_LABEL = "jobscheduler.io/backfilled"
 EXECUTOR_LABEL = "jobscheduler.io/executor"
 # Set on every run by the CronJob controller; the service sets them on the runs it starts too.
 SCHEDULED_AT_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
@@ -71,6 +80,7 @@ class ScheduleSpec:
     paused: bool = False
     catch_up: CatchUp = CatchUp.SKIP
     catch_up_max_runs: int = 0
+    pause_after_failures: int | None = None  # None/0: never
     job: JobRequest = field(default_factory=lambda: JobRequest(job_type="", params={}))
 
 
@@ -105,18 +115,63 @@ class ScheduleView:
     stats: RunStats
     created_at: datetime | None
     last_schedule_time: datetime | None
+    paused_reason: str = ""
+    paused_message: str = ""
+    paused_at: datetime | None = None
+    consecutive_failures: int = 0
+    buffered_run: datetime | None = None
+    backfilled_runs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReason:
+    """Why the service (not a caller) paused a schedule; kept in PAUSED_REASON_ANNOTATION."""
+
+    reason: str
+    message: str
+    at: datetime
+    failures: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "reason": self.reason,
+                "message": self.message,
+                "at": self.at.isoformat(),
+                "failures": self.failures,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_annotations(cls, annotations: Mapping[str, str]) -> PauseReason | None:
+        raw = annotations.get(PAUSED_REASON_ANNOTATION)
+        if not raw:
+            return None
+        try:
+            body = json.loads(raw)
+            return cls(
+                str(body["reason"]),
+                str(body["message"]),
+                datetime.fromisoformat(body["at"]),
+                int(body["failures"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 def parse_timing(spec: ScheduleSpec, *, min_interval: timedelta, now: datetime) -> Timing:
     """The schedule's timing, or InvalidArgumentError naming the field."""
     if bool(spec.cron) == bool(spec.interval):
         raise InvalidArgumentError("cron", "set exactly one of cron and interval")
+    # No CronJob buffers a run: the leader runs BUFFER_ONE schedules, cron ones too.
+    buffered = spec.concurrency is Concurrency.BUFFER_ONE
     if spec.cron:
         if spec.start_time is not None:
             raise InvalidArgumentError("start_time", "applies to interval schedules only")
         cron = parse_cron(spec.cron)
         zone = parse_time_zone(spec.time_zone)
-        return Timing(cron, zone, None, None, "cronjob", cron.expression)
+        return Timing(cron, zone, None, None, "service" if buffered else "cronjob", cron.expression)
     if spec.time_zone:
         raise InvalidArgumentError("time_zone", "applies to cron schedules only (an interval is zone-free)")
     interval = parse_interval(spec.interval, minimum=min_interval)
@@ -124,7 +179,7 @@ def parse_timing(spec: ScheduleSpec, *, min_interval: timedelta, now: datetime) 
     # A cron expression also fires before a start still to come, so only a past start maps.
     as_cron = interval_as_cron(interval, start) if start is None or start <= now else None
     utc = zoneinfo.ZoneInfo("UTC")
-    if as_cron is not None:
+    if as_cron is not None and not buffered:
         return Timing(parse_cron(as_cron), utc, interval, start, "cronjob", as_cron)
     return Timing(None, utc, interval, start, "service", PLACEHOLDER_CRON)
 
@@ -134,6 +189,8 @@ def timing_of(cronjob: Obj, spec: ScheduleSpec) -> Timing:
     created = parse_rfc3339(cronjob["metadata"].get("creationTimestamp")) or datetime.now(UTC)
     timing = parse_timing(spec, min_interval=timedelta(seconds=1), now=created)
     if executor_of(cronjob) == "service" and timing.executor != "service":
+        if not spec.interval:
+            return replace(timing, executor="service")
         return replace(timing, cron=None, executor="service", cronjob_schedule=PLACEHOLDER_CRON)
     return timing
 
@@ -154,6 +211,12 @@ def controller_run_name(schedule: str, at: datetime) -> str:
     return f"{schedule}-{int(at.timestamp()) // 60}"
 
 
+def scheduled_run_name(timing: Timing, schedule: str, at: datetime) -> str:
+    """The name of the run at `at` as its executor names it (the CronJob controller, or the
+    leader), so a run created by anyone else for that time (catch-up, backfill) is the same Job."""
+    return controller_run_name(schedule, at) if timing.executor == "cronjob" else run_name_at(schedule, at)
+
+
 def successful_history(spec: ScheduleSpec) -> int:
     """Finished runs kept; 3 unless set, the CronJob's own default."""
     return 3 if spec.successful_runs_history_limit is None else spec.successful_runs_history_limit
@@ -162,6 +225,16 @@ def successful_history(spec: ScheduleSpec) -> int:
 def failed_history(spec: ScheduleSpec) -> int:
     """Failed runs kept; 1 unless set, the CronJob's own default."""
     return 1 if spec.failed_runs_history_limit is None else spec.failed_runs_history_limit
+
+
+def failures_since(cronjob: Obj) -> datetime | None:
+    """Since when failed runs count towards pause_after_failures: the last ResumeSchedule, or the
+    schedule's creation (runs kept from an earlier schedule of the same name do not count)."""
+    marks = [
+        parse_rfc3339(cronjob["metadata"].get("creationTimestamp")),
+        parse_rfc3339(annotations_of(cronjob).get(FAILURES_SINCE_ANNOTATION)),
+    ]
+    return max((m for m in marks if m is not None), default=None)
 
 
 def annotations_of(obj: Obj) -> dict[str, str]:
@@ -176,7 +249,9 @@ def same_timing(a: ScheduleSpec, b: ScheduleSpec) -> bool:
     return (a.interval, a.start_time, a.cron, a.time_zone) == (b.interval, b.start_time, b.cron, b.time_zone)
 
 
-def run_job(cronjob: Obj, job_name: str, *, annotations: Mapping[str, str]) -> Obj:
+def run_job(
+    cronjob: Obj, job_name: str, *, annotations: Mapping[str, str], labels: Mapping[str, str] | None = None
+) -> Obj:
     """A Job from the CronJob's template, owned by it as its controller (so the controller counts
     it among the schedule's active runs and history, and deleting the schedule deletes it)."""
     template = cronjob["spec"]["jobTemplate"]
@@ -187,7 +262,7 @@ def run_job(cronjob: Obj, job_name: str, *, annotations: Mapping[str, str]) -> O
         "metadata": {
             "name": job_name,
             "namespace": meta["namespace"],
-            "labels": dict(template["metadata"].get("labels") or {}),
+            "labels": {**(template["metadata"].get("labels") or {}), **(labels or {})},
             "annotations": {**(template["metadata"].get("annotations") or {}), **annotations},
             "ownerReferences": [
                 {
@@ -223,6 +298,7 @@ def spec_json(spec: ScheduleSpec) -> str:
         "paused": spec.paused,
         "catch_up": spec.catch_up.value,
         "catch_up_max_runs": spec.catch_up_max_runs,
+        "pause_after_failures": spec.pause_after_failures,
         "job": job,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -252,6 +328,7 @@ def spec_from(cronjob: Obj) -> ScheduleSpec:
         paused=bool(raw["paused"]),
         catch_up=CatchUp(raw["catch_up"]),
         catch_up_max_runs=raw["catch_up_max_runs"],
+        pause_after_failures=raw.get("pause_after_failures"),  # absent on schedules made before it
         job=JobRequest(**job),
     )
     # The CronJob itself is the truth about pausing: kubectl patch … suspend works too.

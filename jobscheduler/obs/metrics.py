@@ -31,8 +31,8 @@ JOBS_SCHEDULED = Counter(
 )
 SCHEDULE_RUNS = Counter(
     "jobscheduler_schedule_runs_total",
-    "Schedule runs the service started (scheduled: by its loop; manual: TriggerSchedule) or that "
-    "were missed and not caught up (missed)",
+    "Schedule runs the service started (scheduled: by its loop; manual: TriggerSchedule; backfill: "
+    "BackfillSchedule) or that were missed and not caught up (missed; skipped by BUFFER_ONE too)",
     ["kind"],
 )
 LEADER = Gauge("jobscheduler_schedule_leader", "1 while this replica leads the schedule loop, else 0")

@@ -48,6 +48,7 @@ CONCURRENCY: dict[int, Concurrency] = {
     pb.CONCURRENCY_POLICY_ALLOW: Concurrency.ALLOW,
     pb.CONCURRENCY_POLICY_FORBID: Concurrency.FORBID,
     pb.CONCURRENCY_POLICY_REPLACE: Concurrency.REPLACE,
+    pb.CONCURRENCY_POLICY_BUFFER_ONE: Concurrency.BUFFER_ONE,
 }
 CATCH_UP: dict[int, CatchUp] = {
     pb.CATCH_UP_POLICY_UNSPECIFIED: CatchUp.SKIP,

@@ -1,5 +1,5 @@
-"""The schedule RPCs: Create, Get, List, Update, Delete, Pause, Resume and Trigger a schedule,
-and schedules between protobuf and domain terms."""
+"""The schedule RPCs: Create, Get, List, Update, Delete, Pause, Resume, Trigger and Backfill a
+schedule, and schedules between protobuf and domain terms."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import UTC
 import grpc
 
 from jobscheduler.api import scheduler_pb2 as pb
+from jobscheduler.app.backfill import backfill_schedule
 from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.domain.errors import fields_under
 from jobscheduler.domain.registry import Registry
@@ -86,6 +87,24 @@ class SchedulesServicer:
         )
         return pb.TriggerScheduleResponse(status=to_proto_status(status), created=created)
 
+    def BackfillSchedule(
+        self, request: pb.BackfillScheduleRequest, context: grpc.ServicerContext
+    ) -> pb.BackfillScheduleResponse:
+        call = begin(namespace=request.namespace, schedule=request.name)
+        done = backfill_schedule(
+            self.schedules,
+            request.namespace,
+            request.name,
+            start=request.start.ToDatetime(tzinfo=UTC) if request.HasField("start") else None,
+            end=request.end.ToDatetime(tzinfo=UTC) if request.HasField("end") else None,
+            dry_run=request.dry_run,
+            deadline=call.deadline,
+        )
+        response = pb.BackfillScheduleResponse(created=done.created, existing=done.existing)
+        for at in done.run_times:
+            response.run_times.add().FromDatetime(at)
+        return response
+
     def _to_schedule_spec(self, spec: pb.ScheduleSpec) -> ScheduleSpec:
         with fields_under("job"):
             check_not_templated(spec.job)
@@ -114,6 +133,7 @@ class SchedulesServicer:
             paused=spec.paused,
             catch_up=enum_value("catch_up", CATCH_UP, spec.catch_up),
             catch_up_max_runs=spec.catch_up_max_runs,
+            pause_after_failures=spec.pause_after_failures if spec.HasField("pause_after_failures") else None,
             job=job,
         )
 
@@ -138,6 +158,7 @@ class SchedulesServicer:
             "starting_deadline_seconds",
             "successful_runs_history_limit",
             "failed_runs_history_limit",
+            "pause_after_failures",
         ):
             if (value := getattr(spec, name)) is not None:
                 setattr(out, name, value)
@@ -163,4 +184,11 @@ class SchedulesServicer:
             status.created_at.FromDatetime(view.created_at)
         if view.last_schedule_time is not None:
             status.last_schedule_time.FromDatetime(view.last_schedule_time)
+        status.paused_reason, status.paused_message = view.paused_reason, view.paused_message
+        if view.paused_at is not None:
+            status.paused_at.FromDatetime(view.paused_at)
+        status.consecutive_failures = view.consecutive_failures
+        if view.buffered_run is not None:
+            status.buffered_run.FromDatetime(view.buffered_run)
+        status.backfilled_runs = view.backfilled_runs
         return message

@@ -46,6 +46,7 @@ RPC_VERBS: Mapping[str, str] = {
     "UpdateSchedule": "schedule",
     "ResumeSchedule": "schedule",
     "TriggerSchedule": "schedule",
+    "BackfillSchedule": "schedule",
     "GetSchedule": "read",
     "ListSchedules": "read",
     "PauseSchedule": "cancel",

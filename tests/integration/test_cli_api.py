@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -272,6 +273,43 @@ def test_schedules_trigger_runs_now_and_wait_follows_the_run(service: Service, n
     assert json.loads(again.stdout)["status"]["job_id"] == row["JOB ID"]
     listed = cli(service.address, "-n", namespace, "list", "--schedule", "now")
     assert [r["JOB ID"] for r in table(listed.stdout)] == [row["JOB ID"]]
+
+
+def test_schedules_backfill_pause_after_failures_and_buffer_one_flags(
+    service: Service, namespace: str
+) -> None:
+    def run(*args: str) -> tuple[int, str, str]:
+        out = cli(service.address, "-n", namespace, *args)
+        return out.returncode, out.stdout, out.stderr
+
+    code, _, err = run("schedules", "create", "mins", "--cron", "* * * * *", "--paused",
+                       "--pause-after-failures", "4", "--concurrency", "buffer_one", "--keep-succeeded", "10",
+                       "timer", *TIMER_FLAGS, *QUICK)  # fmt: skip
+    assert code == 0, err
+    code, out, err = run("-o", "json", "schedules", "get", "mins")
+    assert code == 0, err
+    got = json.loads(out)
+    assert (got["spec"]["pause_after_failures"], got["spec"]["concurrency_policy"]) == (
+        4,
+        "CONCURRENCY_POLICY_BUFFER_ONE",
+    )
+    assert got["status"]["executor"] == "service"
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=3)
+    span = ("--start", start.isoformat(), "--end", end.isoformat())
+    code, out, err = run("schedules", "backfill", "mins", *span, "--dry-run")
+    assert (code, out.split(":")[0]) == (0, "3 run times (nothing created)"), err
+    code, out, err = run("schedules", "backfill", "mins", *span)
+    assert code == 0, err
+    assert out.splitlines()[0] == "3 runs created, 0 already there"
+    code, out, err = run("-o", "json", "schedules", "backfill", "mins", *span)
+    assert code == 0, err
+    assert (json.loads(out)["created"], len(json.loads(out)["existing"])) == ([], 3)
+    code, _, err = run(
+        "schedules", "backfill", "mins", "--start", end.isoformat(), "--end", str(start.isoformat())
+    )
+    assert code != 0
+    assert "end" in err
 
 
 # -- templates -----------------------------------------------------------------------------------

@@ -47,6 +47,10 @@ TESTED_ELSEWHERE = {
     ("docs/queueing.md", "Scheduling into a queue"): "tests/integration/test_queueing.py",
     ("docs/queueing.md", "ListQueues"): "tests/integration/test_queueing.py",
     ("docs/operations.md", "Service status"): "tests/integration/test_service_status.py",
+    (
+        "docs/schedules.md",
+        "Self-pausing, backfill and buffer_one",
+    ): "tests/integration/test_schedule_stops.py",
 }
 # Sections whose grpcurl lines are shown, not run, and why.
 NOT_RUN = {

@@ -50,7 +50,7 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         ("jobscheduler sched", ["schedule", "schedules"]),
         (
             "jobscheduler schedules ",
-            ["create", "update", "get", "list", "delete", "pause", "resume", "trigger"],
+            ["create", "update", "get", "list", "delete", "pause", "resume", "trigger", "backfill"],
         ),
         ("jobscheduler templates create report --description x con", ["container"]),
         ("jobscheduler schedules create nightly --cron '0 2 * * *' ti", ["timer"]),

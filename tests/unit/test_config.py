@@ -77,6 +77,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "min_schedule_interval_seconds": 60,
     "schedule_loop": True,
     "schedule_tick_seconds": 1.0,
+    "backfill_max_runs": 100,
     "leader_lease_seconds": 15.0,
     "default_pending_timeout_seconds": 0,  # off: Kubernetes itself never fails a pending pod
     "template_history_limit": 20,
@@ -118,6 +119,7 @@ def test_empty_environment_equals_class_defaults() -> None:
             {"DEFAULT_PENDING_TIMEOUT_SECONDS": "600"}, "default_pending_timeout_seconds", 600, id="pending"
         ),
         pytest.param({"TEMPLATE_HISTORY_LIMIT": "5"}, "template_history_limit", 5, id="template-history"),
+        pytest.param({"BACKFILL_MAX_RUNS": "250"}, "backfill_max_runs", 250, id="backfill-max-runs"),
         pytest.param({"GRPC_PORT": " 0 "}, "grpc_port", 0, id="grpc-port-0-free-port-whitespace-stripped"),
         pytest.param({"GRPC_PORT": "65535"}, "grpc_port", 65535, id="grpc-port-max"),
         pytest.param({"GRPC_HOST": "127.0.0.1"}, "grpc_host", "127.0.0.1", id="grpc-host"),
@@ -242,6 +244,8 @@ def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) 
         pytest.param("DEFAULT_PENDING_TIMEOUT_SECONDS", "-1", id="pending-timeout-negative"),
         pytest.param("DEFAULT_PENDING_TIMEOUT_SECONDS", "10m", id="pending-timeout-not-seconds"),
         pytest.param("TEMPLATE_HISTORY_LIMIT", "0", id="template-history-zero"),
+        pytest.param("BACKFILL_MAX_RUNS", "0", id="backfill-max-runs-zero"),
+        pytest.param("BACKFILL_MAX_RUNS", "10001", id="backfill-max-runs-too-many"),
         pytest.param("ALLOWED_IMAGES", "ghcr.io/acme/ docker.io/*", id="images-space-separated"),
         pytest.param("DEFAULT_QUEUE", "Team_A", id="default-queue-not-a-name"),
     ],
