@@ -29,6 +29,7 @@ from jobscheduler.app.schedules import ScheduleService
 from jobscheduler.app.service import JobService
 from jobscheduler.app.templates import TemplateService
 from jobscheduler.control.leader import LeaseElector, Reconciler, ScheduleLoop
+from jobscheduler.control.notify import Notifier
 from jobscheduler.control.pending import PendingTimeouts
 from jobscheduler.control.release import DependencyReleaser
 from jobscheduler.domain.config import SecuritySettings, Settings
@@ -40,6 +41,7 @@ from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.logs import configure_logging
 from jobscheduler.obs.metrics import register_cache, serve_metrics
+from jobscheduler.transport.convert import status_json
 from jobscheduler.transport.interceptors import RpcInterceptor
 from jobscheduler.transport.reflection import enable_reflection
 from jobscheduler.transport.registration import SERVICE_NAME, add_service
@@ -115,6 +117,8 @@ class App:
     cache: JobCache | None
     schedule_loop: ScheduleLoop | None = None
     service: JobService | None = None
+    # The leader's notifier; notifier.health(namespaces) is GetServiceStatus's view of it.
+    notifier: Notifier | None = None
 
     def start(self) -> None:
         self.monitor.start()
@@ -123,6 +127,8 @@ class App:
         self.server.start()
         if self.schedule_loop is not None:
             self.schedule_loop.start()
+        if self.notifier is not None:
+            self.notifier.start()
 
     def stop(self, grace: float) -> threading.Event:
         """NOT_SERVING first (so load balancers drain), then refuse new calls and give
@@ -131,6 +137,8 @@ class App:
         self.health.enter_graceful_shutdown()
         if self.schedule_loop is not None:
             self.schedule_loop.stop()  # releases the Lease: another replica leads at once
+        if self.notifier is not None:
+            self.notifier.stop()
         if self.cache is not None:
             self.cache.stop()
         return self.server.stop(grace)
@@ -186,13 +194,24 @@ def build_server(
     reconcilers.append(PendingTimeouts(service))  # fail jobs stuck pending past their timeout
     reconcilers.append(DependencyReleaser(service))  # release or fail jobs held by `after`
     loop = None
+    notifier = None
     if settings.schedule_loop:
+        identity = replica_identity(settings.pod_name)
         elector = LeaseElector(
             gateway,
             namespace=settings.namespace,
-            identity=replica_identity(settings.pod_name),
+            identity=identity,
             lease_seconds=settings.leader_lease_seconds,
         )
+        # Delivers jobs' notifications (ScheduleJob `notify`): fed by the cache, swept each tick.
+        notifier = Notifier(
+            service,
+            serialize=status_json,
+            give_up_seconds=settings.notify_give_up_seconds,
+            identity=identity,
+            leading=lambda: elector.leading,
+        )
+        reconcilers.append(notifier)
         loop = ScheduleLoop(
             schedules,
             elector,
@@ -228,6 +247,7 @@ def build_server(
         cache=cache,
         schedule_loop=loop,
         service=service,
+        notifier=notifier,
     )
 
 
