@@ -246,9 +246,10 @@ def notification_to_proto(n: NotificationStatus) -> pb.NotificationStatus:
 
 
 def status_json(status: JobStatus) -> dict[str, Any]:
-    """A JobStatus as protobuf's canonical JSON, as grpcurl shows it: the data of a notification
+    """A JobStatus in protobuf's JSON mapping with the .proto's field names, as grpcurl shows it
+    (and any protobuf JSON parser reads): the data of a notification
     (jobscheduler.domain.notify.Serializer, given to the leader's notifier at wiring time)."""
-    return dict(MessageToDict(to_proto_status(status)))
+    return dict(MessageToDict(to_proto_status(status), preserving_proto_field_name=True))
 
 
 def toleration_from_proto(message: pb.Toleration) -> Toleration:

@@ -32,7 +32,7 @@ EXPECTED_RESOURCE_RULES = {
     ("jobs.batch", "create get list watch patch delete"),
     ("pods", "list watch"),
     ("pods/log", "get"),
-    ("secrets", "create"),
+    ("secrets", "create get"),
     ("configmaps", "create get list update delete"),
     ("cronjobs.batch", "create get list update patch delete"),
     ("leases.coordination.k8s.io", "create get patch"),

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import signal
 import threading
 import time
@@ -32,6 +33,7 @@ from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import Service
 from tests.integration.test_dependencies import grpc_error, k8s_job, replica, schedule, status, timer
+from tests.integration.test_readme import doc_section, run_grpcurl, sh_blocks
 
 S = pb.JobState
 D = pb.NotificationStatus
@@ -214,10 +216,10 @@ def test_the_receiver_gets_exactly_the_expected_signed_events(
     uid = k8s_job(cluster, namespace, ok).metadata.uid
     assert succeeded["id"] == f"{uid}/succeeded"
     assert succeeded["source"] == f"/jobscheduler/namespaces/{namespace}/jobs/{ok}"
-    # data: the JobStatus as grpcurl shows it (protobuf's canonical JSON).
-    assert succeeded["data"]["jobId"] == ok
+    # data: the JobStatus as grpcurl shows it (protobuf's JSON mapping, the .proto's field names).
+    assert succeeded["data"]["job_id"] == ok
     assert succeeded["data"]["state"] == "JOB_STATE_SUCCEEDED"
-    assert events[bad, "io.jobscheduler.job.failed"]["data"]["exitCode"] == 3
+    assert events[bad, "io.jobscheduler.job.failed"]["data"]["exit_code"] == 3
     assert [(n.state, n.delivery, n.attempts) for n in ok_status.notifications] == [
         (S.JOB_STATE_SUCCEEDED, D.DELIVERY_DELIVERED, 1)
     ]
@@ -395,3 +397,37 @@ def test_every_event_arrives_across_a_leader_kill(
     # At most one extra per attempt in flight when the leader died (its claims expire).
     assert duplicates <= jobs
     print(f"leader kill: {jobs} events, {sum(per_job.values())} deliveries, {duplicates} duplicates")
+
+
+def test_the_notifications_example_works_as_written(
+    cluster: Cluster, namespace: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    _, section = doc_section("Asking for notifications")
+    lines = [
+        line for block in sh_blocks(section) for line in block.splitlines() if line.startswith("grpcurl ")
+    ]
+    assert len(lines) == 2
+    port = receiver.url.split(":")[2].split("/")[0]
+    make_secret(cluster, namespace, name="build-hooks")
+    env = {"ALLOWED_NOTIFY_URLS": f"http://127.0.0.1:{port}/hooks/"}
+    with replica(cluster, tmp_path, namespace, **env) as (server, stub):
+
+        def run(line: str) -> dict[str, Any]:
+            line = line.replace("team-a", namespace).replace("localhost:50054", f"localhost:{server.port}")
+            _, out = run_grpcurl(line.replace("127.0.0.1:8099", f"127.0.0.1:{port}"))
+            return out
+
+        job_id = str(run(lines[0])["job_id"])
+        shown = run(lines[1].replace("job-7f3k2m9x1q", job_id))
+        assert shown["status"]["job_id"] == job_id
+        settled(stub, namespace, job_id, 2)
+    # The documented verification recipe accepts what the service sent.
+    (recipe,) = re.findall(r"```python\n(.*?)```", doc_section("Verifying the signature")[1], re.S)
+    scope: dict[str, Any] = {}
+    exec(recipe, scope)  # noqa: S102 - the doc's own snippet
+    types = []
+    for r in receiver.received:
+        assert scope["verified"](KEY, r.body, r.headers["X-Jobscheduler-Signature"])
+        assert not scope["verified"](b"wrong", r.body, r.headers["X-Jobscheduler-Signature"])
+        types.append(verified(r)["type"])
+    assert sorted(types) == ["io.jobscheduler.job.running", "io.jobscheduler.job.succeeded"]

@@ -46,6 +46,7 @@ TESTED_ELSEWHERE = {
     ("docs/job-control.md", "Dependencies"): "tests/integration/test_dependencies.py",
     ("docs/queueing.md", "Scheduling into a queue"): "tests/integration/test_queueing.py",
     ("docs/queueing.md", "ListQueues"): "tests/integration/test_queueing.py",
+    ("docs/notifications.md", "Asking for notifications"): "tests/integration/test_notify.py",
 }
 # Sections whose grpcurl lines are shown, not run, and why.
 NOT_RUN = {
