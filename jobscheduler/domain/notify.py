@@ -457,6 +457,22 @@ def job_event(
     )
 
 
+def schedule_event(
+    *, uid: str, namespace: str, name: str, kind: str, at: datetime, data: Mapping[str, Any]
+) -> CloudEvent:
+    """An event about a schedule (e.g. kind "paused": type `io.jobscheduler.schedule.paused`),
+    for Notifier.send_event to the sinks of the schedule's job; its id is the schedule's uid, the
+    kind and the moment it happened, so the same pause reported twice has one id."""
+    return CloudEvent(
+        id=f"{uid}/{kind}/{at.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}",
+        source=f"/jobscheduler/namespaces/{namespace}/schedules/{name}",
+        type=f"io.jobscheduler.schedule.{kind}",
+        subject=name,
+        time=at,
+        data=data,
+    )
+
+
 def sign(key: bytes, body: bytes) -> str:
     """The signature header's value: `sha256=` and the hex HMAC-SHA256 of the body."""
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()

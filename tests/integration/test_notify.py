@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from kubernetes import client
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.control.leader import LEASE_NAME
+from jobscheduler.control.notify import Notifier
+from jobscheduler.domain.notify import NotifySink, schedule_event
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import Service
@@ -431,3 +434,72 @@ def test_the_notifications_example_works_as_written(
         assert not scope["verified"](b"wrong", r.body, r.headers["X-Jobscheduler-Signature"])
         types.append(verified(r)["type"])
     assert sorted(types) == ["io.jobscheduler.job.running", "io.jobscheduler.job.succeeded"]
+
+
+def test_a_cancelled_job_notifies_and_ttl_waits_for_the_delivery(
+    cluster: Cluster, namespace: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """CancelJob sends the cancelled event; a Job with ttl_seconds_after_finished 0 is kept by the
+    finalizer until its notification is delivered (the receiver is slow), then TTL removes it."""
+    make_secret(cluster, namespace)
+    receiver.plan = [(500, 0), (500, 0)]  # the first two attempts fail: the Job must outlive them
+    with replica(cluster, tmp_path, namespace, **allow(receiver)) as (_server, stub):
+        request = notify_request(
+            namespace, "long", receiver.url, duration="600s", ttl_seconds_after_finished=0
+        )
+        request.notify[0].states.append(S.JOB_STATE_CANCELLED)
+        job_id = schedule(stub, request)
+        wait_until(
+            "running",
+            lambda: status(stub, namespace, job_id).state == S.JOB_STATE_RUNNING or None,
+            timeout=60,
+        )
+        stub.CancelJob(pb.CancelJobRequest(job_id=job_id, namespace=namespace), timeout=10)
+        final = settled(stub, namespace, job_id, 1).notifications[0]
+        assert (final.state, final.delivery, final.attempts) == (
+            S.JOB_STATE_CANCELLED,
+            D.DELIVERY_DELIVERED,
+            3,
+        )
+
+        def gone() -> bool:
+            try:
+                k8s_job(cluster, namespace, job_id)
+            except client.ApiException as e:
+                return e.status == 404
+            return False
+
+        wait_until("the TTL controller removed it once delivered", gone, timeout=30)
+    (event,) = {verified(r)["type"] for r in receiver.received}
+    assert event == "io.jobscheduler.job.cancelled"
+
+
+def test_send_event_delivers_any_cloudevent_to_a_jobs_sinks(
+    cluster: Cluster, namespace: str, receiver: Receiver, cached_service: Service
+) -> None:
+    """What a schedule's pause uses: an arbitrary event, signed, retried until delivered."""
+    make_secret(cluster, namespace)
+    receiver.plan = [(503, 0)]
+    assert cached_service.app.service is not None
+    notifier = Notifier(
+        cached_service.app.service, serialize=lambda _: {}, give_up_seconds=30, identity="test"
+    )
+    event = schedule_event(
+        uid="u",
+        namespace=namespace,
+        name="nightly",
+        kind="paused",
+        at=datetime.now(UTC),
+        data={"reason": "3 failed"},
+    )
+    try:
+        notifier.send_event(
+            namespace, [NotifySink(url=receiver.url, secret="hooks", secret_key="hmac-key")], event
+        )
+        wait_until("delivered after one retry", lambda: len(receiver.received) == 2 or None, timeout=20)
+    finally:
+        notifier.stop()
+    first, second = (verified(r) for r in receiver.received)
+    assert first == second
+    assert second["type"] == "io.jobscheduler.schedule.paused"
+    assert second["data"] == {"reason": "3 failed"}

@@ -34,6 +34,7 @@ from jobscheduler.domain.notify import (
     job_event,
     notification_statuses,
     plan,
+    schedule_event,
     sign,
     url_allowed,
     verify,
@@ -283,3 +284,22 @@ def test_the_event_is_a_cloudevent_with_a_stable_id_and_a_verifiable_signature()
     assert verify(b"key", body, signature)
     assert not verify(b"key", body + b" ", signature)
     assert not verify(b"other", body, signature)
+
+
+def test_a_schedule_event_has_its_own_type_source_and_a_stable_id() -> None:
+    event = schedule_event(
+        uid="s-1", namespace="ns", name="nightly", kind="paused", at=NOW, data={"reason": "x"}
+    )
+    again = schedule_event(uid="s-1", namespace="ns", name="nightly", kind="paused", at=NOW, data={})
+    parsed = json.loads(event.body())
+    assert parsed["type"] == "io.jobscheduler.schedule.paused"
+    assert parsed["source"] == "/jobscheduler/namespaces/ns/schedules/nightly"
+    assert parsed["subject"] == "nightly"
+    assert parsed["data"] == {"reason": "x"}
+    assert event.id == again.id
+    assert (
+        event.id
+        != schedule_event(
+            uid="s-1", namespace="ns", name="nightly", kind="paused", at=NOW + timedelta(seconds=1), data={}
+        ).id
+    )
