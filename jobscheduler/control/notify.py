@@ -104,6 +104,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._busy: set[tuple[str, str]] = set()
         self._again: set[tuple[str, str]] = set()
+        self._backlog: dict[str, int] = {}  # by namespace ("" = all), as the last sweep counted
         self._stop = threading.Event()
         self._feed: threading.Thread | None = None
         # No redirects (a sink must not bounce the service elsewhere), no retries of urllib3's
@@ -146,10 +147,12 @@ class Notifier:
             backlog += decided.backlog
             if not decided.idle:
                 self.poke(status.namespace, status.job_id)
-        NOTIFY_BACKLOG.set(backlog)
+        with self._lock:
+            self._backlog[namespace] = backlog
+            NOTIFY_BACKLOG.set(sum(self._backlog.values()))
 
     def _pending(self, namespace: str) -> list[tuple[Obj, JobStatus]]:
-        cache = self.jobs.cached(namespace) if namespace else None
+        cache = self.jobs.cached(namespace)  # "" too, when every namespace is watched
         if cache is not None:
             return [
                 (job, cache.get(job["metadata"]["namespace"], job["metadata"]["name"]) or _status(job, pods))
