@@ -141,21 +141,29 @@ class Notifier:
     def __call__(self, namespace: str) -> None:
         backlog = 0
         now = self._clock()
-        for job, status in self._pending(namespace):
+        for job, status, exact in self._pending(namespace):
             annotations = job["metadata"].get("annotations") or {}
             decided = self._plan(annotations, status, now)
             backlog += decided.backlog
-            if not decided.idle:
+            # Read from the API without pods, a status may not show the job running yet: the
+            # worker derives it with them.
+            if not decided.idle or not exact:
                 self.poke(status.namespace, status.job_id)
         with self._lock:
             self._backlog[namespace] = backlog
             NOTIFY_BACKLOG.set(sum(self._backlog.values()))
 
-    def _pending(self, namespace: str) -> list[tuple[Obj, JobStatus]]:
+    def _pending(self, namespace: str) -> list[tuple[Obj, JobStatus, bool]]:
+        """The jobs with notifications not settled, their statuses and whether those are exact
+        (from the cache, pods included)."""
         cache = self.jobs.cached(namespace)  # "" too, when every namespace is watched
         if cache is not None:
             return [
-                (job, cache.get(job["metadata"]["namespace"], job["metadata"]["name"]) or _status(job, pods))
+                (
+                    job,
+                    cache.get(job["metadata"]["namespace"], job["metadata"]["name"]) or _status(job, pods),
+                    True,
+                )
                 for job, pods in cache.jobs_with_pods(namespace, PENDING)[:MAX_JOBS_PER_SWEEP]
             ]
         jobs = self.gateway.list_jobs(
@@ -163,7 +171,7 @@ class Notifier:
             label_selector=f"{MANAGED_SELECTOR},{NOTIFY_LABEL}={NOTIFY_LABEL_VALUE}",
             deadline=time.monotonic() + CALL_SECONDS,
         )
-        return [(job, _status(job, [])) for job in jobs[:MAX_JOBS_PER_SWEEP]]
+        return [(job, _status(job, []), False) for job in jobs[:MAX_JOBS_PER_SWEEP]]
 
     def _plan(self, annotations: Mapping[str, Any], status: JobStatus, now: datetime) -> Plan:
         return plan(

@@ -510,3 +510,24 @@ def test_send_event_delivers_any_cloudevent_to_a_jobs_sinks(
     assert first == second
     assert second["type"] == "io.jobscheduler.schedule.paused"
     assert second["data"] == {"reason": "3 failed"}
+
+
+def test_without_a_watch_cache_the_sweep_delivers(
+    cluster: Cluster, namespace: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """WATCH_NAMESPACES=-: no change feed; the leader's sweep lists the pending jobs from the API."""
+    make_secret(cluster, namespace)
+    with replica(cluster, tmp_path, namespace, WATCH_NAMESPACES="-", **allow(receiver)) as (_server, stub):
+        job_id = schedule(
+            stub,
+            notify_request(
+                namespace, "uncached", receiver.url, states=(S.JOB_STATE_RUNNING, S.JOB_STATE_SUCCEEDED)
+            ),
+        )
+        wait_until("delivered", lambda: len(receiver.received) == 2 or None, timeout=60)
+        let_go(cluster, namespace, job_id)
+    # The started event left while the job ran (its data says so), before the job ended.
+    assert [(e["type"], e["data"]["state"]) for e in map(verified, receiver.received)] == [
+        ("io.jobscheduler.job.running", "JOB_STATE_RUNNING"),
+        ("io.jobscheduler.job.succeeded", "JOB_STATE_SUCCEEDED"),
+    ]
