@@ -7,6 +7,7 @@ parses it, independently of the service's own code).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -29,9 +30,11 @@ from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
+from jobscheduler.app.service import JobService
 from jobscheduler.control.leader import LEASE_NAME
-from jobscheduler.control.notify import Notifier
+from jobscheduler.control.notify import Notifier, NotifyHealth
 from jobscheduler.domain.notify import NotifySink, schedule_event
+from jobscheduler.transport.convert import job_request_from_proto
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import Service
@@ -531,3 +534,40 @@ def test_without_a_watch_cache_the_sweep_delivers(
         ("io.jobscheduler.job.running", "JOB_STATE_RUNNING"),
         ("io.jobscheduler.job.succeeded", "JOB_STATE_SUCCEEDED"),
     ]
+
+
+def test_health_reports_the_backlog_and_failing_sinks(
+    cluster: Cluster, namespace: str, receiver: Receiver, cached_service: Service
+) -> None:
+    """Notifier.health (GetServiceStatus's view): a due notification failing at its sink is
+    backlog and names the sink; once delivered, neither. Driven here by the sweep alone."""
+    make_secret(cluster, namespace)
+    base = cached_service.app.service
+    assert base is not None
+    jobs = JobService(
+        base.gateway,
+        base.registry,
+        dataclasses.replace(base.settings, allowed_notify_urls=(receiver.url,)),
+        cache=base.cache,
+    )
+    notifier = Notifier(jobs, serialize=lambda _: {}, give_up_seconds=600, identity="test")
+    receiver.plan = [(500, 0)]
+    try:
+        request = job_request_from_proto(notify_request(namespace, "h", receiver.url), base.registry)
+        job_id = jobs.submission.schedule(request).status.job_id
+
+        def swept_until(what: str, check: Callable[[NotifyHealth], bool]) -> NotifyHealth:
+            def probe() -> NotifyHealth | None:
+                notifier(namespace)
+                health = notifier.health([namespace])
+                return health if check(health) else None
+
+            return wait_until(what, probe, timeout=60)
+
+        failing = swept_until("a failed attempt", lambda h: bool(h.failing_sinks))
+        assert failing == NotifyHealth(backlog=1, failing_sinks=(receiver.url,))
+        swept_until("delivered", lambda h: h.backlog == 0 and not h.failing_sinks)
+        let_go(cluster, namespace, job_id)
+    finally:
+        notifier.stop()
+    assert len(receiver.received) == 2
