@@ -222,6 +222,8 @@ class Notifier:
                 self._busy.discard(key)
 
     def _settle(self, namespace: str, name: str) -> None:
+        if self._nothing_to_do(namespace, name):
+            return
         deadline = time.monotonic() + CALL_SECONDS
         try:
             job = self.gateway.get_job(namespace, name, deadline=deadline)
@@ -287,6 +289,21 @@ class Notifier:
             )
             outcomes[k] = self.deliver(namespace, sink, event)
         self._record(namespace, name, job, outcomes, claim=claim, status=status)
+
+    def _nothing_to_do(self, namespace: str, name: str) -> bool:
+        """Whether the cache shows nothing to do for the job: most feed events (those of the
+        leader's own patches among them) then cost no API call. Any doubt: False."""
+        cache = self.jobs.cached(namespace)
+        job = cache.job(namespace, name) if cache is not None else None
+        status = cache.get(namespace, name) if cache is not None else None
+        if job is None or status is None:
+            return False
+        meta = job["metadata"]
+        if meta["labels"].get(NOTIFY_LABEL) != NOTIFY_LABEL_VALUE:
+            return True
+        if meta.get("deletionTimestamp") or NOTIFY_FINALIZER not in (meta.get("finalizers") or ()):
+            return False
+        return self._plan(meta["annotations"], status, self._clock()).idle
 
     def _record(
         self,
