@@ -941,6 +941,7 @@ class ScheduleJobRequest(_message.Message):
     PRIORITY_CLASS_NAME_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    NOTIFY_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     CONTAINER_JOB_FIELD_NUMBER: _builtins.int
     WEBHOOK_JOB_FIELD_NUMBER: _builtins.int
@@ -1046,6 +1047,13 @@ class ScheduleJobRequest(_message.Message):
         """taints the pods tolerate, e.g. a GPU pool's NoSchedule taint"""
 
     @_builtins.property
+    def notify(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotifySink]:
+        """Completion notifications (docs/notifications.md): HTTP(S) sinks that get a signed
+        CloudEvent when the job reaches one of their states. Each URL must match
+        ALLOWED_NOTIFY_URLS; each sink's Secret must exist in the job's namespace. At most 5.
+        """
+
+    @_builtins.property
     def timer_job(self) -> Global___TimerJob:
         """the Timer job type"""
 
@@ -1096,6 +1104,7 @@ class ScheduleJobRequest(_message.Message):
         priority_class_name: _builtins.str = ...,
         queue: _builtins.str = ...,
         priority: _builtins.str = ...,
+        notify: _abc.Iterable[Global___NotifySink] | None = ...,
         timer_job: Global___TimerJob | None = ...,
         container_job: Global___ContainerJob | None = ...,
         webhook_job: Global___WebhookJob | None = ...,
@@ -1105,7 +1114,7 @@ class ScheduleJobRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "pending_timeout_seconds", b"pending_timeout_seconds", "resources", b"resources", "retry", b"retry", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "after", b"after", "after_condition", b"after_condition", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pending_timeout_seconds", b"pending_timeout_seconds", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "request_id", b"request_id", "resources", b"resources", "retry", b"retry", "secret_env", b"secret_env", "suspend", b"suspend", "template", b"template", "template_unset", b"template_unset", "template_version", b"template_version", "timer_job", b"timer_job", "tolerations", b"tolerations", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds", "_backoff_limit", b"_backoff_limit", "_pending_timeout_seconds", b"_pending_timeout_seconds", "_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "active_deadline_seconds", b"active_deadline_seconds", "after", b"after", "after_condition", b"after_condition", "annotations", b"annotations", "backoff_limit", b"backoff_limit", "batch_job", b"batch_job", "container_job", b"container_job", "dry_run", b"dry_run", "generic_job", b"generic_job", "health_check_job", b"health_check_job", "job_type", b"job_type", "labels", b"labels", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "notify", b"notify", "pending_timeout_seconds", b"pending_timeout_seconds", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "request_id", b"request_id", "resources", b"resources", "retry", b"retry", "secret_env", b"secret_env", "suspend", b"suspend", "template", b"template", "template_unset", b"template_unset", "template_version", b"template_version", "timer_job", b"timer_job", "tolerations", b"tolerations", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__active_deadline_seconds: _TypeAlias = _typing.Literal["active_deadline_seconds"]  # noqa: Y015
     _WhichOneofArgType__active_deadline_seconds: _TypeAlias = _typing.Literal["_active_deadline_seconds", b"_active_deadline_seconds"]  # noqa: Y015
@@ -1246,6 +1255,7 @@ class JobStatus(_message.Message):
     QUEUE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     QUEUE_STATUS_FIELD_NUMBER: _builtins.int
+    NOTIFICATIONS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """the Kubernetes Job's name"""
     namespace: _builtins.str
@@ -1325,6 +1335,12 @@ class JobStatus(_message.Message):
     def queue_status(self) -> Global___QueueStatus:
         """Kueue's view of it; GetJobStatus only, unset elsewhere"""
 
+    @_builtins.property
+    def notifications(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotificationStatus]:
+        """Its notifications (ScheduleJobRequest.notify) that are due, i.e. for states it reached: one per
+        sink and state, with the delivery's progress.
+        """
+
     def __init__(
         self,
         *,
@@ -1360,16 +1376,133 @@ class JobStatus(_message.Message):
         queue: _builtins.str = ...,
         priority: _builtins.str = ...,
         queue_status: Global___QueueStatus | None = ...,
+        notifications: _abc.Iterable[Global___NotificationStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "queue_status", b"queue_status", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "pods", b"pods", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "queue_status", b"queue_status", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "tolerations", b"tolerations", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "notifications", b"notifications", "pods", b"pods", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "queue_status", b"queue_status", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "tolerations", b"tolerations", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
+
+@_typing.final
+class NotifySink(_message.Message):
+    """Where and when to send a job's notifications: a CloudEvents 1.0 structured-mode JSON POST,
+    signed with HMAC-SHA256 over the body (header X-Jobscheduler-Signature: sha256=<hex>).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    SECRET_KEY_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """http:// or https://, no credentials; must match ALLOWED_NOTIFY_URLS"""
+    secret: _builtins.str
+    """required: a Secret in the job's namespace holding the HMAC key"""
+    secret_key: _builtins.str
+    """the key in that Secret's data; default "hmac-key" """
+    timeout_seconds: _builtins.int
+    """per attempt, 1 to 60; default 10"""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
+        """States to report: SUCCEEDED, FAILED, CANCELLED, and RUNNING ("started"). Empty: the three
+        terminal ones.
+        """
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
+        secret: _builtins.str = ...,
+        secret_key: _builtins.str = ...,
+        timeout_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds", "secret", b"secret", "secret_key", b"secret_key", "states", b"states", "timeout_seconds", b"timeout_seconds", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
+
+Global___NotifySink: _TypeAlias = NotifySink  # noqa: Y015
+
+@_typing.final
+class NotificationStatus(_message.Message):
+    """Delivery of one notification (one sink, one state)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Delivery:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _DeliveryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[NotificationStatus._Delivery.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        DELIVERY_UNSPECIFIED: NotificationStatus._Delivery.ValueType  # 0
+        DELIVERY_PENDING: NotificationStatus._Delivery.ValueType  # 1
+        """due, not attempted yet (or waiting for its next attempt)"""
+        DELIVERY_DELIVERING: NotificationStatus._Delivery.ValueType  # 2
+        """an attempt is in flight"""
+        DELIVERY_DELIVERED: NotificationStatus._Delivery.ValueType  # 3
+        """the sink answered 2xx"""
+        DELIVERY_FAILED: NotificationStatus._Delivery.ValueType  # 4
+        """given up after NOTIFY_GIVE_UP_SECONDS; last_error says why"""
+
+    class Delivery(_Delivery, metaclass=_DeliveryEnumTypeWrapper): ...
+    DELIVERY_UNSPECIFIED: NotificationStatus.Delivery.ValueType  # 0
+    DELIVERY_PENDING: NotificationStatus.Delivery.ValueType  # 1
+    """due, not attempted yet (or waiting for its next attempt)"""
+    DELIVERY_DELIVERING: NotificationStatus.Delivery.ValueType  # 2
+    """an attempt is in flight"""
+    DELIVERY_DELIVERED: NotificationStatus.Delivery.ValueType  # 3
+    """the sink answered 2xx"""
+    DELIVERY_FAILED: NotificationStatus.Delivery.ValueType  # 4
+    """given up after NOTIFY_GIVE_UP_SECONDS; last_error says why"""
+
+    URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    DELIVERED_AT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    state: Global___JobState.ValueType
+    """the job state it reports"""
+    delivery: Global___NotificationStatus.Delivery.ValueType
+    attempts: _builtins.int
+    last_error: _builtins.str
+    """of the last failed attempt"""
+    @_builtins.property
+    def last_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def delivered_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        delivery: Global___NotificationStatus.Delivery.ValueType = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        last_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        delivered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivered_at", b"delivered_at", "last_attempt_at", b"last_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered_at", b"delivered_at", "delivery", b"delivery", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error", "state", b"state", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotificationStatus: _TypeAlias = NotificationStatus  # noqa: Y015
 
 @_typing.final
 class QueueStatus(_message.Message):

@@ -29,6 +29,7 @@ from jobscheduler.domain.admission import caller_label
 from jobscheduler.domain.dependencies import hold_manifest, is_held, plan
 from jobscheduler.domain.errors import (
     AlreadyExistsError,
+    FailedPreconditionError,
     InvalidArgumentError,
     JobSchedulerError,
     NotFoundError,
@@ -167,9 +168,31 @@ class Submission:
         except InvalidArgumentError as e:
             raise e.prefixed(params_field) from None
         request = check_request(request, self.settings)
+        if request.notify:
+            self._check_notify_secrets(request, deadline=deadline)
         if request.placement.priority_class_name:
             self._check_priority_class(request.placement.priority_class_name, deadline=deadline)
         return request, params
+
+    def _check_notify_secrets(self, request: JobRequest, *, deadline: float | None) -> None:
+        """Each sink's Secret must exist, with its key, in the job's namespace: otherwise every
+        notification would fail at delivery, long after the caller could have fixed it. The key's
+        value is not kept (the leader reads it again at each delivery)."""
+        for i, sink in enumerate(request.notify):
+            try:
+                secret = self.gateway.get("secrets", request.namespace, sink.secret, deadline=deadline)
+            except NotFoundError:
+                raise FailedPreconditionError(
+                    f"notify[{i}].secret: no Secret named {sink.secret!r} in namespace "
+                    f"{request.namespace!r}; "
+                    f"create it with the HMAC key under {sink.secret_key!r} "
+                    f"(kubectl create secret generic {sink.secret} --from-literal={sink.secret_key}=...)"
+                ) from None
+            if sink.secret_key not in (secret.get("data") or {}):
+                raise FailedPreconditionError(
+                    f"notify[{i}].secret_key: Secret {sink.secret!r} has no key {sink.secret_key!r}; "
+                    "add it or name the key that holds the HMAC key"
+                )
 
     def _check_priority_class(self, name: str, *, deadline: float | None) -> None:
         """The PriorityClass must exist: the API server admits a Job naming an unknown one and

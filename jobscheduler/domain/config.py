@@ -153,6 +153,14 @@ class Settings:
     the image as written and fully qualified (`busybox` is `docker.io/library/busybox`); others
     get INVALID_ARGUMENT. TIMER_IMAGE and WORKER_IMAGE are always allowed. Default: unset, any
     image."""
+    allowed_notify_urls: tuple[str, ...] = ()
+    """ALLOWED_NOTIFY_URLS: comma-separated URL patterns job notifications (ScheduleJob `notify`)
+    may be sent to: prefixes ending in `/` (`https://hooks.example.com/`) or globs of the whole
+    URL (`http://*.svc.cluster.local:8080/*`); others get INVALID_ARGUMENT. Default: unset, no
+    notifications (a request with `notify` gets FAILED_PRECONDITION)."""
+    notify_give_up_seconds: float = 3600.0
+    """NOTIFY_GIVE_UP_SECONDS: seconds after a notification became due that the leader stops
+    retrying it and marks it FAILED with the last error. Default: `3600`."""
     default_queue: str = ""
     """DEFAULT_QUEUE: the Kueue LocalQueue of a job whose ScheduleJob names no queue (it must
     exist in the job's namespace); such jobs wait there for Kueue to admit them
@@ -292,6 +300,8 @@ class Settings:
             kube_timeout_seconds=real("KUBE_TIMEOUT_SECONDS", d.kube_timeout_seconds),
             kube_startup_wait_seconds=real("KUBE_STARTUP_WAIT_SECONDS", d.kube_startup_wait_seconds),
             allowed_images=patterns("ALLOWED_IMAGES"),
+            allowed_notify_urls=patterns("ALLOWED_NOTIFY_URLS"),
+            notify_give_up_seconds=real("NOTIFY_GIVE_UP_SECONDS", d.notify_give_up_seconds),
             allowed_namespaces=patterns("ALLOWED_NAMESPACES"),
             default_queue=queue_name("DEFAULT_QUEUE", get("DEFAULT_QUEUE", d.default_queue)),
             schedule_rate_per_caller=real(

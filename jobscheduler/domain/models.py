@@ -55,6 +55,32 @@ class JobState(enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
+class Delivery(enum.Enum):
+    """Where one notification (one sink, one job state) stands (jobscheduler.domain.notify)."""
+
+    PENDING = "PENDING"  # due, not attempted yet, or waiting for its next attempt
+    DELIVERING = "DELIVERING"  # an attempt is in flight
+    DELIVERED = "DELIVERED"  # the sink answered 2xx
+    FAILED = "FAILED"  # given up after NOTIFY_GIVE_UP_SECONDS
+
+    @property
+    def settled(self) -> bool:
+        return self in (Delivery.DELIVERED, Delivery.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationStatus:
+    """A due notification of a job as JobStatus reports it."""
+
+    url: str
+    state: JobState  # the job state it reports
+    delivery: Delivery
+    attempts: int = 0
+    last_error: str = ""
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
 class DependencyCondition(enum.Enum):
     """When a job scheduled `after` others is released (jobscheduler.domain.dependencies)."""
 
@@ -100,3 +126,5 @@ class JobStatus:
     queueing: Queueing = field(default_factory=Queueing)  # its queue and priority (Kueue)
     # Kueue's view (Workload, positions): read for GetJobStatus only, None elsewhere.
     queue_status: QueueStatus | None = None
+    # Its due notifications (ScheduleJob `notify`), with their delivery (jobscheduler.domain.notify).
+    notifications: tuple[NotificationStatus, ...] = ()

@@ -30,6 +30,15 @@ from jobscheduler.domain.models import (
     TEMPLATE_VERSION_LABEL,
     DependencyCondition,
 )
+from jobscheduler.domain.notify import (
+    NOTIFY_ANNOTATION,
+    NOTIFY_FINALIZER,
+    NOTIFY_LABEL,
+    NOTIFY_LABEL_VALUE,
+    NotifySink,
+    check_notify,
+    encode_sinks,
+)
 from jobscheduler.domain.placement import Placement, check_placement, render_placement
 from jobscheduler.domain.queueing import Queueing, check_queueing
 from jobscheduler.domain.registry import JobType
@@ -114,6 +123,8 @@ class JobRequest:
     queueing: Queueing = field(default_factory=Queueing)
     """The Kueue LocalQueue it waits in and its WorkloadPriorityClass (jobscheduler.domain.queueing);
     written on the manifest by render_queueing, once every hold is on it."""
+    notify: tuple[NotifySink, ...] = ()
+    """Completion notifications (jobscheduler.domain.notify): the sinks and the states each reports."""
     fingerprint: str = ""
     """When set, the request_id fingerprint (request_hash) to use instead of one of this request:
     a request made from a template is fingerprinted as the caller sent it, so a retry still
@@ -156,6 +167,8 @@ def request_hash(request: JobRequest, params: Mapping[str, Any]) -> str:
         del body["placement"]  # likewise
     if request.queueing.is_empty():
         del body["queueing"]  # likewise
+    if not request.notify:
+        del body["notify"]  # likewise
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -235,6 +248,7 @@ def check_request(request: JobRequest, settings: Settings) -> JobRequest:
         template_version=request.template_version,
         placement=check_placement(request.placement),
         queueing=check_queueing(request.queueing, default_queue=settings.default_queue),
+        notify=check_notify(request.notify, allowed=settings.allowed_notify_urls),
         fingerprint=request.fingerprint,
     )
 
@@ -415,14 +429,16 @@ def render_job(
     )
     if pending_timeout:
         annotations[PENDING_TIMEOUT_ANNOTATION] = str(pending_timeout)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job_id,
-            "namespace": request.namespace,
-            "labels": labels,
-            "annotations": annotations,
-        },
-        "spec": spec,
+    metadata: dict[str, Any] = {
+        "name": job_id,
+        "namespace": request.namespace,
+        "labels": labels,
+        "annotations": annotations,
     }
+    if request.notify:
+        # The leader's sweep selects on the label; the finalizer keeps the Job (TTL, a delete)
+        # until every due notification is delivered or given up (jobscheduler.control.notify).
+        annotations[NOTIFY_ANNOTATION] = encode_sinks(request.notify)
+        labels[NOTIFY_LABEL] = NOTIFY_LABEL_VALUE
+        metadata["finalizers"] = [NOTIFY_FINALIZER]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}

@@ -25,8 +25,10 @@ from jobscheduler.domain.errors import (
 )
 from jobscheduler.domain.interval import interval_as_cron, next_interval_runs, parse_interval
 from jobscheduler.domain.models import (
+    JobState,
     JobStatus,
 )
+from jobscheduler.domain.notify import NotifySink
 from jobscheduler.domain.placement import Placement
 from jobscheduler.domain.queueing import Queueing
 from jobscheduler.domain.render import JobRequest, Resources
@@ -284,6 +286,7 @@ def run_job(
 def spec_json(spec: ScheduleSpec) -> str:
     job = asdict(spec.job)
     job.pop("secret_env", None)
+    job["notify"] = [{**n, "states": [s.value for s in n["states"]]} for n in job["notify"]]
     body = {
         "name": spec.name,
         "namespace": spec.namespace,
@@ -314,6 +317,10 @@ def spec_from(cronjob: Obj) -> ScheduleSpec:
         job["placement"] = Placement.from_dict(job["placement"])
     if job.get("queueing") is not None:
         job["queueing"] = Queueing.from_dict(job["queueing"])
+    job["notify"] = tuple(
+        NotifySink(**{**n, "states": tuple(JobState(s) for s in n["states"])})
+        for n in job.get("notify") or ()
+    )
     spec = ScheduleSpec(
         name=raw["name"],
         namespace=raw["namespace"],

@@ -33,6 +33,7 @@ from jobscheduler.domain.models import (
     JobState,
     JobStatus,
 )
+from jobscheduler.domain.notify import notification_statuses
 from jobscheduler.domain.placement import placement_of
 from jobscheduler.domain.pods import (
     by_creation,
@@ -80,6 +81,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         # In its queue, suspended until Kueue admits it (or again, after an eviction).
         verdict = _Verdict(JobState.QUEUED, QUEUED_REASON, f"waiting in queue {queue} for Kueue to admit it")
     dependencies = read_dependencies(annotations)
+    started_at = first_container_start(pods)
     return JobStatus(
         job_id=job_id,
         namespace=string_at(metadata, "namespace"),
@@ -94,7 +96,7 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         succeeded=_finished_pods(job_status, pods, "succeeded", "Succeeded"),
         failed=count_at(job_status, "failed"),
         created_at=parse_rfc3339(metadata.get("creationTimestamp")),
-        started_at=first_container_start(pods),
+        started_at=started_at,
         finished_at=verdict.finished_at,
         pods=tuple(name for name in map(pod_name, by_creation(pods)) if name),
         labels=_caller_labels(labels),
@@ -110,6 +112,9 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         after_condition=dependencies.condition,
         waiting_for=(dependencies.waiting or ()) if verdict.reason == WAITING_REASON else (),
         queueing=Queueing(queue, priority_of(job)),
+        notifications=notification_statuses(
+            annotations, job_state=verdict.state, started=started_at is not None
+        ),
     )
 
 

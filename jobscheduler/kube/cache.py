@@ -111,6 +111,10 @@ class JobCache:
     def get(self, namespace: str, name: str) -> JobStatus | None:
         return self._statuses.get((namespace, name))
 
+    def job(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The slim Job (shared with the cache: read it, never change it)."""
+        return self._jobs.get((namespace, name))
+
     def labels_of(self, namespace: str, name: str) -> Mapping[str, str]:
         job = self._jobs.get((namespace, name))
         return job["metadata"]["labels"] if job else {}

@@ -58,6 +58,12 @@ def slim_job(job: Mapping[str, Any]) -> Obj:
         },
         "status": _slim_job_status(job.get("status") or {}),
     }
+    # Rare, and read by the leader's notifier (jobscheduler.control.notify): whether the Job is
+    # being deleted and which finalizers hold it.
+    if meta.get("deletionTimestamp"):
+        slim["metadata"]["deletionTimestamp"] = meta["deletionTimestamp"]
+    if meta.get("finalizers"):
+        slim["metadata"]["finalizers"] = [_shared(f) for f in meta["finalizers"]]
     if placement := _placement_fields(job):
         slim["spec"] = {"template": {"spec": placement}}
     if (job.get("spec") or {}).get("suspend"):

@@ -99,6 +99,23 @@ class CacheCollector(Collector):
         yield depth
 
 
+NOTIFY_DELIVERIES = Counter(
+    "jobscheduler_notify_deliveries_total",
+    "Notification attempts by outcome: delivered (2xx), retry (failed, tried again later), "
+    "given_up (failed for NOTIFY_GIVE_UP_SECONDS)",
+    ["outcome"],
+)
+NOTIFY_LATENCY = Histogram(
+    "jobscheduler_notify_delivery_latency_seconds",
+    "From a job reaching a notified state (its end, or its start) to the sink's 2xx",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+)
+NOTIFY_BACKLOG = Gauge(
+    "jobscheduler_notify_backlog",
+    "Due notifications not yet delivered or given up, as the leader last counted them",
+)
+
+
 class ServiceGauges(NamedTuple):
     degraded: bool
     conditions: Sequence[tuple[str, str, bool]]  # (condition, reason, ok)
@@ -111,6 +128,11 @@ class ServiceHealthCollector(Collector):
 
     def __init__(self, gauges: Callable[[], ServiceGauges]) -> None:
         self.gauges = gauges
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        # Without it, registering would call collect(): the conditions, evaluated (and logged)
+        # before the server has even probed the API.
+        return ()
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         now = self.gauges()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,7 +19,8 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.service import encode_page_token
 from jobscheduler.domain.catchup import CatchUp, Concurrency
 from jobscheduler.domain.errors import InvalidArgumentError
-from jobscheduler.domain.models import DependencyCondition, JobState, JobStatus
+from jobscheduler.domain.models import Delivery, DependencyCondition, JobState, JobStatus, NotificationStatus
+from jobscheduler.domain.notify import NotifySink
 from jobscheduler.domain.placement import Placement, Toleration
 from jobscheduler.domain.queueing import QueueInfo, Queueing, QueueStatus
 from jobscheduler.domain.registry import (
@@ -192,7 +193,64 @@ def job_request_from_proto(request: pb.ScheduleJobRequest, registry: Registry) -
             priority_class_name=request.priority_class_name,
         ),
         queueing=Queueing(queue=request.queue, priority=request.priority),
+        notify=tuple(notify_sink_from_proto(i, sink) for i, sink in enumerate(request.notify)),
     )
+
+
+def notify_sink_from_proto(index: int, message: pb.NotifySink) -> NotifySink:
+    states = []
+    for j, value in enumerate(message.states):
+        state = PROTO_TO_STATE.get(value)
+        if state is None:
+            raise InvalidArgumentError(
+                f"notify[{index}].states[{j}]",
+                f"{value} is not a job state; use SUCCEEDED, FAILED, CANCELLED or RUNNING",
+            )
+        states.append(state)
+    return NotifySink(
+        url=message.url,
+        states=tuple(states),
+        secret=message.secret,
+        secret_key=message.secret_key,
+        timeout_seconds=message.timeout_seconds if message.HasField("timeout_seconds") else None,
+    )
+
+
+def notify_sink_to_proto(sink: NotifySink) -> pb.NotifySink:
+    return pb.NotifySink(
+        url=sink.url,
+        states=[STATE_TO_PROTO[s] for s in sink.states],
+        secret=sink.secret,
+        secret_key=sink.secret_key,
+        timeout_seconds=sink.timeout_seconds,
+    )
+
+
+DELIVERY_TO_PROTO = {
+    Delivery.PENDING: pb.NotificationStatus.DELIVERY_PENDING,
+    Delivery.DELIVERING: pb.NotificationStatus.DELIVERY_DELIVERING,
+    Delivery.DELIVERED: pb.NotificationStatus.DELIVERY_DELIVERED,
+    Delivery.FAILED: pb.NotificationStatus.DELIVERY_FAILED,
+}
+
+
+def notification_to_proto(n: NotificationStatus) -> pb.NotificationStatus:
+    return pb.NotificationStatus(
+        url=n.url,
+        state=STATE_TO_PROTO[n.state],
+        delivery=DELIVERY_TO_PROTO[n.delivery],
+        attempts=n.attempts,
+        last_error=n.last_error,
+        last_attempt_at=timestamp(n.last_attempt_at),
+        delivered_at=timestamp(n.delivered_at),
+    )
+
+
+def status_json(status: JobStatus) -> dict[str, Any]:
+    """A JobStatus in protobuf's JSON mapping with the .proto's field names, as grpcurl shows it
+    (and any protobuf JSON parser reads): the data of a notification
+    (jobscheduler.domain.notify.Serializer, given to the leader's notifier at wiring time)."""
+    return dict(MessageToDict(to_proto_status(status), preserving_proto_field_name=True))
 
 
 def toleration_from_proto(message: pb.Toleration) -> Toleration:
@@ -240,6 +298,7 @@ def job_request_to_proto(job: JobRequest, registry: Registry) -> pb.ScheduleJobR
     out.priority_class_name = job.placement.priority_class_name
     out.queue = job.queueing.queue
     out.priority = job.queueing.priority
+    out.notify.extend(notify_sink_to_proto(s) for s in job.notify)
     if job.job_type:
         request_field = registry.get(job.job_type).request_field
         if job.params_field or request_field not in request_fields():
@@ -374,6 +433,7 @@ def _convert_status(status: JobStatus) -> pb.JobStatus:
         queue=status.queueing.queue,
         priority=status.queueing.priority,
         queue_status=queue_status_to_proto(status.queue_status) if status.queue_status else None,
+        notifications=[notification_to_proto(n) for n in status.notifications],
     )
 
 

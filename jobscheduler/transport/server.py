@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
@@ -30,17 +30,20 @@ from jobscheduler.app.service import JobService
 from jobscheduler.app.servicestatus import ServiceHealth
 from jobscheduler.app.templates import TemplateService
 from jobscheduler.control.leader import LeaseElector, Reconciler, ScheduleLoop
+from jobscheduler.control.notify import Notifier
 from jobscheduler.control.pending import PendingTimeouts
 from jobscheduler.control.release import DependencyReleaser
 from jobscheduler.domain.config import SecuritySettings, Settings
 from jobscheduler.domain.errors import ConfigError, GatewayConfigError, JobSchedulerError, RegistryError
 from jobscheduler.domain.registry import Registry
+from jobscheduler.domain.servicehealth import NotifyFacts
 from jobscheduler.kube.cache import JobCache
 from jobscheduler.kube.compat import OLDEST_TESTED, check_server
 from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
 from jobscheduler.obs.logs import configure_logging
 from jobscheduler.obs.metrics import register_cache, register_service_health, serve_metrics
+from jobscheduler.transport.convert import status_json
 from jobscheduler.transport.interceptors import RpcInterceptor
 from jobscheduler.transport.reflection import enable_reflection
 from jobscheduler.transport.registration import SERVICE_NAME, add_service
@@ -122,6 +125,8 @@ class App:
     cache: JobCache | None
     schedule_loop: ScheduleLoop | None = None
     service: JobService | None = None
+    # The leader's notifier; notifier.health(namespaces) is GetServiceStatus's view of it.
+    notifier: Notifier | None = None
 
     def start(self) -> None:
         self.monitor.start()
@@ -130,6 +135,8 @@ class App:
         self.server.start()
         if self.schedule_loop is not None:
             self.schedule_loop.start()
+        if self.notifier is not None:
+            self.notifier.start()
 
     def stop(self, grace: float) -> threading.Event:
         """NOT_SERVING first (so load balancers drain), then refuse new calls and give
@@ -138,6 +145,8 @@ class App:
         self.health.enter_graceful_shutdown()
         if self.schedule_loop is not None:
             self.schedule_loop.stop()  # releases the Lease: another replica leads at once
+        if self.notifier is not None:
+            self.notifier.stop()
         if self.cache is not None:
             self.cache.stop()
         return self.server.stop(grace)
@@ -195,6 +204,7 @@ def build_server(
     reconcilers.append(DependencyReleaser(service))  # release or fail jobs held by `after`
     loop = None
     elector = None
+    notifier = None
     identity = replica_identity(settings.pod_name)
     if settings.schedule_loop:
         elector = LeaseElector(
@@ -203,12 +213,22 @@ def build_server(
             identity=identity,
             lease_seconds=settings.leader_lease_seconds,
         )
+        # Delivers jobs' notifications (ScheduleJob `notify`): fed by the cache, swept each tick.
+        notifier = Notifier(
+            service,
+            serialize=status_json,
+            give_up_seconds=settings.notify_give_up_seconds,
+            identity=identity,
+            leading=lambda: elector.leading,
+        )
+        reconcilers.append(notifier)
         loop = ScheduleLoop(
             schedules,
             elector,
             namespaces=settings.watch_namespaces or (settings.namespace,),
             tick_seconds=settings.schedule_tick_seconds,
             reconcilers=reconcilers,
+            on_schedule_paused=notifier.schedule_paused,
         )
     service_health = ServiceHealth(
         gateway,
@@ -217,6 +237,7 @@ def build_server(
         kubernetes_version=kubernetes,
         cache=cache,
         leader=elector.facts if elector is not None else None,
+        notifications=notify_facts(notifier, settings.watch_namespaces or (settings.namespace,)),
     )
     monitor.after_probe = service_health.report
     register_service_health(lambda: service_gauges(service_health.report()))
@@ -252,7 +273,20 @@ def build_server(
         cache=cache,
         schedule_loop=loop,
         service=service,
+        notifier=notifier,
     )
+
+
+def notify_facts(notifier: Notifier | None, namespaces: Sequence[str]) -> Callable[[], NotifyFacts] | None:
+    """The notification backlog for GetServiceStatus (None on a replica that cannot deliver)."""
+    if notifier is None:
+        return None
+
+    def facts() -> NotifyFacts:
+        health = notifier.health(namespaces)
+        return NotifyFacts(health.backlog, health.failing_sinks, health.oldest_pending_seconds)
+
+    return facts
 
 
 def replica_identity(pod_name: str | None) -> str:

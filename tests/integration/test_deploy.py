@@ -4,6 +4,7 @@ does everything it does; `kubectl auth can-i --list` shows that it may do nothin
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -20,6 +21,7 @@ from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Cluster
 from tests.helpers import record_difference, tool, wait_until
 from tests.integration.conftest import free_port, service_account_kubeconfig, start_serve
+from tests.integration.test_notify import Receiver, make_secret
 from tests.realnode.deployed import exclusive_namespace
 
 NAMESPACE = "jobscheduler"  # as in k8s/kustomization.yaml: operators apply it unchanged
@@ -32,7 +34,7 @@ EXPECTED_RESOURCE_RULES = {
     ("jobs.batch", "create get list watch patch delete"),
     ("pods", "list watch"),
     ("pods/log", "get"),
-    ("secrets", "create"),
+    ("secrets", "create get"),
     ("configmaps", "create get list update delete"),
     ("cronjobs.batch", "create get list update patch delete"),
     ("leases.coordination.k8s.io", "create get patch"),
@@ -193,8 +195,20 @@ def test_deployment_runs_two_restricted_replicas_with_grpc_probes(cluster: Clust
 @pytest.mark.usefixtures("deployed")
 def test_the_role_is_sufficient_for_the_full_grpc_flow(cluster: Cluster, tmp_path: Path) -> None:
     kubeconfig = service_account_kubeconfig(cluster, NAMESPACE, "jobscheduler", tmp_path / "sa.kubeconfig")
+    receiver = Receiver()
+    receiver.start()
+    hooks = f"notify-hooks-{secrets.token_hex(3)}"
+    make_secret(cluster, NAMESPACE, name=hooks)
     server = start_serve(
-        cluster, tmp_path, port=free_port(), env={"KUBECONFIG": str(kubeconfig), "K8S_NAMESPACE": NAMESPACE}
+        cluster,
+        tmp_path,
+        port=free_port(),
+        env={
+            "KUBECONFIG": str(kubeconfig),
+            "K8S_NAMESPACE": NAMESPACE,
+            "ALLOWED_NOTIFY_URLS": receiver.url,
+            "LEADER_LEASE_SECONDS": "3",
+        },
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -267,7 +281,27 @@ def test_the_role_is_sufficient_for_the_full_grpc_flow(cluster: Cluster, tmp_pat
             )
             assert "jobscheduler.io/template-version: '1'" in from_v1.manifest
             stub.DeleteTemplate(pb.DeleteTemplateRequest(name="t"), timeout=10)
+
+            # Notifications: the sink's Secret read (get), the Job's delivery state and finalizer
+            # patched by the leader.
+            notified = stub.ScheduleJob(
+                pb.ScheduleJobRequest(
+                    name="notified", timer_job=TIMER, notify=[pb.NotifySink(url=receiver.url, secret=hooks)]
+                ),
+                timeout=10,
+            )
+            wait_until("the event received", lambda: len(receiver.received) == 1 or None, timeout=60)
+            assert json.loads(receiver.received[0].body)["subject"] == notified.job_id
+            wait_until(
+                "the finalizer dropped",
+                lambda: not client.BatchV1Api(cluster.api)
+                .read_namespaced_job(notified.job_id, NAMESPACE)
+                .metadata.finalizers,
+                timeout=30,
+            )
     finally:
+        receiver.stop()
+        client.CoreV1Api(cluster.api).delete_namespaced_secret(hooks, NAMESPACE)
         server.proc.terminate()
         server.proc.wait(timeout=30)
     assert "rpc crashed" not in server.output()

@@ -51,6 +51,7 @@ TESTED_ELSEWHERE = {
         "docs/schedules.md",
         "Self-pausing, backfill and buffer_one",
     ): "tests/integration/test_schedule_stops.py",
+    ("docs/notifications.md", "Asking for notifications"): "tests/integration/test_notify.py",
 }
 # Sections whose grpcurl lines are shown, not run, and why.
 NOT_RUN = {

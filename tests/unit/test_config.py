@@ -69,6 +69,8 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "watch_namespaces": ("default",),  # follows K8S_NAMESPACE
     "max_watch_streams": 128,
     "allowed_images": (),
+    "allowed_notify_urls": (),
+    "notify_give_up_seconds": 3600.0,
     "allowed_namespaces": (),
     "default_queue": "",
     "schedule_rate_per_caller": 0.0,
@@ -110,6 +112,13 @@ def test_empty_environment_equals_class_defaults() -> None:
             ("ghcr.io/acme/", "docker.io/library/busybox:*"),
             id="allowed-images-trimmed",
         ),
+        pytest.param(
+            {"ALLOWED_NOTIFY_URLS": "https://hooks.example.com/, http://*.svc:8080/*"},
+            "allowed_notify_urls",
+            ("https://hooks.example.com/", "http://*.svc:8080/*"),
+            id="allowed-notify-urls",
+        ),
+        pytest.param({"NOTIFY_GIVE_UP_SECONDS": "30"}, "notify_give_up_seconds", 30.0, id="notify-give-up"),
         pytest.param({"ALLOWED_NAMESPACES": "team-*,ops"}, "allowed_namespaces", ("team-*", "ops"), id="ns"),
         pytest.param({"DEFAULT_QUEUE": " team-a "}, "default_queue", "team-a", id="default-queue"),
         pytest.param({"SCHEDULE_RATE_PER_CALLER": "2.5"}, "schedule_rate_per_caller", 2.5, id="rate"),
