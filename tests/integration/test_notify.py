@@ -252,8 +252,16 @@ def test_a_failing_receiver_is_retried_until_it_recovers(
         seen = wait_until("a failed attempt shown", failing, timeout=60)
         assert seen.delivery in (D.DELIVERY_PENDING, D.DELIVERY_DELIVERING)
         assert "timed out after 1s" in seen.last_error
+        # The service's own status names the failing sink meanwhile, and clears once delivered.
+        degraded = stub.GetServiceStatus(pb.GetServiceStatusRequest(), timeout=10)
+        [sinks] = [c for c in degraded.conditions if c.type == "Notifications"]
+        assert (degraded.degraded, sinks.ok, sinks.reason) == (True, False, "SinksFailing")
+        assert list(degraded.notifications.failing_sinks) == [receiver.url]
+        assert degraded.notifications.pending == 1
         final = settled(stub, namespace, job_id, 1).notifications[0]
         let_go(cluster, namespace, job_id)
+        healthy = stub.GetServiceStatus(pb.GetServiceStatusRequest(), timeout=10)
+        assert (healthy.degraded, healthy.notifications.pending) == (False, 0)
     assert final.delivery == D.DELIVERY_DELIVERED
     assert final.attempts == 5
     assert final.last_error == "HTTP 500 from the sink"  # the last failure is kept for the record

@@ -86,6 +86,7 @@ def test_two_replicas_agree_on_the_leader_and_report_their_streams(
             "APIErrors": (True, "Normal"),
             "WatchCache": (True, "Current"),
             "Leader": (True, "Elected"),
+            "Notifications": (True, "Delivering"),
         }
         assert {(w.resource, w.namespace, w.synced, w.healthy) for w in status.watches} == {
             ("jobs", namespace, True, True),
@@ -96,7 +97,8 @@ def test_two_replicas_agree_on_the_leader_and_report_their_streams(
         assert status.kubernetes.version == client.VersionApi(cluster.api).get_code().git_version
         assert status.kubernetes.requests > 0  # the lists, watches and Lease renewals it made
         assert status.kubernetes.window_seconds == 60
-        assert not status.HasField("notifications") or status.notifications.pending >= 0
+        assert status.notifications.pending == 0
+        assert not status.notifications.failing_sinks
 
 
 def test_the_survivor_reports_the_dead_leader_then_leads(replicas: list[tuple[ServeProcess, int]]) -> None:
@@ -172,7 +174,13 @@ def test_the_guides_grpcurl_example_and_the_cli_table(replicas: list[tuple[Serve
     assert method == "GetServiceStatus"
     assert reply["serving"] is True
     assert "degraded" not in reply  # false: proto3 JSON leaves it out
-    assert [c["type"] for c in reply["conditions"]] == ["KubernetesAPI", "APIErrors", "WatchCache", "Leader"]
+    assert [c["type"] for c in reply["conditions"]] == [
+        "KubernetesAPI",
+        "APIErrors",
+        "WatchCache",
+        "Leader",
+        "Notifications",
+    ]
     shown = subprocess.run(
         [
             sys.executable,
@@ -196,6 +204,7 @@ def test_the_guides_grpcurl_example_and_the_cli_table(replicas: list[tuple[Serve
         ["APIErrors", "yes", "Normal"],
         ["WatchCache", "yes", "Current"],
         ["Leader", "yes", "Elected"],
+        ["Notifications", "yes", "Delivering"],
     ]
 
 
@@ -222,7 +231,7 @@ def test_a_replica_without_rights_serves_degraded_and_says_why(
     )
     try:
         status = wait_until(
-            "degraded", lambda: (s := status_of(server)).degraded and len(s.conditions) == 4 and s, timeout=30
+            "degraded", lambda: (s := status_of(server)).degraded and len(s.conditions) == 5 and s, timeout=30
         )
         assert status.serving
         assert conditions(status) == {
@@ -230,6 +239,7 @@ def test_a_replica_without_rights_serves_degraded_and_says_why(
             "APIErrors": (True, "Normal"),  # 403s are the API answering
             "WatchCache": (False, "NotSynced"),
             "Leader": (False, "NoLeader"),
+            "Notifications": (True, "Delivering"),
         }
         shown = subprocess.run(
             [
