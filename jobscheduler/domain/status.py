@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jobscheduler.domain.audit import audit_of, traceparent_of
 from jobscheduler.domain.dependencies import (
     WAITING_FOR_ANNOTATION,
     WAITING_REASON,
@@ -110,6 +111,8 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         after_condition=dependencies.condition,
         waiting_for=(dependencies.waiting or ()) if verdict.reason == WAITING_REASON else (),
         queueing=Queueing(queue, priority_of(job)),
+        audit=audit_of(annotations),
+        traceparent=traceparent_of(annotations),
     )
 
 
