@@ -138,7 +138,7 @@ class Jaeger:
         self.stop()
 
     def _get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.ui + path, timeout=5) as reply:  # noqa: S310 - loopback
+        with urllib.request.urlopen(self.ui + path, timeout=5) as reply:
             return json.loads(reply.read())
 
     def services(self) -> list[str]:
