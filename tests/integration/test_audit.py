@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
+from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from jobscheduler.domain.audit import (
     CANCELLED_BY_ANNOTATION,
     RESUMED_BY_ANNOTATION,
@@ -22,7 +23,10 @@ from jobscheduler.domain.audit import (
 )
 from tests.conftest import Cluster
 from tests.integration.test_dependencies import timer
-from tests.integration.test_security import token_serving
+from tests.integration.test_security import pki, serving, tls_channel, token_serving
+from tests.unit.test_security import Pki
+
+__all__ = ["pki"]  # the module-scoped fixture, shared with test_security
 
 SECRET_VALUE = "hunter2-must-never-be-logged"
 
@@ -115,3 +119,21 @@ def test_who_scheduled_resumed_cancelled_and_triggered_is_recorded_and_audited(
     assert SECRET_VALUE not in text
     for name, token in s.tokens.items():
         assert token not in text, name
+
+
+def test_without_tokens_a_client_certificate_is_the_identity(
+    cluster: Cluster, namespace: str, tmp_path: Path, pki: Pki
+) -> None:
+    cert, key = pki.issue("audit-server")
+    client_cert = pki.issue("audit-client", client=True)
+    env = {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key), "TLS_CLIENT_CA_FILE": str(pki.ca)}
+    with serving(cluster, tmp_path, K8S_NAMESPACE=namespace, **env) as server:
+        with tls_channel(server.port, pki, client_cert) as channel:
+            reply = pb_grpc.JobSchedulerStub(channel).ScheduleJob(timer(namespace, "mtls"), timeout=15)
+        log = server.output()
+    who = reply.status.audit.scheduled_by
+    assert who.startswith("mtls:")
+    assert "audit-client" in who
+    assert annotations(cluster, namespace, reply.job_id)[SCHEDULED_BY_ANNOTATION] == who
+    [line] = [json.loads(x) for x in log.splitlines() if '"logger": "jobscheduler.audit"' in x]
+    assert line["who"] == who
