@@ -10,7 +10,8 @@ Each round runs the modes one after the other (off, on, off, on, ...), each in a
 process: a warm-up, then `--calls` sequential ScheduleJob calls that carry a caller's
 `traceparent` (as a traced caller sends it), the service's utime+stime from /proc/<pid>/stat
 read before and after. The kube-apiserver's CPU over the same window is read from its pid file.
-The raw side creates as many Jobs directly (bench/kube.py, one HTTP/2 connection). Writes
+The raw side creates as many Jobs directly (bench/kube.py, one HTTP/2 connection). Each run's
+namespace is deleted, and gone, before the next run starts. Writes
 bench/results/tracing-<date>-<commit12>.json and .md.
 """
 
@@ -95,7 +96,7 @@ def run_service(
         api = apiserver_cpu() - api0
     finally:
         service.stop()
-        kube.delete_namespace(namespace)
+        delete_and_wait(kube, namespace)
     return {
         "mode": mode,
         "calls": calls,
@@ -116,7 +117,7 @@ def run_raw(*, kube: RawKube, calls: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         api = apiserver_cpu() - api0
     finally:
-        kube.delete_namespace(namespace)
+        delete_and_wait(kube, namespace)
     return {
         "mode": "raw",
         "calls": calls,
@@ -130,6 +131,18 @@ def unsuspended(job: dict[str, Any]) -> dict[str, Any]:
     job["spec"]["suspend"] = False
     job["metadata"]["labels"] = {}
     return job
+
+
+def delete_and_wait(kube: RawKube, namespace: str) -> None:
+    """The namespace gone with its Jobs and pods: a deletion still running would spend the
+    API server's CPU inside the next run's window."""
+    kube.delete_namespace(namespace)
+    kube.wait_for(
+        f"namespace {namespace} deleted",
+        lambda: not kube.exists(f"/api/v1/namespaces/{namespace}"),
+        timeout=180,
+        interval=1,
+    )
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
