@@ -7,6 +7,8 @@
 #   hack/tools.sh node      only the real node's parts
 #   hack/tools.sh matrix    the control plane of every Kubernetes version of the matrix
 #   hack/tools.sh kueue     only Kueue (JOBSCHEDULER_KUEUE=0 leaves it out of build)
+#   hack/tools.sh jaeger    only Jaeger (the OTLP receiver of the tracing tests and bench;
+#                           JOBSCHEDULER_JAEGER=0 leaves it out of build)
 # KUBERNETES_VERSION=1.37.2 selects another version of the matrix (hack/versions.env): its
 # Kubernetes binaries and etcd, with the version-independent tools, in a bin dir of its own.
 set -euo pipefail
@@ -182,6 +184,22 @@ build_kueue() {
   log "$done_what Kueue $v in $((SECONDS - start)) s"
 }
 
+# Jaeger v2 (all-in-one, built on the OpenTelemetry collector; in-memory storage by default):
+# the real OTLP receiver of the tracing tests and bench/tracing.py.
+build_jaeger() {
+  local v=$JAEGER_VERSION dir moddir start=$SECONDS
+  stamp_ok jaeger "$v" && { relink jaeger "$v" jaeger; return; }
+  dir="$(tool_dir jaeger "$v")"
+  log "building Jaeger $v (github.com/jaegertracing/jaeger/cmd/jaeger; cold build: expect ~8 min on 2 cores)"
+  rm -rf "$dir" && mkdir -p "$dir/bin"
+  # `go install module@version` refuses a go.mod with replace directives (Jaeger's has one), so
+  # the module is downloaded through the Go proxy and its cmd/jaeger built inside it.
+  moddir="$(go mod download -json "github.com/jaegertracing/jaeger@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  (cd "$moddir" && go build -ldflags "-s -w" -o "$dir/bin/jaeger" ./cmd/jaeger)
+  finish jaeger "$v" jaeger
+  log "built Jaeger $v in $((SECONDS - start)) s"
+}
+
 build_node() {
   build_kubernetes_node
   build_containerd
@@ -197,6 +215,7 @@ build_all() {
   build_etcd
   build_kubernetes
   [[ "${JOBSCHEDULER_KUEUE:-1}" == 0 ]] || build_kueue
+  [[ "${JOBSCHEDULER_JAEGER:-1}" == 0 ]] || build_jaeger
   [[ "${JOBSCHEDULER_REAL_NODE:-1}" == 0 ]] || build_node
 }
 
@@ -217,6 +236,7 @@ case "${1:-build}" in
   node) build_node; log "real node tools ready in $BIN" ;;
   containerd) build_containerd ;;
   kueue) build_kueue; log "Kueue ready in $BIN" ;;
+  jaeger) build_jaeger; log "Jaeger ready in $BIN" ;;
   path) echo "$BIN" ;;
-  *) echo "usage: $0 [build|node|matrix|kueue|path]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|node|matrix|kueue|jaeger|path]" >&2; exit 2 ;;
 esac

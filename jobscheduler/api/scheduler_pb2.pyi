@@ -1256,6 +1256,8 @@ class JobStatus(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     QUEUE_STATUS_FIELD_NUMBER: _builtins.int
     NOTIFICATIONS_FIELD_NUMBER: _builtins.int
+    AUDIT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """the Kubernetes Job's name"""
     namespace: _builtins.str
@@ -1297,6 +1299,11 @@ class JobStatus(_message.Message):
     """the LocalQueue it was scheduled to (empty: not queued)"""
     priority: _builtins.str
     """its WorkloadPriorityClass"""
+    traceparent: _builtins.str
+    """The W3C trace context the job was created in (the ScheduleJob or TriggerSchedule server
+    span, "00-<trace id>-<span id>-<flags>"), also its pods' TRACEPARENT env; empty when the
+    service exports no traces (docs/observability.md).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """when the Job was created"""
@@ -1341,6 +1348,10 @@ class JobStatus(_message.Message):
         sink and state, with the delivery's progress.
         """
 
+    @_builtins.property
+    def audit(self) -> Global___JobAudit:
+        """who scheduled, cancelled, resumed or triggered it"""
+
     def __init__(
         self,
         *,
@@ -1377,10 +1388,12 @@ class JobStatus(_message.Message):
         priority: _builtins.str = ...,
         queue_status: Global___QueueStatus | None = ...,
         notifications: _abc.Iterable[Global___NotificationStatus] | None = ...,
+        audit: Global___JobAudit | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "queue_status", b"queue_status", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "audit", b"audit", "created_at", b"created_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "queue_status", b"queue_status", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "notifications", b"notifications", "pods", b"pods", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "queue_status", b"queue_status", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "tolerations", b"tolerations", "waiting_for", b"waiting_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "after", b"after", "after_condition", b"after_condition", "attempts", b"attempts", "audit", b"audit", "completed_indexes", b"completed_indexes", "created_at", b"created_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "job_type", b"job_type", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "node_selector", b"node_selector", "notifications", b"notifications", "pods", b"pods", "priority", b"priority", "priority_class_name", b"priority_class_name", "queue", b"queue", "queue_status", b"queue_status", "reason", b"reason", "request_id", b"request_id", "schedule", b"schedule", "started_at", b"started_at", "state", b"state", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "tolerations", b"tolerations", "traceparent", b"traceparent", "waiting_for", b"waiting_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -1574,6 +1587,51 @@ class QueueStatus(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__position_in_queue) -> _WhichOneofReturnType__position_in_queue | None: ...
 
 Global___QueueStatus: _TypeAlias = QueueStatus  # noqa: Y015
+
+@_typing.final
+class JobAudit(_message.Message):
+    """Who acted on a job, as the service authenticated them: `token:<name>` (AUTH_TOKENS_FILE),
+    `mtls:<subject>` (a client certificate, without tokens) or `peer:<address>` (neither).
+    Identities only, never a credential; empty where nobody did (docs/observability.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULED_BY_FIELD_NUMBER: _builtins.int
+    CANCELLED_BY_FIELD_NUMBER: _builtins.int
+    CANCELLED_AT_FIELD_NUMBER: _builtins.int
+    RESUMED_BY_FIELD_NUMBER: _builtins.int
+    RESUMED_AT_FIELD_NUMBER: _builtins.int
+    TRIGGERED_BY_FIELD_NUMBER: _builtins.int
+    scheduled_by: _builtins.str
+    """who made the ScheduleJob call that created it"""
+    cancelled_by: _builtins.str
+    """who cancelled it (CancelJob)"""
+    resumed_by: _builtins.str
+    """who resumed it (ResumeJob)"""
+    triggered_by: _builtins.str
+    """a schedule run started by TriggerSchedule: who triggered it"""
+    @_builtins.property
+    def cancelled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resumed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        scheduled_by: _builtins.str = ...,
+        cancelled_by: _builtins.str = ...,
+        cancelled_at: _timestamp_pb2.Timestamp | None = ...,
+        resumed_by: _builtins.str = ...,
+        resumed_at: _timestamp_pb2.Timestamp | None = ...,
+        triggered_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at", "resumed_at", b"resumed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_at", b"cancelled_at", "cancelled_by", b"cancelled_by", "resumed_at", b"resumed_at", "resumed_by", b"resumed_by", "scheduled_by", b"scheduled_by", "triggered_by", b"triggered_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobAudit: _TypeAlias = JobAudit  # noqa: Y015
 
 @_typing.final
 class ScheduleSpec(_message.Message):

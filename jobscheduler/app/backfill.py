@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import structlog
 
 from jobscheduler.app.schedules import ScheduleService
+from jobscheduler.domain.audit import Origin, stamp_origin
 from jobscheduler.domain.backfill import plan_backfill
 from jobscheduler.domain.errors import AlreadyExistsError
 from jobscheduler.domain.schedule import (
@@ -48,7 +49,9 @@ def backfill_schedule(
     end: datetime | None,
     dry_run: bool = False,
     deadline: float | None = None,
+    origin: Origin | None = None,
 ) -> Backfill:
+    """origin: who asked (recorded on each run as its trigger, as TriggerSchedule does)."""
     cronjob = schedules.read_cronjob(namespace, name, deadline=deadline)
     spec = spec_from(cronjob)
     timing = timing_of(cronjob, spec)
@@ -71,6 +74,8 @@ def backfill_schedule(
             annotations={SCHEDULED_AT_ANNOTATION: format_rfc3339(at)},
             labels={BACKFILL_LABEL: "true"},
         )
+        if origin is not None:
+            stamp_origin(job, origin, triggered=True)
         try:
             made = schedules.gateway.create("jobs", namespace, job, deadline=deadline)
         except AlreadyExistsError:

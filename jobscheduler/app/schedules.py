@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from jobscheduler.app.service import MAX_PAGE_SIZE, JobQuery, JobService
+from jobscheduler.domain.audit import Origin, stamp_origin
 from jobscheduler.domain.catchup import (
     MAX_CATCH_UP_RUNS,
     Concurrency,
@@ -330,10 +331,17 @@ class ScheduleService:
         return self._view(updated, deadline=deadline)
 
     def trigger(
-        self, namespace: str, name: str, *, idempotency_key: str, deadline: float | None = None
+        self,
+        namespace: str,
+        name: str,
+        *,
+        idempotency_key: str,
+        deadline: float | None = None,
+        origin: Origin | None = None,
     ) -> tuple[JobStatus, bool]:
         """Runs the schedule's job now, as `kubectl create job --from=cronjob/NAME` does: a Job from
-        its template, owned by it. One key, one run: the key decides the Job's name."""
+        its template, owned by it. One key, one run: the key decides the Job's name. origin: who
+        triggers it and in which trace (the run's triggered-by and traceparent)."""
         if len(idempotency_key) > 256:
             raise InvalidArgumentError("idempotency_key", "must be at most 256 characters")
         current = self._get(namespace, name, deadline=deadline)
@@ -343,6 +351,8 @@ class ScheduleService:
         else:
             job_name = f"{name}-m" + "".join(secrets.choice(BASE36) for _ in range(9))
         job = run_job(current, job_name, annotations={MANUAL_ANNOTATION: "manual"})
+        if origin is not None:
+            stamp_origin(job, origin, triggered=True)
         created = True
         try:
             made = self.gateway.create("jobs", current["metadata"]["namespace"], job, deadline=deadline)

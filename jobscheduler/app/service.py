@@ -21,6 +21,12 @@ from jobscheduler.app.queues import Queues
 from jobscheduler.app.submit import Submission
 from jobscheduler.app.watch import JobWatch
 from jobscheduler.domain.admission import Admission, AdmissionPolicy
+from jobscheduler.domain.audit import (
+    CANCELLED_BY_ANNOTATION,
+    RESUMED_AT_ANNOTATION,
+    RESUMED_BY_ANNOTATION,
+    Identity,
+)
 from jobscheduler.domain.config import Settings
 from jobscheduler.domain.dependencies import Lookup, is_held
 from jobscheduler.domain.errors import (
@@ -302,7 +308,10 @@ class JobService:
 
     # -- ResumeJob -----------------------------------------------------------------------------
 
-    def resume(self, namespace: str, job_id: str, *, deadline: float | None = None) -> JobStatus:
+    def resume(
+        self, namespace: str, job_id: str, *, deadline: float | None = None, by: Identity | None = None
+    ) -> JobStatus:
+        """Releases a job scheduled with suspend; `by`, who asks, is recorded on the Job."""
         job = self._get_managed(namespace, job_id, deadline=deadline)
         status = self.status_of(job, deadline=deadline)
         if status.state.terminal:
@@ -320,14 +329,22 @@ class JobService:
                 f"{', '.join(status.waiting_for) or 'the leader to release it'}): the service releases it "
                 "when they end, or fails it when one fails; ResumeJob is only for jobs scheduled with suspend"
             )
-        patched = self.gateway.patch_job(status.namespace, job_id, release_patch(job), deadline=deadline)
+        patch = release_patch(job)
+        if by is not None:
+            patch.setdefault("metadata", {}).setdefault("annotations", {}).update(
+                {RESUMED_BY_ANNOTATION: str(by), RESUMED_AT_ANNOTATION: _now()}
+            )
+        patched = self.gateway.patch_job(status.namespace, job_id, patch, deadline=deadline)
         if self.cache is not None:
             self.cache.observe_job(patched)
         return self.status_of(patched, deadline=deadline)
 
     # -- CancelJob -----------------------------------------------------------------------------
 
-    def cancel(self, namespace: str, job_id: str, *, deadline: float | None = None) -> JobStatus:
+    def cancel(
+        self, namespace: str, job_id: str, *, deadline: float | None = None, by: Identity | None = None
+    ) -> JobStatus:
+        """Cancels a pending or running job; `by`, who asks, is recorded on the Job."""
         for _ in range(5):
             job = self._get_managed(namespace, job_id, deadline=deadline)
             status = self.status_of(job, deadline=deadline)
@@ -338,13 +355,16 @@ class JobService:
                     f"job {job_id!r} already finished ({status.state.value}); only pending or running jobs "
                     "can be cancelled"
                 )
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            now = _now()
             # Kubernetes has no "stop this Job" verb. Shortening activeDeadlineSeconds makes the Job
             # controller delete the pods and mark the Job Failed (so TTL retention applies);
             # the annotation is what tells a cancel from a real deadline.
             patch = {
                 "metadata": {
-                    "annotations": {CANCELLED_AT_ANNOTATION: now},
+                    "annotations": {
+                        CANCELLED_AT_ANNOTATION: now,
+                        **({CANCELLED_BY_ANNOTATION: str(by)} if by is not None else {}),
+                    },
                     "resourceVersion": job["metadata"]["resourceVersion"],
                 },
                 "spec": {"activeDeadlineSeconds": 1, "suspend": False},
@@ -368,6 +388,10 @@ class JobService:
 
 
 _newest_first = sort_key
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _encode_token(key: tuple[float, str]) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from jobscheduler.domain.admission import caller_label
+from jobscheduler.domain.audit import Origin, stamp_origin
 from jobscheduler.domain.dependencies import hold_manifest, is_held, plan
 from jobscheduler.domain.errors import (
     AlreadyExistsError,
@@ -120,12 +121,17 @@ class Submission:
         dry_run: bool = False,
         deadline: float | None = None,
         queues: frozenset[str] | None = None,
+        origin: Origin | None = None,
     ) -> ScheduleResult:
-        """queues: the LocalQueues the caller may submit to (its token's scope); None: any."""
+        """queues: the LocalQueues the caller may submit to (its token's scope); None: any.
+        origin: who asks and in which trace, written on the Job it creates (a retry that finds
+        the Job already there leaves what the first call wrote)."""
         job_type, params_field = self._resolve(request)
         request, params = self._validate(request, job_type, params_field, deadline=deadline)
         check_queue_scope(request.queueing.queue, queues, caller=caller)
         manifest = self._render(request, job_type, params, job_id=None, caller=caller, deadline=deadline)
+        if origin is not None:
+            stamp_origin(manifest, origin)
         self._admit(
             manifest,
             request,

@@ -23,6 +23,16 @@ from jobscheduler.domain.validation import (
 )
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+# AUDIT_LOG's words; anything else is a file path.
+AUDIT_STREAMS = ("stdout", "stderr", "off")
+TRACES_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
@@ -204,6 +214,23 @@ class Settings:
     template_history_limit: int = 20
     """TEMPLATE_HISTORY_LIMIT: versions of a job template kept, the newest (1 to 1000; fewer when
     large ones would overflow its 1 MiB ConfigMap). Default: `20`."""
+    audit_log: str = "stdout"
+    """AUDIT_LOG: where the audit log goes (one JSON line per mutating RPC, logger
+    `jobscheduler.audit`, whatever LOG_LEVEL is; docs/observability.md): `stdout`, `stderr`, `off`,
+    or the path of a file it is appended to. Default: `stdout`."""
+    otel_exporter_otlp_endpoint: str | None = None
+    """OTEL_EXPORTER_OTLP_ENDPOINT: OTLP/gRPC endpoint the RPCs' trace spans are exported to
+    (`http://jaeger:4317`; `https://` for TLS); set, jobs get the traceparent of the call that
+    created them. Default: unset, tracing off (no spans, no traceparent on jobs)."""
+    otel_service_name: str = "jobscheduler"
+    """OTEL_SERVICE_NAME: the service.name of the exported spans. Default: `jobscheduler`."""
+    otel_traces_sampler: str = "parentbased_always_on"
+    """OTEL_TRACES_SAMPLER: which traces are recorded: always_on, always_off, traceidratio, or
+    parentbased_ one of them (the caller's sampled flag decides when it sends a traceparent).
+    Default: `parentbased_always_on`."""
+    otel_traces_sampler_arg: float = 1.0
+    """OTEL_TRACES_SAMPLER_ARG: the ratio of traces kept by the traceidratio samplers, 0 to 1.
+    Default: `1`."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -326,7 +353,36 @@ class Settings:
             template_history_limit=integer(
                 "TEMPLATE_HISTORY_LIMIT", d.template_history_limit, low=1, high=1000
             ),
+            audit_log=audit_destination(get("AUDIT_LOG", d.audit_log)),
+            otel_exporter_otlp_endpoint=otlp_endpoint(get("OTEL_EXPORTER_OTLP_ENDPOINT", "")),
+            otel_service_name=get("OTEL_SERVICE_NAME", d.otel_service_name) or d.otel_service_name,
+            otel_traces_sampler=choice("OTEL_TRACES_SAMPLER", d.otel_traces_sampler, TRACES_SAMPLERS),
+            otel_traces_sampler_arg=parse_number(
+                "OTEL_TRACES_SAMPLER_ARG",
+                get("OTEL_TRACES_SAMPLER_ARG", str(d.otel_traces_sampler_arg)),
+                float,
+                low=0.0,
+                high=1.0,
+            ),
         )
+
+
+def audit_destination(raw: str) -> str:
+    if raw.lower() in AUDIT_STREAMS:
+        return raw.lower()
+    if not raw or has_whitespace(raw.strip()) or not raw.startswith("/"):
+        raise ConfigError(f"AUDIT_LOG={raw!r}: expected stdout, stderr, off or an absolute file path")
+    return raw
+
+
+def otlp_endpoint(raw: str) -> str | None:
+    if not raw:
+        return None
+    if not raw.startswith(("http://", "https://")) or has_whitespace(raw):
+        raise ConfigError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT={raw!r}: expected an http:// or https:// URL (http://jaeger:4317)"
+        )
+    return raw
 
 
 @dataclass(frozen=True, slots=True)

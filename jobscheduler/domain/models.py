@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# Re-exported: its home is jobscheduler.domain.audit, with the other audit annotations.
+from jobscheduler.domain.audit import CANCELLED_AT_ANNOTATION as CANCELLED_AT_ANNOTATION
+from jobscheduler.domain.audit import JobAudit
 from jobscheduler.domain.placement import Placement
 from jobscheduler.domain.queueing import Queueing, QueueStatus
 
@@ -18,7 +21,6 @@ JOB_TYPE_LABEL = "jobscheduler.io/job-type"
 NAME_LABEL = "jobscheduler.io/name"
 # Label values are limited to 63 characters; the request id itself is kept in an annotation.
 REQUEST_ID_ANNOTATION = "jobscheduler.io/request-id"
-CANCELLED_AT_ANNOTATION = "jobscheduler.io/cancelled-at"
 # The job's pending timeout in seconds (ScheduleJob pending_timeout_seconds, or the default);
 # absent: none. Read by the leader's pending check (jobscheduler.control.pending).
 PENDING_TIMEOUT_ANNOTATION = "jobscheduler.io/pending-timeout-seconds"
@@ -128,3 +130,5 @@ class JobStatus:
     queue_status: QueueStatus | None = None
     # Its due notifications (ScheduleJob `notify`), with their delivery (jobscheduler.domain.notify).
     notifications: tuple[NotificationStatus, ...] = ()
+    audit: JobAudit = field(default_factory=JobAudit)  # who scheduled, cancelled, resumed, triggered it
+    traceparent: str = ""  # the W3C trace context it was created in (jobscheduler.domain.audit)

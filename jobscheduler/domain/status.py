@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from jobscheduler.domain.audit import audit_of, traceparent_of
 from jobscheduler.domain.dependencies import (
     WAITING_FOR_ANNOTATION,
     WAITING_REASON,
@@ -115,6 +116,8 @@ def derive_status(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> 
         notifications=notification_statuses(
             annotations, job_state=verdict.state, started=started_at is not None
         ),
+        audit=audit_of(annotations),
+        traceparent=traceparent_of(annotations),
     )
 
 

@@ -48,7 +48,7 @@ def _redacted_key(key: str) -> bool:
     return key in REDACTED_KEYS or any(key.endswith("_" + k) for k in REDACTED_KEYS)
 
 
-def _redact(_logger: object, _method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+def redact(_logger: object, _method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
     for key, value in list(event.items()):
         if _redacted_key(key):
             event[key] = "[redacted]"
@@ -68,7 +68,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             # After format_exc_info, so a traceback's text is redacted too.
             structlog.processors.format_exc_info,
-            _redact,
+            redact,
             renderer,
         ],
         # structlog filters on the standard levels only: trace shows everything debug does.

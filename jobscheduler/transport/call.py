@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 import structlog
 
+from jobscheduler.domain.audit import Identity, IdentityKind
 from jobscheduler.domain.errors import UnauthenticatedError
 from jobscheduler.transport.tokens import Authorizer, Grant
 
@@ -29,6 +30,13 @@ class Call:
     """time.monotonic() value the caller gives up at; None without a deadline."""
     grant: Grant | None = None
     authorizer: Authorizer | None = None
+    identity: Identity | None = None
+    """Who makes the call for the audit trail: the token's name, else the client certificate's
+    subject, else the address (identity_of); None only in stand-ins made by tests."""
+
+    @property
+    def who(self) -> Identity:
+        return self.identity or Identity(IdentityKind.PEER, self.caller)
 
 
 _CURRENT: contextvars.ContextVar[Call] = contextvars.ContextVar("call")
@@ -61,6 +69,22 @@ def begin(*, namespace: str = "", **fields: str) -> Call:
             raise UnauthenticatedError("missing or invalid bearer token")
         call.authorizer.authorize(call.grant, call.method, namespace)
     return call
+
+
+def identity_of(context: grpc.ServicerContext, grant: Grant | None) -> Identity:
+    """The caller as the auth layer knows it: its token's name (AUTH_TOKENS_FILE), else the
+    subject of the client certificate it presented (mutual TLS), else its address."""
+    if grant is not None:
+        return Identity(IdentityKind.TOKEN, grant.name)
+    auth = context.auth_context()
+    # grpc core names the whole subject x509_subject (newer cores) and its CN x509_common_name.
+    for key in ("x509_subject", "x509_common_name"):
+        values = auth.get(key)
+        if values:
+            raw: object = values[0]
+            subject = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            return Identity(IdentityKind.MTLS, subject)
+    return Identity(IdentityKind.PEER, peer_host(context.peer()))
 
 
 def peer_host(peer: str) -> str:

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.service import encode_page_token
+from jobscheduler.domain.audit import JobAudit
 from jobscheduler.domain.catchup import CatchUp, Concurrency
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.models import Delivery, DependencyCondition, JobState, JobStatus, NotificationStatus
@@ -434,6 +435,22 @@ def _convert_status(status: JobStatus) -> pb.JobStatus:
         priority=status.queueing.priority,
         queue_status=queue_status_to_proto(status.queue_status) if status.queue_status else None,
         notifications=[notification_to_proto(n) for n in status.notifications],
+        audit=_audit_to_proto(status.audit) if status.audit != NO_AUDIT else None,
+        traceparent=status.traceparent,
+    )
+
+
+NO_AUDIT = JobAudit()
+
+
+def _audit_to_proto(audit: JobAudit) -> pb.JobAudit:
+    return pb.JobAudit(
+        scheduled_by=audit.scheduled_by,
+        cancelled_by=audit.cancelled_by,
+        cancelled_at=timestamp(audit.cancelled_at),
+        resumed_by=audit.resumed_by,
+        resumed_at=timestamp(audit.resumed_at),
+        triggered_by=audit.triggered_by,
     )
 
 

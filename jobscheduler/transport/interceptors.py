@@ -1,6 +1,7 @@
 """What happens once for every JobScheduler RPC, around the servicer method: the log context,
 the metrics (RPC_REQUESTS by method and code, RPC_DURATION of unary calls), authentication,
-the stream bound, and the mapping of errors to statuses.
+the stream bound, the mapping of errors to statuses, and the audit record of every mutating
+RPC (jobscheduler.transport.audit), whatever its outcome.
 
 Errors: a domain error becomes its status (jobscheduler.transport.errors) and its message; an
 UNAVAILABLE one also tells the health monitor at once (`on_unavailable`), unless it is a node's
@@ -25,8 +26,10 @@ import grpc
 import structlog
 
 from jobscheduler.domain.errors import JobSchedulerError, NodeUnavailableError
+from jobscheduler.obs.audit import AuditLog
 from jobscheduler.obs.metrics import RPC_DURATION, RPC_REQUESTS, child
-from jobscheduler.transport.call import Call, close_call, deadline_of, open_call, peer_host
+from jobscheduler.transport.audit import MUTATING_METHODS, record_call
+from jobscheduler.transport.call import Call, close_call, deadline_of, identity_of, open_call, peer_host
 from jobscheduler.transport.errors import abort, abort_with, status_code_for
 from jobscheduler.transport.registration import Undecodable
 from jobscheduler.transport.tokens import Authorizer
@@ -49,8 +52,10 @@ class RpcInterceptor(grpc.ServerInterceptor):
         authorizer: Authorizer | None = None,
         on_unavailable: Callable[[], None] | None = None,
         max_streams: int,
+        audit: AuditLog | None = None,
     ) -> None:
         self.prefix = f"/{service}/"
+        self.audit = audit or AuditLog("stdout")
         self.authorizer = authorizer
         self.on_unavailable = on_unavailable or (lambda: None)
         # 0 allows no stream at all: an unbounded number would take every thread.
@@ -130,8 +135,10 @@ class RpcInterceptor(grpc.ServerInterceptor):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         token = None
+        call = None
         try:
-            token = open_call(self._authenticate(method, context))
+            call = self._authenticate(method, context)
+            token = open_call(call)
             yield
             log.debug("rpc ok", duration_ms=round((time.perf_counter() - started) * 1000, 2))
         except JobSchedulerError as e:
@@ -151,15 +158,28 @@ class RpcInterceptor(grpc.ServerInterceptor):
             child(RPC_REQUESTS, method, code.name).inc()
             if observe_latency:
                 child(RPC_DURATION, method).observe(time.perf_counter() - started)
+            if method in MUTATING_METHODS:
+                who = call.who if call is not None else identity_of(context, None)
+                record_call(self.audit, method=method, who=who, code=code)
             structlog.contextvars.clear_contextvars()
 
     def _authenticate(self, method: str, context: grpc.ServicerContext) -> Call:
         deadline = deadline_of(context)
         if self.authorizer is None:
-            return Call(method=method, caller=peer_host(context.peer()), deadline=deadline)
+            return Call(
+                method=method,
+                caller=peer_host(context.peer()),
+                deadline=deadline,
+                identity=identity_of(context, None),
+            )
         grant = self.authorizer.authenticate(context.invocation_metadata())
         # The token's name, never the token: every line the call logs says who made it.
         structlog.contextvars.bind_contextvars(caller=grant.name)
         return Call(
-            method=method, caller=grant.name, deadline=deadline, grant=grant, authorizer=self.authorizer
+            method=method,
+            caller=grant.name,
+            deadline=deadline,
+            grant=grant,
+            authorizer=self.authorizer,
+            identity=identity_of(context, grant),
         )

@@ -16,10 +16,12 @@ from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.service import JobQuery, JobService
 from jobscheduler.app.submit import ScheduleResult
 from jobscheduler.app.templates import TemplateService
+from jobscheduler.domain.audit import Origin
 from jobscheduler.domain.errors import InvalidArgumentError
 from jobscheduler.domain.registry import Registry
 from jobscheduler.domain.render import JobRequest
 from jobscheduler.obs.metrics import JOBS_SCHEDULED, child
+from jobscheduler.obs.tracing import current_traceparent
 from jobscheduler.transport.call import Call, begin
 from jobscheduler.transport.convert import (
     fit_page,
@@ -48,7 +50,9 @@ class JobsServicer:
     def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.ServicerContext
     ) -> pb.ScheduleJobResponse:
-        call = begin(namespace=request.namespace)
+        call = begin(namespace=request.namespace, request_id=request.request_id)
+        if request.dry_run:
+            structlog.contextvars.bind_contextvars(dry_run=True)
         job = self._decode(request, call)
         result = self.jobs.submission.schedule(
             job,
@@ -56,6 +60,7 @@ class JobsServicer:
             dry_run=request.dry_run,
             deadline=call.deadline,
             queues=call.grant.queues if call.grant is not None else None,
+            origin=Origin(call.who, traceparent=current_traceparent()),
         )
         return self._report(job, result, dry_run=request.dry_run)
 
@@ -119,13 +124,13 @@ class JobsServicer:
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
         call = begin(namespace=request.namespace, job_id=request.job_id)
-        status = self.jobs.cancel(request.namespace, request.job_id, deadline=call.deadline)
+        status = self.jobs.cancel(request.namespace, request.job_id, deadline=call.deadline, by=call.who)
         log.info("job cancelled", state=status.state.value)
         return pb.CancelJobResponse(status=to_proto_status(status))
 
     def ResumeJob(self, request: pb.ResumeJobRequest, context: grpc.ServicerContext) -> pb.ResumeJobResponse:
         call = begin(namespace=request.namespace, job_id=request.job_id)
-        status = self.jobs.resume(request.namespace, request.job_id, deadline=call.deadline)
+        status = self.jobs.resume(request.namespace, request.job_id, deadline=call.deadline, by=call.who)
         log.info("job resumed", state=status.state.value)
         return pb.ResumeJobResponse(status=to_proto_status(status))
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 from datetime import UTC
 
 import grpc
+import structlog
 
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.app.backfill import backfill_schedule
 from jobscheduler.app.schedules import ScheduleService
+from jobscheduler.domain.audit import Origin
 from jobscheduler.domain.errors import fields_under
 from jobscheduler.domain.registry import Registry
 from jobscheduler.domain.render import JobRequest
 from jobscheduler.domain.schedule import ScheduleSpec, ScheduleView
+from jobscheduler.obs.tracing import current_traceparent
 from jobscheduler.transport.call import begin
 from jobscheduler.transport.convert import (
     CATCH_UP,
@@ -83,8 +86,13 @@ class SchedulesServicer:
     ) -> pb.TriggerScheduleResponse:
         call = begin(namespace=request.namespace, schedule=request.name)
         status, created = self.schedules.trigger(
-            request.namespace, request.name, idempotency_key=request.idempotency_key, deadline=call.deadline
+            request.namespace,
+            request.name,
+            idempotency_key=request.idempotency_key,
+            deadline=call.deadline,
+            origin=Origin(call.who, traceparent=current_traceparent()),
         )
+        structlog.contextvars.bind_contextvars(job_id=status.job_id)
         return pb.TriggerScheduleResponse(status=to_proto_status(status), created=created)
 
     def BackfillSchedule(
@@ -99,6 +107,7 @@ class SchedulesServicer:
             end=request.end.ToDatetime(tzinfo=UTC) if request.HasField("end") else None,
             dry_run=request.dry_run,
             deadline=call.deadline,
+            origin=Origin(call.who, traceparent=current_traceparent()),
         )
         response = pb.BackfillScheduleResponse(created=done.created, existing=done.existing)
         for at in done.run_times:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -41,8 +42,10 @@ from jobscheduler.kube.cache import JobCache
 from jobscheduler.kube.compat import OLDEST_TESTED, check_server
 from jobscheduler.kube.connection import BackoffPolicy, load_api_client
 from jobscheduler.kube.gateway import KubeGateway
+from jobscheduler.obs.audit import AuditLog
 from jobscheduler.obs.logs import configure_logging
 from jobscheduler.obs.metrics import register_cache, register_service_health, serve_metrics
+from jobscheduler.obs.tracing import tracer_provider
 from jobscheduler.transport.convert import status_json
 from jobscheduler.transport.interceptors import RpcInterceptor
 from jobscheduler.transport.reflection import enable_reflection
@@ -51,6 +54,9 @@ from jobscheduler.transport.rpcs import JobSchedulerServicer
 from jobscheduler.transport.servicestatus import service_gauges
 from jobscheduler.transport.tls import Security
 from jobscheduler.transport.tokens import Authorizer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger("jobscheduler.transport.server")
 # SERVING while the process answers at all, whatever the Kubernetes API does: for liveness
@@ -127,6 +133,7 @@ class App:
     service: JobService | None = None
     # The leader's notifier; notifier.health(namespaces) is GetServiceStatus's view of it.
     notifier: Notifier | None = None
+    tracing: TracerProvider | None = None
 
     def start(self) -> None:
         self.monitor.start()
@@ -149,7 +156,17 @@ class App:
             self.notifier.stop()
         if self.cache is not None:
             self.cache.stop()
-        return self.server.stop(grace)
+        stopped = self.server.stop(grace)
+        if self.tracing is not None:
+            # Once the calls have ended: the spans still in the batch are exported, not lost.
+            tracing = self.tracing
+
+            def flush() -> None:
+                stopped.wait()
+                tracing.shutdown()
+
+            threading.Thread(target=flush, name="tracing-flush", daemon=True).start()
+        return stopped
 
 
 def rpc_server(
@@ -158,17 +175,27 @@ def rpc_server(
     max_streams: int,
     authorizer: Authorizer | None = None,
     on_unavailable: Callable[[], None] | None = None,
+    audit: AuditLog | None = None,
+    tracing: TracerProvider | None = None,
 ) -> grpc.Server:
     """A grpc server (not bound, not started) serving the JobScheduler RPCs through the
     interceptor. Its pool and the stream bound come from the one number, `max_streams`: every
-    allowed stream has a thread of its own, and UNARY_WORKERS threads stay for unary calls."""
+    allowed stream has a thread of its own, and UNARY_WORKERS threads stay for unary calls.
+    With `tracing`, OpenTelemetry's gRPC instrumentation runs first (outermost), so the server
+    span is current while the interceptor and the servicer run."""
+    interceptors: list[Any] = [] if tracing is None else [tracing_interceptor(tracing)]
+    interceptors.append(
+        RpcInterceptor(
+            SERVICE_NAME,
+            authorizer=authorizer,
+            on_unavailable=on_unavailable,
+            max_streams=max_streams,
+            audit=audit,
+        )
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=UNARY_WORKERS + max_streams, thread_name_prefix="rpc"),
-        interceptors=[
-            RpcInterceptor(
-                SERVICE_NAME, authorizer=authorizer, on_unavailable=on_unavailable, max_streams=max_streams
-            )
-        ],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -177,6 +204,15 @@ def rpc_server(
     )
     add_service(servicer.method, server)
     return server
+
+
+def tracing_interceptor(provider: TracerProvider) -> grpc.ServerInterceptor:
+    """OpenTelemetry's gRPC server instrumentation: a server span per RPC, the child of the
+    caller's `traceparent` metadata when it sends one, else the root of a new trace."""
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    interceptor: grpc.ServerInterceptor = server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    return interceptor
 
 
 def build_server(
@@ -248,9 +284,17 @@ def build_server(
         templates=TemplateService(gateway, service),
         service_health=service_health,
     )
+    tracing = tracer_provider(
+        settings.otel_exporter_otlp_endpoint,
+        service_name=settings.otel_service_name,
+        sampler=settings.otel_traces_sampler,
+        sampler_arg=settings.otel_traces_sampler_arg,
+    )
     server = rpc_server(
         servicer,
         max_streams=settings.max_watch_streams,
+        audit=AuditLog(settings.audit_log),
+        tracing=tracing,
         # Only the JobScheduler RPCs ask for a token: health and reflection stay open.
         authorizer=security.authorizer(default_namespace=settings.namespace),
         on_unavailable=monitor.report_unavailable,
@@ -274,6 +318,7 @@ def build_server(
         schedule_loop=loop,
         service=service,
         notifier=notifier,
+        tracing=tracing,
     )
 
 
@@ -358,6 +403,8 @@ def serve(
         tls=security.tls,
         auth_tokens_file=str(security.tokens.path) if security.tokens else None,
         reflection=security.reflection,
+        audit_log=settings.audit_log,
+        otlp_endpoint=settings.otel_exporter_otlp_endpoint,
     )
     if security.tokens is not None and security.certificates is None:
         log.warning(

@@ -83,6 +83,11 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "leader_lease_seconds": 15.0,
     "default_pending_timeout_seconds": 0,  # off: Kubernetes itself never fails a pending pod
     "template_history_limit": 20,
+    "audit_log": "stdout",
+    "otel_exporter_otlp_endpoint": None,  # tracing off
+    "otel_service_name": "jobscheduler",
+    "otel_traces_sampler": "parentbased_always_on",
+    "otel_traces_sampler_arg": 1.0,
 }
 
 
@@ -129,6 +134,25 @@ def test_empty_environment_equals_class_defaults() -> None:
         ),
         pytest.param({"TEMPLATE_HISTORY_LIMIT": "5"}, "template_history_limit", 5, id="template-history"),
         pytest.param({"BACKFILL_MAX_RUNS": "250"}, "backfill_max_runs", 250, id="backfill-max-runs"),
+        pytest.param({"AUDIT_LOG": "off"}, "audit_log", "off", id="audit-off"),
+        pytest.param({"AUDIT_LOG": "STDERR"}, "audit_log", "stderr", id="audit-stderr"),
+        pytest.param(
+            {"AUDIT_LOG": "/var/log/audit.jsonl"}, "audit_log", "/var/log/audit.jsonl", id="audit-file"
+        ),
+        pytest.param(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"},
+            "otel_exporter_otlp_endpoint",
+            "http://jaeger:4317",
+            id="otlp-endpoint",
+        ),
+        pytest.param({"OTEL_SERVICE_NAME": "jobs-eu"}, "otel_service_name", "jobs-eu", id="otel-service"),
+        pytest.param(
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio"},
+            "otel_traces_sampler",
+            "parentbased_traceidratio",
+            id="otel-sampler",
+        ),
+        pytest.param({"OTEL_TRACES_SAMPLER_ARG": "0.25"}, "otel_traces_sampler_arg", 0.25, id="otel-ratio"),
         pytest.param({"GRPC_PORT": " 0 "}, "grpc_port", 0, id="grpc-port-0-free-port-whitespace-stripped"),
         pytest.param({"GRPC_PORT": "65535"}, "grpc_port", 65535, id="grpc-port-max"),
         pytest.param({"GRPC_HOST": "127.0.0.1"}, "grpc_host", "127.0.0.1", id="grpc-host"),
@@ -255,6 +279,10 @@ def test_variable_is_parsed(env: dict[str, str], attribute: str, expected: Any) 
         pytest.param("TEMPLATE_HISTORY_LIMIT", "0", id="template-history-zero"),
         pytest.param("BACKFILL_MAX_RUNS", "0", id="backfill-max-runs-zero"),
         pytest.param("BACKFILL_MAX_RUNS", "10001", id="backfill-max-runs-too-many"),
+        pytest.param("AUDIT_LOG", "audit.log", id="audit-relative-path"),
+        pytest.param("OTEL_EXPORTER_OTLP_ENDPOINT", "jaeger:4317", id="otlp-no-scheme"),
+        pytest.param("OTEL_TRACES_SAMPLER", "sometimes", id="otel-sampler-unknown"),
+        pytest.param("OTEL_TRACES_SAMPLER_ARG", "2", id="otel-ratio-above-one"),
         pytest.param("ALLOWED_IMAGES", "ghcr.io/acme/ docker.io/*", id="images-space-separated"),
         pytest.param("DEFAULT_QUEUE", "Team_A", id="default-queue-not-a-name"),
     ],
@@ -417,7 +445,9 @@ def test_config_has_one_boolean_and_one_number_parser() -> None:
     ]
     assert set(parsers) == {"parse_bool", "parse_number"}
     assert converters == []  # parse_number converts with `kind(text)`
-    assert len(words) == 2  # "yes" in TRUE_WORDS, "off" in FALSE_WORDS, nowhere else
+    # "yes" in TRUE_WORDS, "off" in FALSE_WORDS, and "off" in AUDIT_STREAMS (not a boolean there:
+    # AUDIT_LOG=off), nowhere else
+    assert len(words) == 3
 
 
 # -- docs/configuration.md ----------------------------------------------------------------------------

@@ -711,7 +711,7 @@ def test_inconsistent_security_variables_are_config_errors(env: dict[str, str], 
 
 
 def test_tokens_and_authorization_values_are_redacted_from_log_lines() -> None:
-    event = logs._redact(
+    event = logs.redact(
         None,
         "info",
         {
