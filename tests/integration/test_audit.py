@@ -6,11 +6,13 @@ without a token or a secret value in it."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from kubernetes import client
 
 from jobscheduler.api import scheduler_pb2 as pb
@@ -90,12 +92,22 @@ def test_who_scheduled_resumed_cancelled_and_triggered_is_recorded_and_audited(
         )
         assert triggered.status.audit.triggered_by == "token:admin"
         run_id = triggered.status.job_id
+        start, end = Timestamp(), Timestamp()
+        start.FromDatetime(datetime(2026, 1, 1, tzinfo=UTC))
+        end.FromDatetime(datetime(2026, 1, 2, tzinfo=UTC))
+        backfilled = stub.BackfillSchedule(
+            pb.BackfillScheduleRequest(name="nightly", start=start, end=end),
+            timeout=10,
+            metadata=s.as_("team"),
+        )
+        [backfilled_id] = backfilled.created  # the run of 2026-01-01 03:00
 
     recorded = annotations(cluster, namespace, job_id)
     assert recorded[SCHEDULED_BY_ANNOTATION] == "token:team"
     assert recorded[RESUMED_BY_ANNOTATION] == "token:admin"
     assert recorded[CANCELLED_BY_ANNOTATION] == "token:team"
     assert annotations(cluster, namespace, run_id)[TRIGGERED_BY_ANNOTATION] == "token:admin"
+    assert annotations(cluster, namespace, backfilled_id)[TRIGGERED_BY_ANNOTATION] == "token:team"
 
     lines = audit_lines(audit_file)
     assert {line["logger"] for line in lines} == {"jobscheduler.audit"}
@@ -108,6 +120,7 @@ def test_who_scheduled_resumed_cancelled_and_triggered_is_recorded_and_audited(
         ("CancelJob", "token:team", "OK"),
         ("CreateSchedule", "token:team", "OK"),
         ("TriggerSchedule", "token:admin", "OK"),
+        ("BackfillSchedule", "token:team", "OK"),
     ]  # no line for the read (GetJobStatus)
     assert lines[0]["namespace"] == namespace
     assert lines[0]["job_id"] == job_id
@@ -115,6 +128,7 @@ def test_who_scheduled_resumed_cancelled_and_triggered_is_recorded_and_audited(
     assert lines[4]["job_id"] == job_id
     assert lines[5]["schedule"] == "nightly"
     assert lines[6]["job_id"] == run_id
+    assert lines[7]["schedule"] == "nightly"
     text = audit_file.read_text() + s.server.output()
     assert SECRET_VALUE not in text
     for name, token in s.tokens.items():
