@@ -19,18 +19,17 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from kubernetes import client, config
 
-from bench.queueing import free_port
+from bench.service import ServiceProcess
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("JOBSCHEDULER_DEVCLUSTER_DIR", ROOT / ".devcluster"))
@@ -61,24 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
     namespace = f"bench-backfill-{secrets.token_hex(3)}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "jobscheduler.cli.main", "serve"],
-        env={
-            **os.environ,
-            "IN_CLUSTER": "false",
-            "KUBECONFIG": args.kubeconfig,
-            "GRPC_PORT": str(port),
-            "GRPC_HOST": "127.0.0.1",
-            "METRICS_PORT": "0",
-            "WATCH_NAMESPACES": namespace,
-            "K8S_NAMESPACE": namespace,
-            "SCHEDULE_LOOP": "false",
-            "BACKFILL_MAX_RUNS": str(max(100, args.runs)),
-            "LOG_LEVEL": "warn",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    serve = ServiceProcess(
+        kubeconfig=Path(args.kubeconfig),
+        namespace=namespace,
+        log_path=Path(tempfile.gettempdir()) / f"{namespace}.log",
+    )
+    serve.env.update(
+        SCHEDULE_LOOP="false",
+        BACKFILL_MAX_RUNS=str(max(100, args.runs)),
     )
     record: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
@@ -86,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
     }
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(channel).result(timeout=30)
-        stub = pb_grpc.JobSchedulerStub(channel)
+        serve.start()
+        assert serve.stub is not None
+        stub = serve.stub
         stub.CreateSchedule(
             pb.CreateScheduleRequest(
                 schedule=pb.ScheduleSpec(
@@ -170,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 "all": [round(v, 3) for v in values],
             }
     finally:
-        serve.terminate()
-        serve.wait(timeout=30)
+        serve.stop()
         core.delete_namespace(namespace)
     commit = subprocess.run(
         ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT

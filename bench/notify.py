@@ -39,9 +39,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import grpc
 from kubernetes import client, config, watch
 
+from bench.service import ServiceProcess
 from jobscheduler.api import scheduler_pb2 as pb
 from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 
@@ -139,41 +139,17 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
 
 
-def start_replica(
-    kubeconfig: str, namespace: str, name: str, port: int, sink: Sink, logs: Path
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobscheduler.cli.main", "serve"],
-        env={
-            **os.environ,
-            "IN_CLUSTER": "false",
-            "KUBECONFIG": kubeconfig,
-            "GRPC_PORT": str(port),
-            "GRPC_HOST": "127.0.0.1",
-            "METRICS_PORT": "0",
-            "WATCH_NAMESPACES": namespace,
-            "K8S_NAMESPACE": namespace,
-            "POD_NAME": name,
-            "LEADER_LEASE_SECONDS": "5",
-            "ALLOWED_NOTIFY_URLS": f"http://127.0.0.1:{sink.port}/",
-            "LOG_LEVEL": "info",
-        },
-        stdout=open(logs / f"{name}.log", "wb"),
-        stderr=subprocess.STDOUT,
+def start_replica(kubeconfig: str, namespace: str, name: str, sink: Sink, logs: Path) -> ServiceProcess:
+    """One replica, its log under `logs`, started (SERVING, its cache listing the namespace)."""
+    replica = ServiceProcess(kubeconfig=Path(kubeconfig), namespace=namespace, log_path=logs / f"{name}.log")
+    replica.env.update(
+        POD_NAME=name,
+        LEADER_LEASE_SECONDS="5",
+        ALLOWED_NOTIFY_URLS=f"http://127.0.0.1:{sink.port}/",
+        LOG_LEVEL="info",
     )
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"no replica listening on {port}")
+    replica.start()
+    return replica
 
 
 def submit(
@@ -240,24 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     sink = Sink()
     ends = Ends(api, namespace)
-    ports = {"r1": free_port(), "r2": free_port()}
-    replicas = {
-        name: start_replica(args.kubeconfig, namespace, name, port, sink, logs)
-        for name, port in ports.items()
-    }
+    replicas: dict[str, ServiceProcess] = {}
     record: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
         "jobs": args.jobs,
         "rate_per_second": args.rate,
     }
     try:
-        for port in ports.values():
-            wait_port(port)
+        for name in ("r1", "r2"):
+            replicas[name] = start_replica(args.kubeconfig, namespace, name, sink, logs)
         deadline = time.monotonic() + 30
         while not leader(api, namespace) and time.monotonic() < deadline:
             time.sleep(0.2)
-        channel = grpc.insecure_channel(f"127.0.0.1:{ports['r1']}")
-        stub = pb_grpc.JobSchedulerStub(channel)
+        stub = replicas["r1"].stub
+        assert stub is not None
 
         say(f"{args.jobs} jobs at {args.rate:g}/s, each notifying on SUCCEEDED")
         ids = submit(stub, namespace, sink, args.jobs, args.rate, "delay")
@@ -276,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         sink.delay = 1.0
         victim = leader(api, namespace)
         survivor = "r2" if victim == "r1" else "r1"
-        stub = pb_grpc.JobSchedulerStub(grpc.insecure_channel(f"127.0.0.1:{ports[survivor]}"))
+        stub = replicas[survivor].stub
+        assert stub is not None
         kill_ids = submit(stub, namespace, sink, args.kill_jobs, args.rate, "kill")
         deadline = time.monotonic() + 60
         while (
@@ -286,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.05)
         killed_at = time.time()
         in_flight_before = sum(1 for i in kill_ids if i in sink.first)
-        replicas[victim].send_signal(signal.SIGKILL)
-        replicas[victim].wait(timeout=10)
+        victim_proc = replicas[victim].proc
+        assert victim_proc is not None
+        victim_proc.send_signal(signal.SIGKILL)
+        victim_proc.wait(timeout=10)
         wait_all(sink, kill_ids, timeout=180)
         time.sleep(
             8
@@ -306,10 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"leader kill: {record['leader_kill']}")
     finally:
         ends.stop()
-        for proc in replicas.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
+        for replica in replicas.values():
+            replica.stop()
         sink.server.shutdown()
         _remove_namespace(api, namespace)
     commit = subprocess.run(
@@ -349,14 +322,6 @@ def _remove_namespace(api: client.ApiClient, namespace: str) -> None:
             with contextlib.suppress(client.ApiException):
                 batch.patch_namespaced_job(job.metadata.name, namespace, {"metadata": {"finalizers": None}})
     client.CoreV1Api(api).delete_namespace(namespace)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -22,18 +22,18 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 from kubernetes import client, config, watch
 
+from bench.service import ServiceProcess
 from hack import kueue
 from jobscheduler.api import scheduler_pb2 as pb
-from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
@@ -170,23 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     flavor = f"bench-flavor-{suffix}"
     core, batch, custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    port = free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "jobscheduler.cli.main", "serve"],
-        env={
-            **os.environ,
-            "IN_CLUSTER": "false",
-            "KUBECONFIG": args.kubeconfig,
-            "GRPC_PORT": str(port),
-            "GRPC_HOST": "127.0.0.1",
-            "METRICS_PORT": "0",
-            "WATCH_NAMESPACES": namespace,
-            "K8S_NAMESPACE": namespace,
-            "SCHEDULE_LOOP": "false",
-            "LOG_LEVEL": "warn",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    serve = ServiceProcess(
+        kubeconfig=Path(args.kubeconfig),
+        namespace=namespace,
+        log_path=Path(tempfile.gettempdir()) / f"{namespace}.log",
+    )
+    serve.env.update(
+        SCHEDULE_LOOP="false",
     )
     record: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(),
@@ -203,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         make_queue(api, namespace, open_q, "100000", flavor)
         make_queue(api, namespace, full_q, "0", flavor)
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(channel).result(timeout=30)
-        stub = pb_grpc.JobSchedulerStub(channel)
+        serve.start()
+        assert serve.stub is not None
+        stub = serve.stub
         record["kueue_rss_mb_start"] = kueue_rss_mb()
 
         def via_service(_: int) -> str:
@@ -254,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         record["kueue_rss_mb_end"] = kueue_rss_mb()
     finally:
         admissions.stop()
-        serve.terminate()
-        serve.wait(timeout=30)
+        serve.stop()
         core.delete_namespace(namespace)
         for resource, name in (
             ("clusterqueues", open_q),
@@ -291,14 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / f"{stem}.md").write_text(text)
     print(text)
     return 0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -57,6 +57,24 @@ def status_of(server: ServeProcess) -> pb.ServiceStatus:
         return pb_grpc.JobSchedulerStub(channel).GetServiceStatus(pb.GetServiceStatusRequest(), timeout=5)
 
 
+def health_details(server: ServeProcess) -> subprocess.CompletedProcess[str]:
+    """`jobscheduler health --details` against the server, as a person runs it."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobscheduler.cli.main",
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "health",
+            "--details",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def conditions(status: pb.ServiceStatus) -> dict[str, tuple[bool, str]]:
     return {c.type: (c.ok, c.reason) for c in status.conditions}
 
@@ -181,20 +199,7 @@ def test_the_guides_grpcurl_example_and_the_cli_table(replicas: list[tuple[Serve
         "Leader",
         "Notifications",
     ]
-    shown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobscheduler.cli.main",
-            "--server",
-            f"127.0.0.1:{server.port}",
-            "health",
-            "--details",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    shown = health_details(server)
     assert shown.returncode == 0, shown.stderr
     head, header, *rows = shown.stdout.splitlines()
     assert head.startswith("SERVING, healthy; replica ")
@@ -241,20 +246,7 @@ def test_a_replica_without_rights_serves_degraded_and_says_why(
             "Leader": (False, "NoLeader"),
             "Notifications": (True, "Delivering"),
         }
-        shown = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jobscheduler.cli.main",
-                "--server",
-                f"127.0.0.1:{server.port}",
-                "health",
-                "--details",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        shown = health_details(server)
         assert shown.returncode == 8, shown.stderr
         assert "degraded: WatchCache (NotSynced), Leader (NoLeader)" in shown.stderr
         assert "service condition changed" in server.output()
