@@ -133,7 +133,7 @@ class Notifier:
     def _follow(self) -> None:
         cache = self.jobs.cache
         assert cache is not None
-        sub = cache.subscribe(PENDING, initial=False)
+        sub = cache.subscribe(PENDING, initial=False, internal=True)
         try:
             while not self._stop.is_set():
                 event = sub.next(0.5)

@@ -158,7 +158,8 @@ class JobCache:
     def counts(self) -> tuple[dict[str, int], dict[str, int], int]:
         with self._lock:
             pods = sum(len(p) for p in self._pods.values())
-            return ({"jobs": len(self._jobs), "pods": pods}, dict(self._states), len(self._subscribers))
+            streams = sum(1 for sub in self._subscribers if not sub.internal)
+            return ({"jobs": len(self._jobs), "pods": pods}, dict(self._states), streams)
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -168,14 +169,18 @@ class JobCache:
         *,
         initial: bool,
         namespace: str | None = None,
+        internal: bool = False,
     ) -> Subscription:
+        """A mailbox of the changes to jobs that match (their INITIAL state first, if asked).
+        internal: the service's own follower (the notifier), not a caller's watch stream, so
+        not counted in jobscheduler_watch_streams."""
         if namespace is not None:
             unscoped = match
 
             def match(labels: Mapping[str, str], status: JobStatus) -> bool:
                 return status.namespace == namespace and unscoped(labels, status)
 
-        sub = Subscription(match)
+        sub = Subscription(match, internal=internal)
         now = datetime.now(UTC)
         with self._lock:
             self._subscribers.add(sub)

@@ -30,6 +30,7 @@ class Subscription:
 
     match: Callable[[Mapping[str, str], JobStatus], bool]
     max_pending: int = 100_000
+    internal: bool = False  # the service's own follower, not a caller's stream
     _pending: OrderedDict[Key, Event] = field(default_factory=OrderedDict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     closed: bool = False

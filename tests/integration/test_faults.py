@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import grpc
 import pytest
@@ -34,6 +35,8 @@ from jobscheduler.api import scheduler_pb2_grpc as pb_grpc
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.integration.conftest import ServeProcess, free_port, start_serve
+
+V = TypeVar("V")
 
 pytestmark = pytest.mark.local_cluster
 
@@ -110,27 +113,41 @@ def ready(cluster: Cluster, timeout: float = 0.5) -> bool:
         return False
 
 
-class ApiLog:
-    """Asks the API server's /readyz every 100 ms: when it stopped and started being ready."""
+class ChangeLog(Generic[V]):
+    """Samples something every 100 ms on a thread of its own and records each change of the
+    value with its (monotonic) time; a sample of None is no answer and records nothing."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.changes: list[tuple[float, bool]] = []
+    def __init__(self) -> None:
+        self.changes: list[tuple[float, V]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def sample(self) -> V | None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         last = None
         while not self._stop.wait(0.1):
-            ok = ready(self.cluster)
-            if ok != last:
-                self.changes.append((time.monotonic(), ok))
-                last = ok
+            value = self.sample()
+            if value is not None and value != last:
+                self.changes.append((time.monotonic(), value))
+                last = value
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class ApiLog(ChangeLog[bool]):
+    """Asks the API server's /readyz: when it stopped and started being ready."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        super().__init__()
+
+    def sample(self) -> bool:
+        return ready(self.cluster)
 
     def back_at(self, after: float) -> float | None:
         """When it answered again after its first failure past `after`."""
@@ -140,33 +157,42 @@ class ApiLog:
         return next((t for t, ok in self.changes if ok and t > down), None)
 
 
-class HealthLog:
-    """Polls grpc.health.v1 every 100 ms and records each change with its time."""
+class HealthLog(ChangeLog[int]):
+    """Polls grpc.health.v1 (-1: no answer)."""
 
     def __init__(self, channel: grpc.Channel) -> None:
         self.stub = health_pb2_grpc.HealthStub(channel)
-        self.changes: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        last = None
-        while not self._stop.wait(0.1):
-            try:
-                status = int(self.stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
-            except grpc.RpcError:
-                status = -1
-            if status != last:
-                self.changes.append((time.monotonic(), status))
-                last = status
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> int:
+        try:
+            return int(self.stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
+        except grpc.RpcError:
+            return -1
 
     def first(self, status: int, after: float) -> float | None:
         return next((t for t, s in self.changes if s == status and t >= after), None)
+
+
+class ServiceStatusLog(ChangeLog[dict[str, str]]):
+    """Polls GetServiceStatus: its conditions' reasons by type, and the most failed Kubernetes
+    API calls it reported for one window."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = pb_grpc.JobSchedulerStub(channel)
+        self.most_errors = 0
+        super().__init__()
+
+    def sample(self) -> dict[str, str] | None:
+        try:
+            status = self.stub.GetServiceStatus(pb.GetServiceStatusRequest(), timeout=1)
+        except grpc.RpcError:
+            return None
+        self.most_errors = max(self.most_errors, status.kubernetes.errors)
+        return {c.type: c.reason for c in status.conditions}
+
+    def first(self, condition: str, reason: str, after: float) -> float | None:
+        return next((t for t, r in self.changes if r.get(condition) == reason and t >= after), None)
 
 
 def jobs_by_request(cluster: Cluster, namespace: str) -> dict[str, list[str]]:
@@ -226,39 +252,6 @@ def served(cluster: Cluster, tmp_path: Path, namespace: str) -> Iterator[ServePr
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=30)
-
-
-class ServiceStatusLog:
-    """Polls GetServiceStatus every 100 ms: each change of its conditions' (type, reason) with its
-    time, and the most failed Kubernetes API calls it reported for one window."""
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.stub = pb_grpc.JobSchedulerStub(channel)
-        self.changes: list[tuple[float, dict[str, str]]] = []
-        self.most_errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        last = None
-        while not self._stop.wait(0.1):
-            try:
-                status = self.stub.GetServiceStatus(pb.GetServiceStatusRequest(), timeout=1)
-            except grpc.RpcError:
-                continue
-            self.most_errors = max(self.most_errors, status.kubernetes.errors)
-            reasons = {c.type: c.reason for c in status.conditions}
-            if reasons != last:
-                self.changes.append((time.monotonic(), reasons))
-                last = reasons
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def first(self, condition: str, reason: str, after: float) -> float | None:
-        return next((t for t, r in self.changes if r.get(condition) == reason and t >= after), None)
 
 
 def cache_agrees_with_the_cluster(stub: pb_grpc.JobSchedulerStub, cluster: Cluster, namespace: str) -> bool:

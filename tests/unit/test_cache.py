@@ -1385,3 +1385,12 @@ def test_first_list_pending_until_every_informer_of_the_namespace_has_listed() -
     for informer in informers:
         informer.synced.set()
     assert not cache.first_list_pending("ns")
+
+
+def test_only_callers_watch_streams_count_not_the_services_own_followers() -> None:
+    cache = new_cache()
+    caller = cache.subscribe(everything, initial=False)
+    cache.subscribe(everything, initial=False, internal=True)  # e.g. the notifier
+    assert cache.counts()[2] == 1
+    cache.unsubscribe(caller)
+    assert cache.counts()[2] == 0
