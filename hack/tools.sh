@@ -8,7 +8,9 @@
 #   hack/tools.sh matrix    the control plane of every Kubernetes version of the matrix
 #   hack/tools.sh kueue     only Kueue (JOBSCHEDULER_KUEUE=0 leaves it out of build)
 #   hack/tools.sh jaeger    only Jaeger (the OTLP receiver of the tracing tests and bench;
-#                           JOBSCHEDULER_JAEGER=0 leaves it out of build)
+#                           JOBSCHEDULER_JAEGER=0 leaves it out of build; hack/dev.sh builds
+#                           it in the background instead)
+#   hack/tools.sh jaeger-ready   exit 0 when Jaeger is built (and linked), else 1
 # KUBERNETES_VERSION=1.37.2 selects another version of the matrix (hack/versions.env): its
 # Kubernetes binaries and etcd, with the version-independent tools, in a bin dir of its own.
 set -euo pipefail
@@ -189,6 +191,15 @@ build_kueue() {
 build_jaeger() {
   local v=$JAEGER_VERSION dir moddir start=$SECONDS
   stamp_ok jaeger "$v" && { relink jaeger "$v" jaeger; return; }
+  # One build at a time: hack/dev.sh starts this in the background and the tracing tests
+  # (hack/jaeger.py) ask for it again; the second waits here for the first, then finds it built.
+  mkdir -p "$CACHE/tools"
+  exec 9>"$CACHE/tools/jaeger-$v.lock"
+  if ! flock -n 9; then
+    log "waiting for another build of Jaeger $v to finish"
+    flock 9
+  fi
+  stamp_ok jaeger "$v" && { relink jaeger "$v" jaeger; return; }
   dir="$(tool_dir jaeger "$v")"
   log "building Jaeger $v (github.com/jaegertracing/jaeger/cmd/jaeger; cold build: expect ~8 min on 2 cores)"
   rm -rf "$dir" && mkdir -p "$dir/bin"
@@ -237,6 +248,7 @@ case "${1:-build}" in
   containerd) build_containerd ;;
   kueue) build_kueue; log "Kueue ready in $BIN" ;;
   jaeger) build_jaeger; log "Jaeger ready in $BIN" ;;
+  jaeger-ready) stamp_ok jaeger "$JAEGER_VERSION" && relink jaeger "$JAEGER_VERSION" jaeger ;;
   path) echo "$BIN" ;;
-  *) echo "usage: $0 [build|node|matrix|kueue|jaeger|path]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|node|matrix|kueue|jaeger|jaeger-ready|path]" >&2; exit 2 ;;
 esac
